@@ -1,0 +1,30 @@
+//! The echo server of the original webmesh README.
+//!
+//! ```sh
+//! cargo run --example echo               # serves ws://0.0.0.0:4269
+//! WEBMESH_ADDR=127.0.0.1:9000 cargo run --example echo
+//! ```
+
+use serde_json::Value;
+
+/// Answers any payload on `/` with itself.
+#[webmesh::on("/")]
+async fn root(data: Value) -> Value {
+    data
+}
+
+/// Answers any payload on `/echo` with itself.
+#[webmesh::on("/echo")]
+async fn echo(data: Value) -> Value {
+    data
+}
+
+#[tokio::main]
+async fn main() -> Result<(), webmesh::Error> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .init();
+    webmesh::serve().await
+}

@@ -1,0 +1,124 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
+
+use super::handle::Client;
+use super::shared::ClientShared;
+use crate::protocol::{codec_subprotocol, Codec, Compression, LegacyFormat, WireFormat};
+use crate::Error;
+
+/// The default per-call timeout: 30 seconds.
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Configures a [`Client`]: codec, legacy mode, timeout and limits.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), webmesh::Error> {
+/// use std::time::Duration;
+///
+/// let client = webmesh::Client::builder("ws://127.0.0.1:4269")
+///     .json()
+///     .timeout(Duration::from_secs(5))
+///     .connect()
+///     .await?;
+/// # Ok(()) }
+/// ```
+#[must_use]
+pub struct ClientBuilder {
+    url: String,
+    format: WireFormat,
+    timeout: Duration,
+    compression: Compression,
+    max_message_size: usize,
+}
+
+impl ClientBuilder {
+    pub(crate) fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            format: WireFormat::MsgPack,
+            timeout: DEFAULT_TIMEOUT,
+            compression: Compression::default(),
+            max_message_size: crate::server::DEFAULT_MAX_MESSAGE_SIZE,
+        }
+    }
+
+    /// Speaks native MessagePack in binary frames (the default).
+    pub fn msgpack(mut self) -> Self {
+        self.format = WireFormat::MsgPack;
+        self
+    }
+
+    /// Speaks native JSON in text frames, readable in any WebSocket inspector.
+    pub fn json(mut self) -> Self {
+        self.format = WireFormat::Json;
+        self
+    }
+
+    /// Speaks a user codec, which the server must also know.
+    pub fn codec(mut self, codec: impl Codec) -> Self {
+        self.format = WireFormat::Custom(Arc::new(codec));
+        self
+    }
+
+    /// Talks to a server running the Python webmesh 0.1.2 package, configured
+    /// with the given serializer.
+    ///
+    /// That protocol has no call ids, so calls are made one at a time; a
+    /// reply is the next message on the called path. Its `"Path not found"`
+    /// answer becomes [`Error::NotFound`].
+    pub fn legacy(mut self, format: LegacyFormat) -> Self {
+        self.format = WireFormat::Legacy(format);
+        self
+    }
+
+    /// How long a call waits for its reply by default (default [`DEFAULT_TIMEOUT`]).
+    pub fn timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Compress native MessagePack messages of at least `bytes` bytes
+    /// (default 1024); `usize::MAX` turns compression off.
+    pub fn compression_threshold(mut self, bytes: usize) -> Self {
+        self.compression = Compression { threshold: bytes };
+        self
+    }
+
+    /// The largest message accepted from the server, after decompression.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// Connects.
+    pub async fn connect(self) -> Result<Client, Error> {
+        let mut request = self
+            .url
+            .as_str()
+            .into_client_request()
+            .map_err(|e| Error::Config(e.to_string()))?;
+        if let WireFormat::Custom(codec) = &self.format {
+            let protocol = HeaderValue::from_str(&codec_subprotocol(codec.as_ref()))
+                .map_err(|e| Error::Config(format!("codec name: {e}")))?;
+            request
+                .headers_mut()
+                .insert("sec-websocket-protocol", protocol);
+        }
+        let config = WebSocketConfig::default()
+            .max_message_size(Some(self.max_message_size))
+            .max_frame_size(Some(self.max_message_size));
+        let (socket, _response) =
+            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+        let shared = Arc::new(ClientShared::new(
+            self.format,
+            self.compression,
+            self.timeout,
+            self.max_message_size,
+        ));
+        Ok(Client::start(socket, shared))
+    }
+}

@@ -1,0 +1,220 @@
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::mpsc;
+
+use super::builder::ClientBuilder;
+use super::driver::{drive, Socket};
+use super::push::{Push, Pushes};
+use super::shared::ClientShared;
+use crate::protocol::{Envelope, Frame, WireFormat};
+use crate::{Error, Payload};
+
+/// How many frames may wait to be written before callers wait.
+const QUEUE: usize = 1024;
+
+/// What 0.1.2 servers answer for a path without a handler.
+const LEGACY_NOT_FOUND: &str = "Path not found";
+
+/// A connection to a webmesh server.
+///
+/// Cheap to clone: clones share one WebSocket connection, on which calls from
+/// any number of tasks are multiplexed and answered in any order. The
+/// connection closes when the last clone is dropped.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), webmesh::Error> {
+/// let client = webmesh::Client::connect("ws://127.0.0.1:4269").await?;
+/// let reply: serde_json::Value = client.call("/echo", &serde_json::json!({"blop": 56})).await?;
+/// client.emit("/inc", &()).await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    shared: Arc<ClientShared>,
+    queue: mpsc::Sender<Frame>,
+}
+
+impl Client {
+    /// Connects to `url` (`ws://host:port`) with the default settings:
+    /// MessagePack, a 30 s call timeout.
+    pub async fn connect(url: &str) -> Result<Client, Error> {
+        Self::builder(url).connect().await
+    }
+
+    /// Starts configuring a client for `url`.
+    pub fn builder(url: impl Into<String>) -> ClientBuilder {
+        ClientBuilder::new(url)
+    }
+
+    pub(crate) fn start(socket: Socket, shared: Arc<ClientShared>) -> Self {
+        let (queue, frames) = mpsc::channel(QUEUE);
+        tokio::spawn(drive(socket, frames, shared.clone()));
+        Self { shared, queue }
+    }
+
+    /// Calls `path` with `data` and waits for the reply, up to the client's timeout.
+    pub async fn call<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        data: &(impl Serialize + ?Sized),
+    ) -> Result<R, Error> {
+        self.call_with_timeout(path, data, self.shared.timeout)
+            .await
+    }
+
+    /// Calls `path` with `data` and waits for the reply, up to `timeout`.
+    ///
+    /// On timeout the call is abandoned: a late reply is dropped. The handler
+    /// may still have run.
+    pub async fn call_with_timeout<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        data: &(impl Serialize + ?Sized),
+        timeout: Duration,
+    ) -> Result<R, Error> {
+        let payload = match &self.shared.format {
+            WireFormat::Legacy(_) => self.legacy_call(path, data, timeout).await?,
+            _ => self.native_call(path, data, timeout).await?,
+        };
+        Ok(payload.deserialize()?)
+    }
+
+    async fn native_call(
+        &self,
+        path: &str,
+        data: &(impl Serialize + ?Sized),
+        timeout: Duration,
+    ) -> Result<Payload, Error> {
+        let (id, reply) = self.shared.register();
+        // Forget the call however this future ends: reply, timeout or drop.
+        let _forget = Forget {
+            shared: &self.shared,
+            id,
+        };
+        self.send(&Envelope::Call { id, path, data }).await?;
+        match tokio::time::timeout(timeout, reply).await {
+            Err(_) => Err(Error::Timeout(timeout)),
+            Ok(Err(_)) => Err(self.closed_error()),
+            Ok(Ok(Ok(payload))) => Ok(payload),
+            Ok(Ok(Err(error))) => Err(Error::from_reply(path, error)),
+        }
+    }
+
+    async fn legacy_call(
+        &self,
+        path: &str,
+        data: &(impl Serialize + ?Sized),
+        timeout: Duration,
+    ) -> Result<Payload, Error> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        // 0.1.2 has no call ids: one call at a time.
+        let _turn = tokio::time::timeout_at(deadline, self.shared.legacy_turn.lock())
+            .await
+            .map_err(|_| Error::Timeout(timeout))?;
+        let reply = self.shared.register_legacy(path);
+        let result = match self.send(&Envelope::Call { id: 0, path, data }).await {
+            Ok(()) => tokio::time::timeout_at(deadline, reply).await,
+            Err(e) => {
+                self.shared.forget_legacy();
+                return Err(e);
+            }
+        };
+        self.shared.forget_legacy();
+        match result {
+            Err(_) => Err(Error::Timeout(timeout)),
+            Ok(Err(_)) => Err(self.closed_error()),
+            Ok(Ok(Err(error))) => Err(Error::from_reply(path, error)),
+            Ok(Ok(Ok(payload))) => match payload.deserialize::<String>() {
+                Ok(text) if text == LEGACY_NOT_FOUND => Err(Error::NotFound {
+                    path: path.to_owned(),
+                }),
+                _ => Ok(payload),
+            },
+        }
+    }
+
+    /// Sends `data` to `path` without waiting for, or getting, an answer.
+    ///
+    /// Returns once the message is queued for sending.
+    pub async fn emit(&self, path: &str, data: &(impl Serialize + ?Sized)) -> Result<(), Error> {
+        self.send(&Envelope::Emit { path, data }).await
+    }
+
+    async fn send<T: Serialize + ?Sized>(&self, envelope: &Envelope<'_, T>) -> Result<(), Error> {
+        let frame = self
+            .shared
+            .format
+            .encode(envelope, self.shared.compression)
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        self.queue
+            .send(frame)
+            .await
+            .map_err(|_| self.closed_error())
+    }
+
+    /// Runs `handler` for every push the server sends on `path`.
+    ///
+    /// The handler runs on the connection's task: keep it short, or spawn.
+    /// Pushes whose data does not decode as `T` are logged and skipped.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: webmesh::Client) {
+    /// client.on("/tick", |n: u32| println!("tick {n}"));
+    /// # }
+    /// ```
+    pub fn on<T, F>(&self, path: &str, handler: F)
+    where
+        T: DeserializeOwned,
+        F: Fn(T) + Send + Sync + 'static,
+    {
+        let handler = move |push: &Push| match push.deserialize::<T>() {
+            Ok(data) => handler(data),
+            Err(e) => tracing::warn!(path = push.path(), "skipping a push: {e}"),
+        };
+        let mut handlers = self
+            .shared
+            .push_handlers
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        handlers
+            .entry(path.to_owned())
+            .or_default()
+            .push(Arc::new(handler));
+    }
+
+    /// A stream of every push the server sends from now on, on any path.
+    pub fn pushes(&self) -> Pushes {
+        Pushes::new(self.shared.pushes.subscribe())
+    }
+
+    /// Whether the connection is closed.
+    pub fn is_closed(&self) -> bool {
+        self.queue.is_closed()
+    }
+
+    fn closed_error(&self) -> Error {
+        Error::Closed(self.shared.closed().flatten())
+    }
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("format", &self.shared.format)
+            .finish_non_exhaustive()
+    }
+}
+
+struct Forget<'a> {
+    shared: &'a ClientShared,
+    id: u64,
+}
+
+impl Drop for Forget<'_> {
+    fn drop(&mut self) {
+        self.shared.forget(self.id);
+    }
+}

@@ -1,0 +1,11 @@
+//! The client: calls and emits to a webmesh server over one multiplexed connection.
+
+mod builder;
+mod driver;
+mod handle;
+mod push;
+mod shared;
+
+pub use builder::{ClientBuilder, DEFAULT_TIMEOUT};
+pub use handle::Client;
+pub use push::{Push, Pushes};

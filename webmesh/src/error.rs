@@ -1,0 +1,98 @@
+//! The error of every fallible webmesh operation.
+
+use std::time::Duration;
+
+use crate::CallError;
+
+/// What went wrong with a call, an emit, a connection or a server.
+///
+/// Match on the variant to tell the cases apart:
+///
+/// ```no_run
+/// # async fn demo(client: webmesh::Client) {
+/// match client.call::<String>("/greet", &"ada").await {
+///     Ok(greeting) => println!("{greeting}"),
+///     Err(webmesh::Error::NotFound { path }) => eprintln!("nobody serves {path}"),
+///     Err(webmesh::Error::Handler(e)) if e.code() == "rate_limited" => eprintln!("later"),
+///     Err(e) => eprintln!("{e}"),
+/// }
+/// # }
+/// ```
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The server has no handler for the path.
+    #[error("no handler for `{path}`")]
+    NotFound {
+        /// The path that was called.
+        path: String,
+    },
+    /// A payload did not decode into the expected type: the request's on the
+    /// server, or the reply's on the client.
+    #[error("invalid payload at `{field}`: {message}")]
+    BadPayload {
+        /// The path to the offending field (`.` for the payload itself).
+        field: String,
+        /// What was wrong with it.
+        message: String,
+    },
+    /// The handler answered with an error.
+    #[error("handler error {0}")]
+    Handler(CallError),
+    /// No reply came in time.
+    #[error("no reply within {0:?}")]
+    Timeout(Duration),
+    /// The connection is closed, or closed before the reply came.
+    #[error("connection closed{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
+    Closed(Option<String>),
+    /// The peer broke the protocol, or a message could not be encoded.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// A configuration mistake found at start-up, such as two handlers on one path.
+    #[error("configuration error: {0}")]
+    Config(String),
+    /// The network failed.
+    #[error("i/o error: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+impl Error {
+    /// Turns an error reply received for a call into the matching variant.
+    pub(crate) fn from_reply(path: &str, error: CallError) -> Self {
+        match error.code() {
+            CallError::NOT_FOUND => Error::NotFound {
+                path: path.to_owned(),
+            },
+            CallError::BAD_PAYLOAD => Error::BadPayload {
+                field: error
+                    .data()
+                    .and_then(|d| d.get("field"))
+                    .and_then(|f| f.as_str())
+                    .unwrap_or(".")
+                    .to_owned(),
+                message: error.message().to_owned(),
+            },
+            _ => Error::Handler(error),
+        }
+    }
+}
+
+impl From<crate::PayloadError> for Error {
+    fn from(err: crate::PayloadError) -> Self {
+        Error::BadPayload {
+            field: err.field().to_owned(),
+            message: err.message().to_owned(),
+        }
+    }
+}
+
+impl From<tokio_tungstenite::tungstenite::Error> for Error {
+    fn from(err: tokio_tungstenite::tungstenite::Error) -> Self {
+        use tokio_tungstenite::tungstenite::Error as Ws;
+        match err {
+            Ws::Io(io) => Error::Io(io),
+            Ws::ConnectionClosed | Ws::AlreadyClosed => Error::Closed(None),
+            other => Error::Protocol(other.to_string()),
+        }
+    }
+}

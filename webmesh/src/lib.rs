@@ -1,0 +1,115 @@
+//! Connect microservices over WebSockets.
+//!
+//! A service declares handlers on paths with [`#[webmesh::on]`](on); other
+//! services connect with a [`Client`] and [`call`](Client::call) them
+//! (request/response) or [`emit`](Client::emit) to them (fire-and-forget).
+//! Payloads are any serde types, carried as MessagePack (zlib-compressed
+//! when large) or JSON. webmesh also speaks the wire format of the Python
+//! package `webmesh` 0.1.2, in both directions.
+//!
+//! ```no_run
+//! use serde::{Deserialize, Serialize};
+//!
+//! #[derive(Deserialize)]
+//! struct Greet {
+//!     name: String,
+//! }
+//!
+//! #[derive(Serialize)]
+//! struct Greeting {
+//!     text: String,
+//! }
+//!
+//! #[webmesh::on("/greet")]
+//! async fn greet(req: Greet) -> Greeting {
+//!     Greeting { text: format!("hello, {}", req.name) }
+//! }
+//!
+//! #[tokio::main]
+//! async fn main() -> Result<(), webmesh::Error> {
+//!     webmesh::serve().await // on WEBMESH_ADDR, default 0.0.0.0:4269
+//! }
+//! ```
+//!
+//! And from another service:
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), webmesh::Error> {
+//! let client = webmesh::Client::connect("ws://127.0.0.1:4269").await?;
+//! let greeting: serde_json::Value = client.call("/greet", &serde_json::json!({"name": "ada"})).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! # Handlers
+//!
+//! A handler is an `async fn` or a plain `fn`. Its arguments are
+//! [extractors](extract): the payload (any `T: DeserializeOwned`, last),
+//! the caller's [`Connection`], [`State<T>`]. It returns any `T: Serialize`
+//! (the reply), `()` or `Option<T>`, or `Result<T, E>` where `E:`
+//! [`IntoCallError`] (an error reply with a code and a message).
+//!
+//! Calls on one connection run concurrently, each on its own task.
+//!
+//! # Wire format
+//!
+//! See `PROTOCOL.md` in the repository for the exact bytes. The server
+//! recognises every built-in format frame by frame and answers in the format
+//! of the request; user formats plug in through [`Codec`].
+//!
+//! # Feature flags
+//!
+//! | feature | default | what it adds |
+//! |---|---|---|
+//! | `cli` | no | the `webmesh` command-line client binary |
+
+mod call_error;
+mod client;
+mod error;
+pub mod extract;
+mod handler;
+#[doc(hidden)]
+pub mod marker;
+mod protocol;
+mod routing;
+mod server;
+
+pub mod blocking;
+
+pub use call_error::{CallError, IntoCallError};
+pub use client::{Client, ClientBuilder, Push, Pushes, DEFAULT_TIMEOUT};
+pub use error::Error;
+pub use extract::State;
+pub use handler::{Handler, IntoReply, Reply};
+pub use protocol::{
+    Codec, CodecError, DecodeTarget, EncodeSource, LegacyFormat, Payload, PayloadError,
+};
+pub use routing::Router;
+pub use server::{
+    router, serve, Connection, DisconnectReason, Server, ServerBuilder, DEFAULT_ADDR,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE,
+};
+
+/// Declares a handler for a path, served by [`serve`] and [`router`].
+///
+/// ```
+/// #[webmesh::on("/echo")]
+/// fn echo(data: serde_json::Value) -> serde_json::Value {
+///     data
+/// }
+/// ```
+///
+/// The function is left as it is (it can still be called directly); the
+/// attribute only registers it. It may be `async` or not, takes
+/// [extractors](extract) and returns what [`IntoReply`] accepts. Errors in
+/// the path or the signature are reported at compile time, on the
+/// offending token.
+pub use webmesh_macros::on;
+
+/// Not public API: used by the code `#[webmesh::on]` generates.
+#[doc(hidden)]
+pub mod __private {
+    pub use inventory;
+
+    pub use crate::handler::BoxedHandler;
+    pub use crate::routing::{erase, Registration};
+}

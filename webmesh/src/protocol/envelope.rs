@@ -1,0 +1,105 @@
+//! Envelopes: the messages of the native protocol, in and out.
+
+use serde::ser::{Serialize, SerializeTuple, Serializer};
+
+use super::kind;
+use super::payload::Payload;
+use crate::CallError;
+
+/// An outgoing message, borrowed from its parts; serialises as the array of
+/// PROTOCOL.md (`[kind, ...]`).
+pub(crate) enum Envelope<'a, T: ?Sized> {
+    Call { id: u64, path: &'a str, data: &'a T },
+    Emit { path: &'a str, data: &'a T },
+    Reply { id: u64, data: &'a T },
+    Error { id: u64, error: &'a CallError },
+    Push { path: &'a str, data: &'a T },
+}
+
+impl<'a> Envelope<'a, ()> {
+    /// The error reply to call `id`.
+    pub(crate) fn error(id: u64, error: &'a CallError) -> Self {
+        Envelope::Error { id, error }
+    }
+}
+
+/// The error of an error envelope, as it travels (`code`, `message`, `data`).
+pub(crate) type WireError = CallError;
+
+impl<T: Serialize + ?Sized> Serialize for Envelope<'_, T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            Envelope::Call { id, path, data } => {
+                let mut t = serializer.serialize_tuple(4)?;
+                t.serialize_element(&kind::CALL)?;
+                t.serialize_element(id)?;
+                t.serialize_element(path)?;
+                t.serialize_element(data)?;
+                t.end()
+            }
+            Envelope::Emit { path, data } => with_path(serializer, kind::EMIT, path, data),
+            Envelope::Push { path, data } => with_path(serializer, kind::PUSH, path, data),
+            Envelope::Reply { id, data } => {
+                let mut t = serializer.serialize_tuple(3)?;
+                t.serialize_element(&kind::REPLY)?;
+                t.serialize_element(id)?;
+                t.serialize_element(data)?;
+                t.end()
+            }
+            Envelope::Error { id, error } => {
+                let mut t = serializer.serialize_tuple(5)?;
+                t.serialize_element(&kind::ERROR)?;
+                t.serialize_element(id)?;
+                t.serialize_element(error.code())?;
+                t.serialize_element(error.message())?;
+                t.serialize_element(&error.data())?;
+                t.end()
+            }
+        }
+    }
+}
+
+fn with_path<S: Serializer, T: Serialize + ?Sized>(
+    serializer: S,
+    kind: u64,
+    path: &str,
+    data: &T,
+) -> Result<S::Ok, S::Error> {
+    let mut t = serializer.serialize_tuple(3)?;
+    t.serialize_element(&kind)?;
+    t.serialize_element(path)?;
+    t.serialize_element(data)?;
+    t.end()
+}
+
+/// A decoded incoming message; the payload is left encoded until a handler
+/// asks for it with the type it wants.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    Call {
+        id: u64,
+        path: String,
+        payload: Payload,
+    },
+    Emit {
+        path: String,
+        payload: Payload,
+    },
+    Reply {
+        id: u64,
+        payload: Payload,
+    },
+    Error {
+        id: u64,
+        error: WireError,
+    },
+    Push {
+        path: String,
+        payload: Payload,
+    },
+    /// A `{path, data}` message of webmesh 0.1.2.
+    Legacy {
+        path: String,
+        payload: Payload,
+    },
+}

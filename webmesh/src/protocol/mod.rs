@@ -1,0 +1,25 @@
+//! The wire format: envelopes, codecs, compression and the legacy 0.1.2 format.
+//!
+//! `PROTOCOL.md` at the repository root is the normative description; this
+//! module is its implementation.
+
+mod codec;
+mod compression;
+mod envelope;
+mod frame;
+mod json;
+pub(crate) mod kind;
+mod legacy;
+mod msgpack;
+mod payload;
+mod wire;
+
+pub use codec::{Codec, CodecError, DecodeTarget, EncodeSource};
+pub use payload::{Payload, PayloadError};
+
+pub(crate) use codec::subprotocol as codec_subprotocol;
+pub(crate) use compression::Compression;
+pub(crate) use envelope::{Envelope, Incoming};
+pub(crate) use frame::Frame;
+pub use legacy::LegacyFormat;
+pub(crate) use wire::{DecodeError, WireFormat};

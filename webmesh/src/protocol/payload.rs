@@ -1,0 +1,147 @@
+use std::fmt;
+
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+/// The data of a message, still encoded, decoded on demand into the type a
+/// handler or caller asks for.
+///
+/// Handlers rarely see it: any `T: DeserializeOwned` argument is decoded from
+/// it. It is useful where the type is chosen at run time:
+///
+/// ```
+/// # fn demo(payload: webmesh::Payload) -> Result<(), webmesh::PayloadError> {
+/// let value: serde_json::Value = payload.deserialize()?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone, PartialEq, Eq)]
+pub struct Payload {
+    repr: Repr,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+enum Repr {
+    MsgPack(Bytes),
+    Json(Bytes),
+}
+
+const MSGPACK_NIL: &[u8] = &[0xc0];
+
+impl Payload {
+    pub(crate) fn msgpack(bytes: Bytes) -> Self {
+        Self {
+            repr: Repr::MsgPack(bytes),
+        }
+    }
+
+    pub(crate) fn json(bytes: Bytes) -> Self {
+        Self {
+            repr: Repr::Json(bytes),
+        }
+    }
+
+    /// The payload of a message that carried none (`nil`).
+    pub(crate) fn nil() -> Self {
+        Self::msgpack(Bytes::from_static(MSGPACK_NIL))
+    }
+
+    /// Decodes the payload into `T`.
+    ///
+    /// The error names the offending field, e.g. `items[2].price`.
+    pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
+        match &self.repr {
+            Repr::MsgPack(bytes) => {
+                let mut de = rmp_serde::Deserializer::from_read_ref(bytes.as_ref());
+                serde_path_to_error::deserialize(&mut de).map_err(PayloadError::from_path)
+            }
+            Repr::Json(bytes) => {
+                let mut de = serde_json::Deserializer::from_slice(bytes);
+                serde_path_to_error::deserialize(&mut de).map_err(PayloadError::from_path)
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Payload {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::MsgPack(b) => write!(f, "Payload::MsgPack({} bytes)", b.len()),
+            Repr::Json(b) => write!(f, "Payload::Json({})", String::from_utf8_lossy(b)),
+        }
+    }
+}
+
+/// A payload did not decode into the type that was asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PayloadError {
+    field: String,
+    message: String,
+}
+
+impl PayloadError {
+    fn from_path<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> Self {
+        Self {
+            field: err.path().to_string(),
+            message: err.inner().to_string(),
+        }
+    }
+
+    /// The path to the offending field (`.` for the payload itself).
+    pub fn field(&self) -> &str {
+        &self.field
+    }
+
+    /// What was wrong with it.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+}
+
+impl fmt::Display for PayloadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field == "." {
+            write!(f, "invalid payload: {}", self.message)
+        } else {
+            write!(f, "invalid payload at `{}`: {}", self.field, self.message)
+        }
+    }
+}
+
+impl std::error::Error for PayloadError {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Order {
+        items: Vec<Item>,
+    }
+    #[derive(Debug, serde::Deserialize)]
+    #[allow(dead_code)]
+    struct Item {
+        price: u32,
+    }
+
+    #[test]
+    fn error_names_the_field_in_both_codecs() {
+        let json = Payload::json(Bytes::from_static(
+            br#"{"items":[{"price":1},{"price":"x"}]}"#,
+        ));
+        let err = json.deserialize::<Order>().unwrap_err();
+        assert_eq!(err.field(), "items[1].price");
+
+        let value = serde_json::json!({"items": [{"price": 1}, {"price": "x"}]});
+        let packed = rmp_serde::to_vec_named(&value).unwrap();
+        let err = Payload::msgpack(packed.into())
+            .deserialize::<Order>()
+            .unwrap_err();
+        assert_eq!(err.field(), "items[1].price");
+    }
+
+    #[test]
+    fn nil_is_none() {
+        assert_eq!(Payload::nil().deserialize::<Option<u8>>().unwrap(), None);
+    }
+}

@@ -1,0 +1,209 @@
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::http::Extensions;
+
+use super::hooks::{DisconnectReason, Hooks};
+use super::serve::Server;
+use super::Connection;
+use crate::handler::{BoxedHandler, Handler};
+use crate::protocol::{Codec, Compression};
+use crate::routing::{RouteTable, Router};
+use crate::Error;
+
+/// The address `webmesh::serve()` binds when `WEBMESH_ADDR` is not set:
+/// every interface, on the original webmesh port.
+pub const DEFAULT_ADDR: &str = "0.0.0.0:4269";
+
+/// The default of [`ServerBuilder::max_message_size`]: 8 MiB.
+pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 8 << 20;
+
+/// The default of [`ServerBuilder::outbound_queue`]: 1024 messages.
+pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+
+/// Configures a [`Server`]: address, state, hooks, codecs and limits.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), webmesh::Error> {
+/// let server = webmesh::Server::builder()
+///     .addr("127.0.0.1:0")
+///     .state(String::from("shared config"))
+///     .on_connect(|conn| println!("{} connected", conn.id()))
+///     .bind()
+///     .await?;
+/// println!("listening on {}", server.local_addr());
+/// server.serve().await
+/// # }
+/// ```
+#[must_use]
+pub struct ServerBuilder {
+    addr: Option<String>,
+    router: Router,
+    include_registered: bool,
+    states: Extensions,
+    hooks: Hooks,
+    not_found: Option<BoxedHandler>,
+    codecs: Vec<Arc<dyn Codec>>,
+    max_message_size: usize,
+    outbound_queue: usize,
+    compression: Compression,
+}
+
+/// Everything a running server's connections share.
+pub(crate) struct Shared {
+    pub(crate) routes: RouteTable,
+    pub(crate) states: Extensions,
+    pub(crate) hooks: Hooks,
+    pub(crate) not_found: Option<BoxedHandler>,
+    pub(crate) codecs: Vec<Arc<dyn Codec>>,
+    pub(crate) max_message_size: usize,
+    pub(crate) outbound_queue: usize,
+    pub(crate) compression: Compression,
+}
+
+impl Default for ServerBuilder {
+    fn default() -> Self {
+        Self {
+            addr: None,
+            router: Router::new(),
+            include_registered: true,
+            states: Extensions::new(),
+            hooks: Hooks::default(),
+            not_found: None,
+            codecs: Vec::new(),
+            max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
+            outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            compression: Compression::default(),
+        }
+    }
+}
+
+impl ServerBuilder {
+    /// The address to listen on, e.g. `"127.0.0.1:0"` for any free port.
+    ///
+    /// Defaults to `WEBMESH_ADDR` if set, else [`DEFAULT_ADDR`].
+    pub fn addr(mut self, addr: impl Into<String>) -> Self {
+        self.addr = Some(addr.into());
+        self
+    }
+
+    /// Adds the handlers of `router` to those declared with `#[webmesh::on]`.
+    pub fn router(mut self, router: Router) -> Self {
+        self.router = self.router.merge(router);
+        self
+    }
+
+    /// Whether to serve the handlers declared with `#[webmesh::on]` (default
+    /// `true`). Turn it off to serve only a [`Router`], e.g. in tests.
+    pub fn registered_handlers(mut self, include: bool) -> Self {
+        self.include_registered = include;
+        self
+    }
+
+    /// Makes `state` available to handlers through [`State<T>`](crate::State).
+    /// One value per type; a second value of the same type replaces the first.
+    pub fn state<T: Clone + Send + Sync + 'static>(mut self, state: T) -> Self {
+        self.states.insert(state);
+        self
+    }
+
+    /// Runs `hook` when a client connects, before its first message is read.
+    pub fn on_connect(mut self, hook: impl Fn(&Connection) + Send + Sync + 'static) -> Self {
+        self.hooks.on_connect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Runs `hook` when a connection ends, with the reason.
+    pub fn on_disconnect(
+        mut self,
+        hook: impl Fn(&Connection, &DisconnectReason) + Send + Sync + 'static,
+    ) -> Self {
+        self.hooks.on_disconnect = Some(Arc::new(hook));
+        self
+    }
+
+    /// Answers messages to paths that have no handler.
+    ///
+    /// By default a native call gets the error `not_found`, and a webmesh
+    /// 0.1.2 client gets the data `"Path not found"`, as 0.1.2 answered.
+    pub fn not_found<H: Handler<T>, T>(mut self, handler: H) -> Self {
+        self.not_found = Some(BoxedHandler::new(handler));
+        self
+    }
+
+    /// Accepts clients that ask for `codec` (WebSocket subprotocol
+    /// `webmesh.<name>`), in addition to the built-in formats.
+    pub fn codec(mut self, codec: impl Codec) -> Self {
+        self.codecs.push(Arc::new(codec));
+        self
+    }
+
+    /// The largest message accepted, in bytes, after decompression
+    /// (default [`DEFAULT_MAX_MESSAGE_SIZE`]). Larger ones close the
+    /// connection with code 1009.
+    pub fn max_message_size(mut self, bytes: usize) -> Self {
+        self.max_message_size = bytes;
+        self
+    }
+
+    /// How many outgoing messages may wait per connection (default
+    /// [`DEFAULT_OUTBOUND_QUEUE`]); beyond it, senders wait.
+    pub fn outbound_queue(mut self, messages: usize) -> Self {
+        self.outbound_queue = messages.max(1);
+        self
+    }
+
+    /// Compress native MessagePack messages of at least `bytes` bytes with
+    /// zlib (default 1024); `usize::MAX` turns compression off.
+    pub fn compression_threshold(mut self, bytes: usize) -> Self {
+        self.compression = Compression { threshold: bytes };
+        self
+    }
+
+    /// Builds the route table and binds the listening socket.
+    ///
+    /// Fails if two handlers serve one path, naming both, or if the address
+    /// cannot be bound.
+    pub async fn bind(self) -> Result<Server, Error> {
+        let addr = match &self.addr {
+            Some(addr) => addr.clone(),
+            None => std::env::var("WEBMESH_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned()),
+        };
+        let shared = self.into_shared()?;
+        let listener = tokio::net::TcpListener::bind(&addr).await?;
+        Server::new(listener, shared)
+    }
+
+    /// Binds and serves until the process ends; see [`Server::serve`].
+    pub async fn serve(self) -> Result<(), Error> {
+        self.bind().await?.serve().await
+    }
+
+    /// Binds and serves until `signal` completes; see [`Server::serve_with_shutdown`].
+    pub async fn serve_with_shutdown<F>(self, signal: F) -> Result<(), Error>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        self.bind().await?.serve_with_shutdown(signal).await
+    }
+
+    /// Builds an [`axum::Router`] serving webmesh at its root, to mount in an
+    /// existing axum application with [`axum::Router::nest`] or
+    /// [`axum::Router::merge`]. The address setting is ignored.
+    pub fn into_router(self) -> Result<axum::Router, Error> {
+        Ok(super::upgrade::router(Arc::new(self.into_shared()?)))
+    }
+
+    fn into_shared(self) -> Result<Shared, Error> {
+        Ok(Shared {
+            routes: RouteTable::build(self.include_registered, self.router)?,
+            states: self.states,
+            hooks: self.hooks,
+            not_found: self.not_found,
+            codecs: self.codecs,
+            max_message_size: self.max_message_size,
+            outbound_queue: self.outbound_queue,
+            compression: self.compression,
+        })
+    }
+}

@@ -1,0 +1,137 @@
+//! Runs one message's handler and encodes its answer.
+
+use std::sync::Arc;
+
+use serde::Serialize;
+
+use super::{Connection, Shared};
+use crate::extract::CallParts;
+use crate::handler::{Reply, ReplyKind};
+use crate::protocol::{Envelope, Frame, WireFormat};
+use crate::{CallError, Payload};
+
+/// How the sender expects an answer.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Mode {
+    /// A native call: always answered, with a reply or an error.
+    Call(u64),
+    /// A native emit: never answered.
+    Emit,
+    /// A 0.1.2 message: answered with `{path, data}` when there is data.
+    Legacy,
+}
+
+/// What 0.1.2 answered for a path without a handler.
+const LEGACY_NOT_FOUND: &str = "Path not found";
+
+pub(crate) async fn dispatch(
+    shared: Arc<Shared>,
+    conn: Connection,
+    format: WireFormat,
+    mode: Mode,
+    path: String,
+    payload: Payload,
+) {
+    let path: Arc<str> = path.into();
+    let handler = shared
+        .routes
+        .get(&path)
+        .or(shared.not_found.as_ref())
+        .cloned();
+    let reply = match handler {
+        Some(handler) => {
+            let parts = CallParts {
+                connection: conn.clone(),
+                path: path.clone(),
+                shared: shared.clone(),
+            };
+            handler.call(parts, payload).await
+        }
+        None if matches!(mode, Mode::Legacy) => Reply::value(LEGACY_NOT_FOUND),
+        None => Reply::error(CallError::not_found(&path)),
+    };
+    let frame = match (mode, &reply.0) {
+        (Mode::Call(id), ReplyKind::Value(data)) => {
+            encode(&conn, &format, &Envelope::Reply { id, data })
+        }
+        (Mode::Call(id), ReplyKind::Error(error)) => {
+            encode(&conn, &format, &Envelope::error(id, error))
+        }
+        (Mode::Emit, ReplyKind::Error(error)) => {
+            tracing::debug!(path = %path, %error, "emit failed");
+            None
+        }
+        (Mode::Emit, ReplyKind::Value(_)) => None,
+        (Mode::Legacy, ReplyKind::Value(data)) if is_nil(data) => None,
+        (Mode::Legacy, ReplyKind::Value(data)) => {
+            encode(&conn, &format, &Envelope::Push { path: &path, data })
+        }
+        (Mode::Legacy, ReplyKind::Error(error)) => {
+            let data = LegacyError {
+                error: error.code(),
+                message: error.message(),
+            };
+            encode(
+                &conn,
+                &format,
+                &Envelope::Push {
+                    path: &path,
+                    data: &data,
+                },
+            )
+        }
+    };
+    let frame = match (frame, mode) {
+        (Some(Ok(frame)), _) => frame,
+        (None, _) => return,
+        (Some(Err(e)), Mode::Call(id)) => {
+            tracing::error!(path = %path, "{e}");
+            match encode(
+                &conn,
+                &format,
+                &Envelope::error(id, &CallError::internal(e)),
+            ) {
+                Some(Ok(frame)) => frame,
+                _ => return,
+            }
+        }
+        (Some(Err(e)), _) => {
+            tracing::error!(path = %path, "{e}");
+            return;
+        }
+    };
+    // The client may be gone by now; nothing is left to tell it.
+    let _ = conn.send(frame).await;
+}
+
+/// Answers a call whose envelope was unusable beyond its id.
+pub(crate) async fn reject(conn: &Connection, id: u64, message: String) {
+    let error = CallError::new(CallError::BAD_REQUEST, message);
+    if let Some(Ok(frame)) = encode(conn, &conn.format(), &Envelope::error(id, &error)) {
+        let _ = conn.send(frame).await;
+    }
+}
+
+fn encode<T: Serialize + ?Sized>(
+    conn: &Connection,
+    format: &WireFormat,
+    envelope: &Envelope<'_, T>,
+) -> Option<Result<Frame, String>> {
+    Some(
+        format
+            .encode(envelope, conn.compression())
+            .map_err(|e| e.to_string()),
+    )
+}
+
+/// The error of a 0.1.2 exchange, which has no error envelope.
+#[derive(Serialize)]
+struct LegacyError<'a> {
+    error: &'a str,
+    message: &'a str,
+}
+
+/// Whether a reply is `()` or `None`, which 0.1.2 clients get no answer for.
+fn is_nil(data: &(dyn erased_serde::Serialize + Send)) -> bool {
+    rmp_serde::to_vec(data).is_ok_and(|bytes| bytes == [0xc0])
+}

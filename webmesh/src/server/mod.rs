@@ -1,0 +1,16 @@
+//! The server: accepts WebSocket connections and runs handlers for them.
+
+mod builder;
+mod connection;
+mod dispatch;
+mod hooks;
+mod serve;
+mod session;
+mod upgrade;
+
+pub use builder::{ServerBuilder, DEFAULT_ADDR, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE};
+pub use connection::Connection;
+pub use hooks::DisconnectReason;
+pub use serve::{router, serve, Server};
+
+pub(crate) use builder::Shared;

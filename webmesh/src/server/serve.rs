@@ -1,0 +1,127 @@
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::serve::ListenerExt;
+use tokio::net::TcpListener;
+
+use super::{ServerBuilder, Shared};
+use crate::Error;
+
+/// A bound webmesh server, ready to serve.
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), webmesh::Error> {
+/// let server = webmesh::Server::builder().addr("127.0.0.1:0").bind().await?;
+/// let addr = server.local_addr();
+/// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+/// tokio::spawn(server.serve_with_shutdown(async move { stopped.await.ok(); }));
+/// // ... connect to `ws://{addr}` ...
+/// stop.send(()).ok();
+/// # Ok(()) }
+/// ```
+pub struct Server {
+    listener: TcpListener,
+    local_addr: SocketAddr,
+    shared: Arc<Shared>,
+}
+
+impl Server {
+    /// Starts configuring a server.
+    pub fn builder() -> ServerBuilder {
+        ServerBuilder::default()
+    }
+
+    pub(crate) fn new(listener: TcpListener, shared: Shared) -> Result<Self, Error> {
+        let local_addr = listener.local_addr()?;
+        Ok(Self {
+            listener,
+            local_addr,
+            shared: Arc::new(shared),
+        })
+    }
+
+    /// The address the server listens on, with the real port when bound to port 0.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// Serves until the process ends.
+    pub async fn serve(self) -> Result<(), Error> {
+        self.serve_with_shutdown(std::future::pending()).await
+    }
+
+    /// Serves until `signal` completes, then stops accepting connections.
+    pub async fn serve_with_shutdown<F>(self, signal: F) -> Result<(), Error>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let mut paths: Vec<&str> = self.shared.routes.paths().collect();
+        paths.sort_unstable();
+        tracing::info!(addr = %self.local_addr, ?paths, "webmesh listening on ws://{}", self.local_addr);
+        let app = super::upgrade::router(self.shared.clone());
+        // Small request/response messages must not wait for Nagle's algorithm.
+        let listener = self.listener.tap_io(|tcp| {
+            let _ = tcp.set_nodelay(true);
+        });
+        axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal)
+        .await?;
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("local_addr", &self.local_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Serves every handler declared with `#[webmesh::on]` on `WEBMESH_ADDR`
+/// (default `0.0.0.0:4269`), logging the bound address.
+///
+/// ```no_run
+/// #[webmesh::on("/echo")]
+/// fn echo(data: serde_json::Value) -> serde_json::Value {
+///     data
+/// }
+///
+/// #[tokio::main]
+/// async fn main() -> Result<(), webmesh::Error> {
+///     webmesh::serve().await
+/// }
+/// ```
+pub async fn serve() -> Result<(), Error> {
+    Server::builder().serve().await
+}
+
+/// An [`axum::Router`] serving every handler declared with `#[webmesh::on]`
+/// at its root, to mount beside ordinary HTTP routes.
+///
+/// ```no_run
+/// use axum::routing::get;
+///
+/// # async fn demo() {
+/// let app = axum::Router::new()
+///     .route("/health", get(|| async { "ok" }))
+///     .nest("/mesh", webmesh::router()); // clients connect to ws://host/mesh
+/// let listener = tokio::net::TcpListener::bind("0.0.0.0:8080").await.unwrap();
+/// axum::serve(listener, app).await.unwrap();
+/// # }
+/// ```
+///
+/// # Panics
+///
+/// If two handlers serve one path; [`ServerBuilder::into_router`] returns
+/// that as an error instead.
+pub fn router() -> axum::Router {
+    match Server::builder().into_router() {
+        Ok(router) => router,
+        Err(e) => panic!("{e}"),
+    }
+}

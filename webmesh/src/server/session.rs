@@ -1,0 +1,167 @@
+//! One WebSocket connection: read frames, run their handlers, write replies.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use axum::extract::ws::{CloseFrame, Message, WebSocket};
+use futures_util::stream::{SplitSink, SplitStream};
+use futures_util::{SinkExt, StreamExt};
+use tokio::sync::mpsc;
+
+use super::connection::Outbound;
+use super::dispatch::{dispatch, Mode};
+use super::{Connection, DisconnectReason, Shared};
+use crate::protocol::{Codec, DecodeError, Frame, Incoming, WireFormat};
+
+static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
+
+/// WebSocket close codes (RFC 6455 section 7.4.1).
+mod close_code {
+    pub(super) const PROTOCOL: u16 = 1002;
+    pub(super) const INVALID_DATA: u16 = 1007;
+    pub(super) const TOO_BIG: u16 = 1009;
+}
+
+pub(crate) async fn run(
+    socket: WebSocket,
+    shared: Arc<Shared>,
+    peer: Option<SocketAddr>,
+    codec: Option<Arc<dyn Codec>>,
+) {
+    let (sink, stream) = socket.split();
+    let (outbound, queue) = mpsc::channel(shared.outbound_queue);
+    let initial = codec
+        .clone()
+        .map(WireFormat::Custom)
+        .unwrap_or(WireFormat::MsgPack);
+    let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
+    let conn = Connection::new(id, peer, outbound, initial, shared.compression);
+    let span = tracing::debug_span!("connection", id, peer = ?peer);
+    let _enter = span.enter();
+    tracing::debug!("connected");
+    let writer = tokio::spawn(write(sink, queue));
+    if let Some(hook) = &shared.hooks.on_connect {
+        hook(&conn);
+    }
+    let reason = read(stream, &conn, &shared, codec).await;
+    tracing::debug!(%reason, "disconnected");
+    if !matches!(reason, DisconnectReason::Protocol(_)) {
+        // Stop the writer even if handlers still hold the connection.
+        conn.close(1000, String::new()).await;
+    }
+    if let Some(hook) = &shared.hooks.on_disconnect {
+        hook(&conn, &reason);
+    }
+    let _ = writer.await;
+}
+
+async fn read(
+    mut stream: SplitStream<WebSocket>,
+    conn: &Connection,
+    shared: &Arc<Shared>,
+    codec: Option<Arc<dyn Codec>>,
+) -> DisconnectReason {
+    loop {
+        let frame = match stream.next().await {
+            None => return DisconnectReason::Gone,
+            Some(Err(e)) => return DisconnectReason::Transport(e.to_string()),
+            Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
+            Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
+            Some(Ok(Message::Close(close))) => {
+                let (code, reason) = close
+                    .map(|c| (c.code, c.reason.to_string()))
+                    .unwrap_or((1005, String::new()));
+                return DisconnectReason::Closed { code, reason };
+            }
+            // Pings are answered by the WebSocket layer.
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+        };
+        let format = match &codec {
+            Some(codec) => Ok(WireFormat::Custom(codec.clone())),
+            None => WireFormat::detect(&frame),
+        };
+        let decoded = format.and_then(|format| {
+            let incoming = format.decode(frame, shared.max_message_size)?;
+            conn.set_format(&format);
+            Ok((format, incoming))
+        });
+        let (format, mode, path, payload) = match decoded {
+            Ok((format, Incoming::Call { id, path, payload })) => {
+                (format, Mode::Call(id), path, payload)
+            }
+            Ok((format, Incoming::Emit { path, payload })) => (format, Mode::Emit, path, payload),
+            Ok((format, Incoming::Legacy { path, payload })) => {
+                (format, Mode::Legacy, path, payload)
+            }
+            Ok((_, _)) => {
+                return violation(
+                    conn,
+                    close_code::PROTOCOL,
+                    "clients may only send calls and emits".into(),
+                )
+                .await
+            }
+            Err(DecodeError::BadCall { id, message }) => {
+                super::dispatch::reject(conn, id, message).await;
+                continue;
+            }
+            Err(e) => {
+                let code = match e {
+                    DecodeError::TooLarge { .. } => close_code::TOO_BIG,
+                    DecodeError::Envelope(_) => close_code::PROTOCOL,
+                    _ => close_code::INVALID_DATA,
+                };
+                return violation(conn, code, e.to_string()).await;
+            }
+        };
+        // Each message runs on its own task, so a slow handler never delays the next one.
+        tokio::spawn(dispatch(
+            shared.clone(),
+            conn.clone(),
+            format,
+            mode,
+            path,
+            payload,
+        ));
+    }
+}
+
+async fn violation(conn: &Connection, code: u16, message: String) -> DisconnectReason {
+    tracing::debug!(code, %message, "closing a connection that broke the protocol");
+    // A close reason has at most 123 bytes.
+    let mut reason = message.clone();
+    while reason.len() > 123 {
+        reason.pop();
+    }
+    conn.close(code, reason).await;
+    DisconnectReason::Protocol(message)
+}
+
+async fn write(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Outbound>) {
+    while let Some(first) = queue.recv().await {
+        // Send everything already queued, then flush once.
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            let sent = match item {
+                Outbound::Frame(frame) => sink.feed(frame.into()).await,
+                Outbound::Close { code, reason } => {
+                    let _ = sink
+                        .send(Message::Close(Some(CloseFrame {
+                            code,
+                            reason: reason.into(),
+                        })))
+                        .await;
+                    return;
+                }
+            };
+            if sent.is_err() {
+                return;
+            }
+            next = queue.try_recv().ok();
+        }
+        if sink.flush().await.is_err() {
+            return;
+        }
+    }
+}

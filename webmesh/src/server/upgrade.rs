@@ -1,0 +1,50 @@
+//! The HTTP side: the WebSocket upgrade route.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+
+use super::{session, Shared};
+use crate::protocol::codec_subprotocol;
+
+/// Idle connections should cost little: axum's default read buffer is 128 KiB.
+const READ_BUFFER_SIZE: usize = 4 << 10;
+
+pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
+    axum::Router::new()
+        .route("/", get(upgrade))
+        .with_state(shared)
+}
+
+async fn upgrade(State(shared): State<Arc<Shared>>, request: Request) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|info| info.0);
+    let (mut parts, _body) = request.into_parts();
+    let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(ws) => ws,
+        Err(rejection) => return rejection.into_response(),
+    };
+    // A user codec is chosen by subprotocol; built-in formats need none.
+    let codec = ws.requested_protocols().find_map(|asked| {
+        let asked = asked.to_str().ok()?;
+        shared
+            .codecs
+            .iter()
+            .find(|c| codec_subprotocol(c.as_ref()) == asked)
+            .cloned()
+    });
+    let mut ws = ws
+        .read_buffer_size(READ_BUFFER_SIZE)
+        .max_message_size(shared.max_message_size)
+        .max_frame_size(shared.max_message_size);
+    if let Some(codec) = &codec {
+        ws = ws.protocols([codec_subprotocol(codec.as_ref())]);
+    }
+    ws.on_upgrade(move |socket| session::run(socket, shared, peer, codec))
+}
