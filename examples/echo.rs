@@ -22,9 +22,7 @@ async fn echo(data: Value) -> Value {
 #[tokio::main]
 async fn main() -> Result<(), webmesh::Error> {
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     webmesh::serve().await
 }

@@ -17,39 +17,23 @@ impl Handler {
         let path = parse_path(attr)?;
         let function: ItemFn = syn::parse2(item)?;
         let arguments = validate_signature(&function)?;
-        Ok(Handler {
-            path,
-            function,
-            arguments,
-        })
+        Ok(Handler { path, function, arguments })
     }
 }
 
 fn parse_path(attr: TokenStream) -> syn::Result<LitStr> {
     if attr.is_empty() {
-        return Err(syn::Error::new(
-            proc_macro2::Span::call_site(),
-            "missing path: write `#[webmesh::on(\"/path\")]`",
-        ));
+        return Err(syn::Error::new(proc_macro2::Span::call_site(), "missing path: write `#[webmesh::on(\"/path\")]`"));
     }
     let path: LitStr = syn::parse2(attr.clone()).map_err(|_| {
-        syn::Error::new_spanned(
-            &attr,
-            "expected the path as a string literal, e.g. `#[webmesh::on(\"/echo\")]`",
-        )
+        syn::Error::new_spanned(&attr, "expected the path as a string literal, e.g. `#[webmesh::on(\"/echo\")]`")
     })?;
     let value = path.value();
     if !value.starts_with('/') {
-        return Err(syn::Error::new_spanned(
-            &path,
-            format!("paths must start with `/`: write \"/{value}\""),
-        ));
+        return Err(syn::Error::new_spanned(&path, format!("paths must start with `/`: write \"/{value}\"")));
     }
     if let Some(c) = value.chars().find(|c| c.is_whitespace() || c.is_control()) {
-        return Err(syn::Error::new_spanned(
-            &path,
-            format!("paths cannot contain {c:?}"),
-        ));
+        return Err(syn::Error::new_spanned(&path, format!("paths cannot contain {c:?}")));
     }
     Ok(path)
 }
@@ -63,10 +47,7 @@ fn validate_signature(function: &ItemFn) -> syn::Result<Vec<Type>> {
         ));
     }
     if let Some(variadic) = &sig.variadic {
-        return Err(syn::Error::new_spanned(
-            variadic,
-            "handlers cannot be variadic",
-        ));
+        return Err(syn::Error::new_spanned(variadic, "handlers cannot be variadic"));
     }
     sig.inputs
         .iter()

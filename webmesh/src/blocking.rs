@@ -44,18 +44,11 @@ impl Client {
             .enable_all()
             .build()?;
         let client = runtime.block_on(builder.connect())?;
-        Ok(Client {
-            client,
-            runtime: Arc::new(runtime),
-        })
+        Ok(Client { client, runtime: Arc::new(runtime) })
     }
 
     /// Calls `path` with `data` and waits for the reply.
-    pub fn call<R: DeserializeOwned>(
-        &self,
-        path: &str,
-        data: &(impl Serialize + ?Sized),
-    ) -> Result<R, Error> {
+    pub fn call<R: DeserializeOwned>(&self, path: &str, data: &(impl Serialize + ?Sized)) -> Result<R, Error> {
         self.runtime.block_on(self.client.call(path, data))
     }
 
@@ -66,8 +59,7 @@ impl Client {
         data: &(impl Serialize + ?Sized),
         timeout: Duration,
     ) -> Result<R, Error> {
-        self.runtime
-            .block_on(self.client.call_with_timeout(path, data, timeout))
+        self.runtime.block_on(self.client.call_with_timeout(path, data, timeout))
     }
 
     /// Sends `data` to `path` without waiting for an answer.
@@ -92,8 +84,6 @@ impl Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("blocking::Client")
-            .field("client", &self.client)
-            .finish()
+        f.debug_struct("blocking::Client").field("client", &self.client).finish()
     }
 }

@@ -41,11 +41,7 @@ impl CallError {
 
     /// Creates an error with a code (by convention `snake_case`) and a message.
     pub fn new(code: impl Into<Cow<'static, str>>, message: impl Into<String>) -> Self {
-        Self {
-            code: code.into(),
-            message: message.into(),
-            data: None,
-        }
+        Self { code: code.into(), message: message.into(), data: None }
     }
 
     /// Attaches structured data, sent beside the message.

@@ -60,16 +60,9 @@ impl Error {
     /// Turns an error reply received for a call into the matching variant.
     pub(crate) fn from_reply(path: &str, error: CallError) -> Self {
         match error.code() {
-            CallError::NOT_FOUND => Error::NotFound {
-                path: path.to_owned(),
-            },
+            CallError::NOT_FOUND => Error::NotFound { path: path.to_owned() },
             CallError::BAD_PAYLOAD => Error::BadPayload {
-                field: error
-                    .data()
-                    .and_then(|d| d.get("field"))
-                    .and_then(|f| f.as_str())
-                    .unwrap_or(".")
-                    .to_owned(),
+                field: error.data().and_then(|d| d.get("field")).and_then(|f| f.as_str()).unwrap_or(".").to_owned(),
                 message: error.message().to_owned(),
             },
             _ => Error::Handler(error),
@@ -79,10 +72,7 @@ impl Error {
 
 impl From<crate::PayloadError> for Error {
     fn from(err: crate::PayloadError) -> Self {
-        Error::BadPayload {
-            field: err.field().to_owned(),
-            message: err.message().to_owned(),
-        }
+        Error::BadPayload { field: err.field().to_owned(), message: err.message().to_owned() }
     }
 }
 

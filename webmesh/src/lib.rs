@@ -80,13 +80,11 @@ pub use client::{Client, ClientBuilder, Push, Pushes, DEFAULT_TIMEOUT};
 pub use error::Error;
 pub use extract::State;
 pub use handler::{Handler, IntoReply, Reply};
-pub use protocol::{
-    Codec, CodecError, DecodeTarget, EncodeSource, LegacyFormat, Payload, PayloadError,
-};
+pub use protocol::{Codec, CodecError, DecodeTarget, EncodeSource, LegacyFormat, Payload, PayloadError};
 pub use routing::Router;
 pub use server::{
-    router, serve, Connection, DisconnectReason, Server, ServerBuilder, DEFAULT_ADDR,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE,
+    router, serve, Connection, DisconnectReason, Server, ServerBuilder, DEFAULT_ADDR, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_OUTBOUND_QUEUE,
 };
 
 /// Declares a handler for a path, served by [`serve`] and [`router`].

@@ -96,29 +96,17 @@ impl ClientBuilder {
 
     /// Connects.
     pub async fn connect(self) -> Result<Client, Error> {
-        let mut request = self
-            .url
-            .as_str()
-            .into_client_request()
-            .map_err(|e| Error::Config(e.to_string()))?;
+        let mut request = self.url.as_str().into_client_request().map_err(|e| Error::Config(e.to_string()))?;
         if let WireFormat::Custom(codec) = &self.format {
             let protocol = HeaderValue::from_str(&codec_subprotocol(codec.as_ref()))
                 .map_err(|e| Error::Config(format!("codec name: {e}")))?;
-            request
-                .headers_mut()
-                .insert("sec-websocket-protocol", protocol);
+            request.headers_mut().insert("sec-websocket-protocol", protocol);
         }
         let config = WebSocketConfig::default()
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size));
-        let (socket, _response) =
-            tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
-        let shared = Arc::new(ClientShared::new(
-            self.format,
-            self.compression,
-            self.timeout,
-            self.max_message_size,
-        ));
+        let (socket, _response) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
+        let shared = Arc::new(ClientShared::new(self.format, self.compression, self.timeout, self.max_message_size));
         Ok(Client::start(socket, shared))
     }
 }

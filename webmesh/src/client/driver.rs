@@ -1,6 +1,7 @@
 //! The connection task: writes queued frames, reads and routes the server's.
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
@@ -11,14 +12,13 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use super::shared::ClientShared;
 use crate::protocol::Frame;
 
+/// How long [`Client::close`](super::Client::close) waits for the server to answer the close.
+const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
+
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Runs until the server closes the connection or every client handle is dropped.
-pub(crate) async fn drive(
-    socket: Socket,
-    mut queue: mpsc::Receiver<Frame>,
-    shared: Arc<ClientShared>,
-) {
+pub(crate) async fn drive(socket: Socket, mut queue: mpsc::Receiver<Frame>, shared: Arc<ClientShared>) {
     let (mut sink, mut stream) = socket.split();
     let reason = loop {
         tokio::select! {
@@ -38,6 +38,18 @@ pub(crate) async fn drive(
                     break Some("the client was dropped".to_owned());
                 }
             },
+            () = shared.close_requested.notified() => {
+                // Write what is queued, then close and wait for the server's answer.
+                while let Ok(frame) = queue.try_recv() {
+                    if sink.feed(Message::from(frame)).await.is_err() {
+                        break;
+                    }
+                }
+                let _ = sink.send(Message::Close(None)).await;
+                let drain = async { while let Some(Ok(_)) = stream.next().await {} };
+                let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
+                break Some("closed by the client".to_owned());
+            }
             received = stream.next() => match received {
                 Some(Ok(Message::Text(text))) => shared.receive(Frame::Text(text.into())),
                 Some(Ok(Message::Binary(bytes))) => shared.receive(Frame::Binary(bytes)),
@@ -52,9 +64,6 @@ pub(crate) async fn drive(
     };
     // Refuse new calls before failing the waiting ones, so none is left hanging.
     drop(queue);
-    tracing::debug!(
-        reason = reason.as_deref().unwrap_or("closed"),
-        "client connection ended"
-    );
+    tracing::debug!(reason = reason.as_deref().unwrap_or("closed"), "client connection ended");
     shared.close(reason);
 }

@@ -56,13 +56,8 @@ impl Client {
     }
 
     /// Calls `path` with `data` and waits for the reply, up to the client's timeout.
-    pub async fn call<R: DeserializeOwned>(
-        &self,
-        path: &str,
-        data: &(impl Serialize + ?Sized),
-    ) -> Result<R, Error> {
-        self.call_with_timeout(path, data, self.shared.timeout)
-            .await
+    pub async fn call<R: DeserializeOwned>(&self, path: &str, data: &(impl Serialize + ?Sized)) -> Result<R, Error> {
+        self.call_with_timeout(path, data, self.shared.timeout).await
     }
 
     /// Calls `path` with `data` and waits for the reply, up to `timeout`.
@@ -90,10 +85,7 @@ impl Client {
     ) -> Result<Payload, Error> {
         let (id, reply) = self.shared.register();
         // Forget the call however this future ends: reply, timeout or drop.
-        let _forget = Forget {
-            shared: &self.shared,
-            id,
-        };
+        let _forget = Forget { shared: &self.shared, id };
         self.send(&Envelope::Call { id, path, data }).await?;
         match tokio::time::timeout(timeout, reply).await {
             Err(_) => Err(Error::Timeout(timeout)),
@@ -128,9 +120,7 @@ impl Client {
             Ok(Err(_)) => Err(self.closed_error()),
             Ok(Ok(Err(error))) => Err(Error::from_reply(path, error)),
             Ok(Ok(Ok(payload))) => match payload.deserialize::<String>() {
-                Ok(text) if text == LEGACY_NOT_FOUND => Err(Error::NotFound {
-                    path: path.to_owned(),
-                }),
+                Ok(text) if text == LEGACY_NOT_FOUND => Err(Error::NotFound { path: path.to_owned() }),
                 _ => Ok(payload),
             },
         }
@@ -144,15 +134,9 @@ impl Client {
     }
 
     async fn send<T: Serialize + ?Sized>(&self, envelope: &Envelope<'_, T>) -> Result<(), Error> {
-        let frame = self
-            .shared
-            .format
-            .encode(envelope, self.shared.compression)
-            .map_err(|e| Error::Protocol(e.to_string()))?;
-        self.queue
-            .send(frame)
-            .await
-            .map_err(|_| self.closed_error())
+        let frame =
+            self.shared.format.encode(envelope, self.shared.compression).map_err(|e| Error::Protocol(e.to_string()))?;
+        self.queue.send(frame).await.map_err(|_| self.closed_error())
     }
 
     /// Runs `handler` for every push the server sends on `path`.
@@ -174,20 +158,22 @@ impl Client {
             Ok(data) => handler(data),
             Err(e) => tracing::warn!(path = push.path(), "skipping a push: {e}"),
         };
-        let mut handlers = self
-            .shared
-            .push_handlers
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        handlers
-            .entry(path.to_owned())
-            .or_default()
-            .push(Arc::new(handler));
+        let mut handlers = self.shared.push_handlers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
+        handlers.entry(path.to_owned()).or_default().push(Arc::new(handler));
     }
 
     /// A stream of every push the server sends from now on, on any path.
     pub fn pushes(&self) -> Pushes {
         Pushes::new(self.shared.pushes.subscribe())
+    }
+
+    /// Sends what is queued, closes the connection for every clone of this
+    /// client, and waits until it is closed. Calls still waiting fail with
+    /// [`Error::Closed`].
+    pub async fn close(self) {
+        let mut finished = self.shared.finished.subscribe();
+        self.shared.close_requested.notify_one();
+        let _ = finished.wait_for(|done| *done).await;
     }
 
     /// Whether the connection is closed.
@@ -202,9 +188,7 @@ impl Client {
 
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Client")
-            .field("format", &self.shared.format)
-            .finish_non_exhaustive()
+        f.debug_struct("Client").field("format", &self.shared.format).finish_non_exhaustive()
     }
 }
 

@@ -55,10 +55,7 @@ impl Pushes {
             match self.receiver.recv().await {
                 Ok(push) => return Some(push),
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    tracing::warn!(
-                        missed,
-                        "pushes were dropped because they were not read in time"
-                    );
+                    tracing::warn!(missed, "pushes were dropped because they were not read in time");
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             }

@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, oneshot};
+use tokio::sync::{broadcast, oneshot, watch, Notify};
 
 use super::push::Push;
 use crate::protocol::{Compression, Frame, Incoming, WireFormat};
@@ -27,6 +27,10 @@ pub(crate) struct ClientShared {
     pub(crate) push_handlers: RwLock<HashMap<String, Vec<PushHandler>>>,
     pub(crate) pushes: broadcast::Sender<Push>,
     closed: Mutex<Option<Option<String>>>,
+    /// Asks the connection task to close the connection.
+    pub(crate) close_requested: Notify,
+    /// Becomes `true` when the connection task has ended.
+    pub(crate) finished: watch::Sender<bool>,
 }
 
 /// How many pushes a [`Pushes`](super::Pushes) stream buffers before it lags.
@@ -51,6 +55,8 @@ impl ClientShared {
             push_handlers: RwLock::new(HashMap::new()),
             pushes: broadcast::channel(PUSH_BUFFER).0,
             closed: Mutex::new(None),
+            close_requested: Notify::new(),
+            finished: watch::Sender::new(false),
         }
     }
 
@@ -58,45 +64,26 @@ impl ClientShared {
     pub(crate) fn register(&self) -> (u64, oneshot::Receiver<Result<Payload, CallError>>) {
         let id = self.next_id.fetch_add(1, Ordering::Relaxed);
         let (tx, rx) = oneshot::channel();
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .insert(id, tx);
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(id, tx);
         (id, rx)
     }
 
     pub(crate) fn forget(&self, id: u64) {
-        self.pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
     }
 
-    pub(crate) fn register_legacy(
-        &self,
-        path: &str,
-    ) -> oneshot::Receiver<Result<Payload, CallError>> {
+    pub(crate) fn register_legacy(&self, path: &str) -> oneshot::Receiver<Result<Payload, CallError>> {
         let (tx, rx) = oneshot::channel();
-        *self
-            .legacy_waiter
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner) = Some((path.to_owned(), tx));
+        *self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner) = Some((path.to_owned(), tx));
         rx
     }
 
     pub(crate) fn forget_legacy(&self) {
-        self.legacy_waiter
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner).take();
     }
 
     fn complete(&self, id: u64, result: Result<Payload, CallError>) {
-        let waiter = self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .remove(&id);
+        let waiter = self.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
         match waiter {
             Some(waiter) => {
                 let _ = waiter.send(result);
@@ -123,10 +110,7 @@ impl ClientShared {
             Incoming::Error { id, error } => self.complete(id, Err(error)),
             Incoming::Push { path, payload } => self.push(Push::new(path, payload)),
             Incoming::Legacy { path, payload } => {
-                let mut waiter = self
-                    .legacy_waiter
-                    .lock()
-                    .unwrap_or_else(PoisonError::into_inner);
+                let mut waiter = self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner);
                 match waiter.take() {
                     Some((expected, tx)) if expected == path => {
                         let _ = tx.send(Ok(payload));
@@ -145,12 +129,7 @@ impl ClientShared {
     }
 
     fn push(&self, push: Push) {
-        let handlers = self
-            .push_handlers
-            .read()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get(push.path())
-            .cloned();
+        let handlers = self.push_handlers.read().unwrap_or_else(PoisonError::into_inner).get(push.path()).cloned();
         for handler in handlers.into_iter().flatten() {
             handler(&push);
         }
@@ -160,32 +139,18 @@ impl ClientShared {
 
     /// Marks the connection closed and fails every call still waiting.
     pub(crate) fn close(&self, reason: Option<String>) {
-        self.closed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .get_or_insert(reason.clone());
-        let waiting: Vec<Waiter> = self
-            .pending
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .drain()
-            .map(|(_, w)| w)
-            .collect();
-        let legacy = self
-            .legacy_waiter
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .take();
+        self.closed.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(reason.clone());
+        let waiting: Vec<Waiter> =
+            self.pending.lock().unwrap_or_else(PoisonError::into_inner).drain().map(|(_, w)| w).collect();
+        let legacy = self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner).take();
         // Dropping a waiter tells its caller the connection closed.
         drop(waiting);
         drop(legacy);
+        self.finished.send_replace(true);
     }
 
     /// `Some(reason)` once the connection is closed.
     pub(crate) fn closed(&self) -> Option<Option<String>> {
-        self.closed
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.closed.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 }

@@ -62,9 +62,7 @@ pub trait FromCallParts: Sized + Send {
     type Rejection: IntoCallError;
 
     /// Extracts `Self` from the call's context.
-    fn from_call_parts(
-        parts: &CallParts,
-    ) -> impl Future<Output = Result<Self, Self::Rejection>> + Send;
+    fn from_call_parts(parts: &CallParts) -> impl Future<Output = Result<Self, Self::Rejection>> + Send;
 }
 
 /// An extractor that may consume the payload; only a handler's last argument.

@@ -34,10 +34,7 @@ impl<T: Clone + Send + Sync + 'static> FromCallParts for State<T> {
     type Rejection = MissingState<T>;
 
     async fn from_call_parts(parts: &CallParts) -> Result<Self, Self::Rejection> {
-        parts
-            .state::<T>()
-            .map(State)
-            .ok_or(MissingState(PhantomData))
+        parts.state::<T>().map(State).ok_or(MissingState(PhantomData))
     }
 }
 
@@ -52,11 +49,7 @@ impl<T> fmt::Debug for MissingState<T> {
 
 impl<T> fmt::Display for MissingState<T> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "no state of type `{}`: add it with `Server::builder().state(..)`",
-            type_name::<T>()
-        )
+        write!(f, "no state of type `{}`: add it with `Server::builder().state(..)`", type_name::<T>())
     }
 }
 

@@ -35,35 +35,24 @@ type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 )]
 pub trait Handler<T>: Clone + Send + std::marker::Sync + Sized + 'static {
     /// Runs the handler for one call.
-    fn call(
-        self,
-        parts: CallParts,
-        payload: Payload,
-    ) -> impl Future<Output = Reply> + Send + 'static;
+    fn call(self, parts: CallParts, payload: Payload) -> impl Future<Output = Reply> + Send + 'static;
 }
 
 /// A handler with its types erased, as the route table stores it.
 /// Not public API.
 #[doc(hidden)]
 #[derive(Clone)]
-pub struct BoxedHandler(
-    Arc<dyn Fn(CallParts, Payload) -> BoxFuture<Reply> + Send + std::marker::Sync>,
-);
+pub struct BoxedHandler(Arc<dyn Fn(CallParts, Payload) -> BoxFuture<Reply> + Send + std::marker::Sync>);
 
 impl BoxedHandler {
     pub(crate) fn new<H: Handler<T>, T>(handler: H) -> Self {
-        Self(Arc::new(move |parts, payload| {
-            Box::pin(handler.clone().call(parts, payload))
-        }))
+        Self(Arc::new(move |parts, payload| Box::pin(handler.clone().call(parts, payload))))
     }
 
     /// Runs the handler; a panic becomes an `internal` error reply.
     pub(crate) async fn call(&self, parts: CallParts, payload: Payload) -> Reply {
         let path = parts.path.clone();
-        match AssertUnwindSafe((self.0)(parts, payload))
-            .catch_unwind()
-            .await
-        {
+        match AssertUnwindSafe((self.0)(parts, payload)).catch_unwind().await {
             Ok(reply) => reply,
             Err(_) => {
                 tracing::error!(path = %path, "handler panicked");
@@ -127,11 +116,7 @@ where
     Fut: Future<Output = Out> + Send,
     Out: IntoReply<MR>,
 {
-    fn call(
-        self,
-        _parts: CallParts,
-        _payload: Payload,
-    ) -> impl Future<Output = Reply> + Send + 'static {
+    fn call(self, _parts: CallParts, _payload: Payload) -> impl Future<Output = Reply> + Send + 'static {
         async move { self().await.into_reply() }
     }
 }
@@ -141,11 +126,7 @@ where
     F: FnOnce() -> Out + Clone + Send + std::marker::Sync + 'static,
     Out: IntoReply<MR>,
 {
-    fn call(
-        self,
-        _parts: CallParts,
-        _payload: Payload,
-    ) -> impl Future<Output = Reply> + Send + 'static {
+    fn call(self, _parts: CallParts, _payload: Payload) -> impl Future<Output = Reply> + Send + 'static {
         async move { self().into_reply() }
     }
 }
@@ -163,15 +144,6 @@ impl_handler!([T1, T2, T3, T4, T5, T6, T7, T8, T9], T10);
 impl_handler!([T1, T2, T3, T4, T5, T6, T7, T8, T9, T10], T11);
 impl_handler!([T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11], T12);
 impl_handler!([T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12], T13);
-impl_handler!(
-    [T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13],
-    T14
-);
-impl_handler!(
-    [T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13, T14],
-    T15
-);
-impl_handler!(
-    [T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13, T14, T15],
-    T16
-);
+impl_handler!([T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13], T14);
+impl_handler!([T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13, T14], T15);
+impl_handler!([T1, T2, T3, T4, T5, T6, T7, T8, T9, T10, T11, T12, T13, T14, T15], T16);

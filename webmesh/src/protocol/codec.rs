@@ -91,18 +91,13 @@ pub(super) fn encode<T: Serialize + ?Sized>(
     codec: &dyn Codec,
     envelope: &Envelope<'_, T>,
 ) -> Result<Frame, EncodeError> {
-    let bytes = codec
-        .encode(EncodeSource(&envelope))
-        .map_err(|e| EncodeError(e.to_string()))?;
+    let bytes = codec.encode(EncodeSource(&envelope)).map_err(|e| EncodeError(e.to_string()))?;
     if codec.is_binary() {
         Ok(Frame::Binary(bytes.into()))
     } else {
-        String::from_utf8(bytes).map(Frame::text).map_err(|_| {
-            EncodeError(format!(
-                "codec {} produced a text frame that is not UTF-8",
-                codec.name()
-            ))
-        })
+        String::from_utf8(bytes)
+            .map(Frame::text)
+            .map_err(|_| EncodeError(format!("codec {} produced a text frame that is not UTF-8", codec.name())))
     }
 }
 
@@ -116,10 +111,8 @@ pub(super) fn decode(codec: &dyn Codec, frame: Frame) -> Result<Incoming, Decode
     codec
         .decode(&bytes, DecodeTarget { out: &mut value })
         .map_err(|e| DecodeError::Malformed(format!("codec {}: {e}", codec.name())))?;
-    let value = value
-        .ok_or_else(|| DecodeError::Malformed(format!("codec {} decoded nothing", codec.name())))?;
+    let value = value.ok_or_else(|| DecodeError::Malformed(format!("codec {} decoded nothing", codec.name())))?;
     let mut packed = Vec::with_capacity(bytes.len());
-    rmpv::encode::write_value(&mut packed, &value)
-        .map_err(|e| DecodeError::Malformed(e.to_string()))?;
+    rmpv::encode::write_value(&mut packed, &value).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     msgpack::decode(packed.into())
 }

@@ -57,12 +57,7 @@ pub(crate) fn decompress(input: &[u8], max: usize) -> Result<Vec<u8>, DecodeErro
     INFLATE.with(|state| {
         let mut state = state.borrow_mut();
         state.reset(true);
-        let mut out = Vec::with_capacity(
-            input
-                .len()
-                .saturating_mul(4)
-                .clamp(64, max.saturating_add(1)),
-        );
+        let mut out = Vec::with_capacity(input.len().saturating_mul(4).clamp(64, max.saturating_add(1)));
         loop {
             let (in_before, out_before) = (state.total_in(), state.total_out());
             let consumed = in_before as usize;
@@ -107,10 +102,7 @@ mod tests {
     fn limit_is_enforced_while_inflating() {
         let bomb = compress(&vec![0u8; 10 << 20]);
         assert!(bomb.len() < 20 << 10);
-        assert!(matches!(
-            decompress(&bomb, 1 << 20),
-            Err(DecodeError::TooLarge { .. })
-        ));
+        assert!(matches!(decompress(&bomb, 1 << 20), Err(DecodeError::TooLarge { .. })));
     }
 
     #[test]

@@ -11,26 +11,20 @@ use super::payload::Payload;
 use super::wire::{DecodeError, EncodeError};
 use crate::CallError;
 
-pub(super) fn encode<T: Serialize + ?Sized>(
-    envelope: &Envelope<'_, T>,
-) -> Result<Frame, EncodeError> {
-    serde_json::to_string(envelope)
-        .map(Frame::text)
-        .map_err(|e| EncodeError(e.to_string()))
+pub(super) fn encode<T: Serialize + ?Sized>(envelope: &Envelope<'_, T>) -> Result<Frame, EncodeError> {
+    serde_json::to_string(envelope).map(Frame::text).map_err(|e| EncodeError(e.to_string()))
 }
 
 pub(super) fn decode(text: Bytes) -> Result<Incoming, DecodeError> {
-    let elements: Vec<&RawValue> = serde_json::from_slice(&text)
-        .map_err(|e| DecodeError::Malformed(format!("expected a JSON array ({e})")))?;
+    let elements: Vec<&RawValue> =
+        serde_json::from_slice(&text).map_err(|e| DecodeError::Malformed(format!("expected a JSON array ({e})")))?;
     let get = |i: usize| elements.get(i).map(|raw| raw.get());
     let parse = |i: usize, what: &str| -> Result<serde_json::Value, String> {
         let raw = get(i).ok_or_else(|| format!("{what} is missing"))?;
         serde_json::from_str(raw).map_err(|e| format!("{what}: {e}"))
     };
     let uint = |i: usize, what: &str| -> Result<u64, String> {
-        parse(i, what)?
-            .as_u64()
-            .ok_or_else(|| format!("{what} must be an unsigned integer"))
+        parse(i, what)?.as_u64().ok_or_else(|| format!("{what} must be an unsigned integer"))
     };
     let string = |i: usize, what: &str| -> Result<String, String> {
         match parse(i, what)? {
@@ -46,26 +40,18 @@ pub(super) fn decode(text: Bytes) -> Result<Incoming, DecodeError> {
     match kind {
         kind::CALL => {
             let id = uint(1, "the call id").map_err(DecodeError::Envelope)?;
-            let path =
-                string(2, "the path").map_err(|message| DecodeError::BadCall { id, message })?;
-            Ok(Incoming::Call {
-                id,
-                path,
-                payload: payload(3),
-            })
+            let path = string(2, "the path").map_err(|message| DecodeError::BadCall { id, message })?;
+            Ok(Incoming::Call { id, path, payload: payload(3) })
         }
-        kind::EMIT => Ok(Incoming::Emit {
-            path: string(1, "the path").map_err(DecodeError::Envelope)?,
-            payload: payload(2),
-        }),
-        kind::PUSH => Ok(Incoming::Push {
-            path: string(1, "the path").map_err(DecodeError::Envelope)?,
-            payload: payload(2),
-        }),
-        kind::REPLY => Ok(Incoming::Reply {
-            id: uint(1, "the call id").map_err(DecodeError::Envelope)?,
-            payload: payload(2),
-        }),
+        kind::EMIT => {
+            Ok(Incoming::Emit { path: string(1, "the path").map_err(DecodeError::Envelope)?, payload: payload(2) })
+        }
+        kind::PUSH => {
+            Ok(Incoming::Push { path: string(1, "the path").map_err(DecodeError::Envelope)?, payload: payload(2) })
+        }
+        kind::REPLY => {
+            Ok(Incoming::Reply { id: uint(1, "the call id").map_err(DecodeError::Envelope)?, payload: payload(2) })
+        }
         kind::ERROR => {
             let id = uint(1, "the call id").map_err(DecodeError::Envelope)?;
             let code = string(2, "the error code").map_err(DecodeError::Envelope)?;
@@ -78,9 +64,7 @@ pub(super) fn decode(text: Bytes) -> Result<Incoming, DecodeError> {
             }
             Ok(Incoming::Error { id, error })
         }
-        other => Err(DecodeError::Envelope(format!(
-            "unknown message kind {other}"
-        ))),
+        other => Err(DecodeError::Envelope(format!("unknown message kind {other}"))),
     }
 }
 
@@ -90,22 +74,11 @@ mod tests {
 
     #[test]
     fn call_round_trip_and_payload_is_borrowed() {
-        let frame = encode(&Envelope::Call {
-            id: 3,
-            path: "/echo",
-            data: &serde_json::json!({"blop": 56}),
-        })
-        .unwrap();
-        let Frame::Text(text) = frame else {
-            panic!("json is text")
-        };
+        let frame = encode(&Envelope::Call { id: 3, path: "/echo", data: &serde_json::json!({"blop": 56}) }).unwrap();
+        let Frame::Text(text) = frame else { panic!("json is text") };
         assert_eq!(&text[..], br#"[1,3,"/echo",{"blop":56}]"#);
         match decode(text).unwrap() {
-            Incoming::Call {
-                id: 3,
-                path,
-                payload,
-            } => {
+            Incoming::Call { id: 3, path, payload } => {
                 assert_eq!(path, "/echo");
                 assert_eq!(format!("{payload:?}"), r#"Payload::Json({"blop":56})"#);
             }
@@ -115,11 +88,7 @@ mod tests {
 
     #[test]
     fn deep_nesting_is_an_error_not_a_crash() {
-        let deep = format!(
-            "[1,1,\"/p\",{}{}]",
-            "[".repeat(100_000),
-            "]".repeat(100_000)
-        );
+        let deep = format!("[1,1,\"/p\",{}{}]", "[".repeat(100_000), "]".repeat(100_000));
         assert!(decode(Bytes::from(deep)).is_err());
     }
 }

@@ -50,20 +50,16 @@ pub(super) fn encode<T: Serialize + ?Sized>(
     envelope: &Envelope<'_, T>,
 ) -> Result<Frame, EncodeError> {
     let (path, data) = match envelope {
-        Envelope::Call { path, data, .. }
-        | Envelope::Emit { path, data }
-        | Envelope::Push { path, data } => (*path, *data),
+        Envelope::Call { path, data, .. } | Envelope::Emit { path, data } | Envelope::Push { path, data } => {
+            (*path, *data)
+        }
         Envelope::Reply { .. } | Envelope::Error { .. } => {
-            return Err(EncodeError(
-                "webmesh 0.1.2 has no reply envelope; reply with a path".into(),
-            ))
+            return Err(EncodeError("webmesh 0.1.2 has no reply envelope; reply with a path".into()))
         }
     };
     let message = Outgoing { path, data };
     match format {
-        LegacyFormat::Json => serde_json::to_string(&message)
-            .map(Frame::text)
-            .map_err(|e| EncodeError(e.to_string())),
+        LegacyFormat::Json => serde_json::to_string(&message).map(Frame::text).map_err(|e| EncodeError(e.to_string())),
         LegacyFormat::MsgPack => {
             let mut packed = Vec::with_capacity(64);
             message
@@ -74,43 +70,30 @@ pub(super) fn encode<T: Serialize + ?Sized>(
     }
 }
 
-pub(super) fn decode(
-    format: LegacyFormat,
-    text: &Bytes,
-    max_size: usize,
-) -> Result<Incoming, DecodeError> {
+pub(super) fn decode(format: LegacyFormat, text: &Bytes, max_size: usize) -> Result<Incoming, DecodeError> {
     match format {
         LegacyFormat::Json => {
-            let message: JsonIncoming<'_> = serde_json::from_slice(text).map_err(|e| {
-                DecodeError::Malformed(format!("expected {{\"path\", \"data\"}} ({e})"))
-            })?;
+            let message: JsonIncoming<'_> = serde_json::from_slice(text)
+                .map_err(|e| DecodeError::Malformed(format!("expected {{\"path\", \"data\"}} ({e})")))?;
             let payload = match message.data {
                 Some(raw) => Payload::json(text.slice_ref(raw.get().as_bytes())),
                 None => Payload::nil(),
             };
-            Ok(Incoming::Legacy {
-                path: message.path,
-                payload,
-            })
+            Ok(Incoming::Legacy { path: message.path, payload })
         }
         LegacyFormat::MsgPack => {
             let trimmed = text.trim_ascii();
             if trimmed.len() / 2 > max_size {
                 return Err(DecodeError::TooLarge { limit: max_size });
             }
-            let zipped = hex::decode(trimmed)
-                .map_err(|e| DecodeError::Malformed(format!("not hex ({e})")))?;
+            let zipped = hex::decode(trimmed).map_err(|e| DecodeError::Malformed(format!("not hex ({e})")))?;
             let packed = compression::decompress(&zipped, max_size)?;
-            let message: MsgPackIncoming = rmp_serde::from_slice(&packed).map_err(|e| {
-                DecodeError::Malformed(format!("expected {{\"path\", \"data\"}} ({e})"))
-            })?;
+            let message: MsgPackIncoming = rmp_serde::from_slice(&packed)
+                .map_err(|e| DecodeError::Malformed(format!("expected {{\"path\", \"data\"}} ({e})")))?;
             let mut data = Vec::with_capacity(packed.len());
             rmpv::encode::write_value(&mut data, &message.data.unwrap_or(rmpv::Value::Nil))
                 .map_err(|e| DecodeError::Malformed(e.to_string()))?;
-            Ok(Incoming::Legacy {
-                path: message.path,
-                payload: Payload::msgpack(data.into()),
-            })
+            Ok(Incoming::Legacy { path: message.path, payload: Payload::msgpack(data.into()) })
         }
     }
 }
@@ -125,44 +108,22 @@ mod tests {
     #[test]
     fn json_round_trip() {
         let text = Bytes::from_static(br#"{"path": "/echo", "data": {"blop": 56}}"#);
-        let Incoming::Legacy { path, payload } =
-            decode(LegacyFormat::Json, &text, 1 << 20).unwrap()
-        else {
-            panic!()
-        };
+        let Incoming::Legacy { path, payload } = decode(LegacyFormat::Json, &text, 1 << 20).unwrap() else { panic!() };
         assert_eq!(path, "/echo");
         let data: serde_json::Value = payload.deserialize().unwrap();
-        let frame = encode(
-            LegacyFormat::Json,
-            &Envelope::Push {
-                path: &path,
-                data: &data,
-            },
-        )
-        .unwrap();
-        assert_eq!(
-            frame,
-            Frame::text(r#"{"path":"/echo","data":{"blop":56}}"#.into())
-        );
+        let frame = encode(LegacyFormat::Json, &Envelope::Push { path: &path, data: &data }).unwrap();
+        assert_eq!(frame, Frame::text(r#"{"path":"/echo","data":{"blop":56}}"#.into()));
     }
 
     #[test]
     fn msgpack_round_trip() {
         let data = serde_json::json!({"blop": 56});
-        let Frame::Text(text) = encode(
-            LegacyFormat::MsgPack,
-            &Envelope::Push {
-                path: "/echo",
-                data: &data,
-            },
-        )
-        .unwrap() else {
+        let Frame::Text(text) = encode(LegacyFormat::MsgPack, &Envelope::Push { path: "/echo", data: &data }).unwrap()
+        else {
             panic!()
         };
         assert!(text.iter().all(u8::is_ascii_hexdigit));
-        let Incoming::Legacy { path, payload } =
-            decode(LegacyFormat::MsgPack, &text, 1 << 20).unwrap()
-        else {
+        let Incoming::Legacy { path, payload } = decode(LegacyFormat::MsgPack, &text, 1 << 20).unwrap() else {
             panic!()
         };
         assert_eq!(path, "/echo");
@@ -172,15 +133,10 @@ mod tests {
     #[test]
     fn reads_what_python_writes() {
         let text = Bytes::from_static(PYTHON_ECHO.as_bytes());
-        let Incoming::Legacy { path, payload } =
-            decode(LegacyFormat::MsgPack, &text, 1 << 20).unwrap()
-        else {
+        let Incoming::Legacy { path, payload } = decode(LegacyFormat::MsgPack, &text, 1 << 20).unwrap() else {
             panic!()
         };
         assert_eq!(path, "/echo");
-        assert_eq!(
-            payload.deserialize::<serde_json::Value>().unwrap(),
-            serde_json::json!({"blop": 56})
-        );
+        assert_eq!(payload.deserialize::<serde_json::Value>().unwrap(), serde_json::json!({"blop": 56}));
     }
 }

@@ -9,15 +9,11 @@ use super::payload::Payload;
 use super::wire::{DecodeError, EncodeError};
 use crate::CallError;
 
-pub(super) fn encode<T: Serialize + ?Sized>(
-    envelope: &Envelope<'_, T>,
-) -> Result<Vec<u8>, EncodeError> {
+pub(super) fn encode<T: Serialize + ?Sized>(envelope: &Envelope<'_, T>) -> Result<Vec<u8>, EncodeError> {
     let mut buf = Vec::with_capacity(128);
     // Structs travel as maps so that other languages see field names.
     let mut ser = rmp_serde::Serializer::new(&mut buf).with_struct_map();
-    envelope
-        .serialize(&mut ser)
-        .map_err(|e| EncodeError(e.to_string()))?;
+    envelope.serialize(&mut ser).map_err(|e| EncodeError(e.to_string()))?;
     Ok(buf)
 }
 
@@ -28,18 +24,14 @@ struct Reader<'a> {
 
 impl<'a> Reader<'a> {
     fn uint(&mut self, what: &str) -> Result<u64, String> {
-        rmp::decode::read_int(&mut self.rest)
-            .map_err(|e| format!("{what} must be an unsigned integer ({e})"))
+        rmp::decode::read_int(&mut self.rest).map_err(|e| format!("{what} must be an unsigned integer ({e})"))
     }
 
     fn str(&mut self, what: &str) -> Result<String, String> {
-        let len = rmp::decode::read_str_len(&mut self.rest)
-            .map_err(|e| format!("{what} must be a string ({e})"))? as usize;
+        let len =
+            rmp::decode::read_str_len(&mut self.rest).map_err(|e| format!("{what} must be a string ({e})"))? as usize;
         if len > self.rest.len() {
-            return Err(format!(
-                "{what} claims {len} bytes, {} remain",
-                self.rest.len()
-            ));
+            return Err(format!("{what} claims {len} bytes, {} remain", self.rest.len()));
         }
         let (s, rest) = self.rest.split_at(len);
         self.rest = rest;
@@ -62,9 +54,7 @@ pub(super) fn decode(frame: Bytes) -> Result<Incoming, DecodeError> {
     };
     let need = |min: u32| {
         if len < min {
-            Err(DecodeError::Envelope(format!(
-                "kind {kind} needs at least {min} elements, got {len}"
-            )))
+            Err(DecodeError::Envelope(format!("kind {kind} needs at least {min} elements, got {len}")))
         } else {
             Ok(())
         }
@@ -73,32 +63,19 @@ pub(super) fn decode(frame: Bytes) -> Result<Incoming, DecodeError> {
         kind::CALL => {
             need(3)?;
             let id = r.uint("the call id").map_err(DecodeError::Envelope)?;
-            let path = r
-                .str("the path")
-                .map_err(|message| DecodeError::BadCall { id, message })?;
-            Ok(Incoming::Call {
-                id,
-                path,
-                payload: payload(&r, 4),
-            })
+            let path = r.str("the path").map_err(|message| DecodeError::BadCall { id, message })?;
+            Ok(Incoming::Call { id, path, payload: payload(&r, 4) })
         }
         kind::EMIT | kind::PUSH => {
             need(2)?;
             let path = r.str("the path").map_err(DecodeError::Envelope)?;
             let payload = payload(&r, 3);
-            Ok(if kind == kind::EMIT {
-                Incoming::Emit { path, payload }
-            } else {
-                Incoming::Push { path, payload }
-            })
+            Ok(if kind == kind::EMIT { Incoming::Emit { path, payload } } else { Incoming::Push { path, payload } })
         }
         kind::REPLY => {
             need(2)?;
             let id = r.uint("the call id").map_err(DecodeError::Envelope)?;
-            Ok(Incoming::Reply {
-                id,
-                payload: payload(&r, 3),
-            })
+            Ok(Incoming::Reply { id, payload: payload(&r, 3) })
         }
         kind::ERROR => {
             need(4)?;
@@ -107,17 +84,15 @@ pub(super) fn decode(frame: Bytes) -> Result<Incoming, DecodeError> {
             let message = r.str("the error message").map_err(DecodeError::Envelope)?;
             let mut error = CallError::new(code, message);
             if len >= 5 {
-                let data: Option<serde_json::Value> = rmp_serde::from_slice(r.rest)
-                    .map_err(|e| DecodeError::Envelope(format!("error data: {e}")))?;
+                let data: Option<serde_json::Value> =
+                    rmp_serde::from_slice(r.rest).map_err(|e| DecodeError::Envelope(format!("error data: {e}")))?;
                 if let Some(data) = data {
                     error = error.with_data(data);
                 }
             }
             Ok(Incoming::Error { id, error })
         }
-        other => Err(DecodeError::Envelope(format!(
-            "unknown message kind {other}"
-        ))),
+        other => Err(DecodeError::Envelope(format!("unknown message kind {other}"))),
     }
 }
 
@@ -128,12 +103,7 @@ mod tests {
     #[test]
     fn call_round_trip() {
         let data = serde_json::json!({"blop": 56});
-        let bytes = encode(&Envelope::Call {
-            id: 7,
-            path: "/echo",
-            data: &data,
-        })
-        .unwrap();
+        let bytes = encode(&Envelope::Call { id: 7, path: "/echo", data: &data }).unwrap();
         assert_eq!(bytes[0], 0x94, "a fixarray of 4");
         match decode(bytes.into()).unwrap() {
             Incoming::Call { id, path, payload } => {
@@ -147,20 +117,9 @@ mod tests {
     #[test]
     fn lying_lengths_are_errors() {
         // [1, 1, str32 claiming 4 GiB, "abc"]
-        let frame = vec![
-            0x94, 0x01, 0x01, 0xdb, 0xff, 0xff, 0xff, 0xff, b'a', b'b', b'c',
-        ];
-        assert!(matches!(
-            decode(frame.into()),
-            Err(DecodeError::BadCall { id: 1, .. })
-        ));
-        assert!(matches!(
-            decode(Bytes::from_static(&[0xdd, 0xff, 0xff, 0xff, 0xff])),
-            Err(_)
-        ));
-        assert!(matches!(
-            decode(Bytes::from_static(b"hello")),
-            Err(DecodeError::Malformed(_))
-        ));
+        let frame = vec![0x94, 0x01, 0x01, 0xdb, 0xff, 0xff, 0xff, 0xff, b'a', b'b', b'c'];
+        assert!(matches!(decode(frame.into()), Err(DecodeError::BadCall { id: 1, .. })));
+        assert!(matches!(decode(Bytes::from_static(&[0xdd, 0xff, 0xff, 0xff, 0xff])), Err(_)));
+        assert!(matches!(decode(Bytes::from_static(b"hello")), Err(DecodeError::Malformed(_))));
     }
 }

@@ -29,15 +29,11 @@ const MSGPACK_NIL: &[u8] = &[0xc0];
 
 impl Payload {
     pub(crate) fn msgpack(bytes: Bytes) -> Self {
-        Self {
-            repr: Repr::MsgPack(bytes),
-        }
+        Self { repr: Repr::MsgPack(bytes) }
     }
 
     pub(crate) fn json(bytes: Bytes) -> Self {
-        Self {
-            repr: Repr::Json(bytes),
-        }
+        Self { repr: Repr::Json(bytes) }
     }
 
     /// The payload of a message that carried none (`nil`).
@@ -80,10 +76,7 @@ pub struct PayloadError {
 
 impl PayloadError {
     fn from_path<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> Self {
-        Self {
-            field: err.path().to_string(),
-            message: err.inner().to_string(),
-        }
+        Self { field: err.path().to_string(), message: err.inner().to_string() }
     }
 
     /// The path to the offending field (`.` for the payload itself).
@@ -126,17 +119,13 @@ mod tests {
 
     #[test]
     fn error_names_the_field_in_both_codecs() {
-        let json = Payload::json(Bytes::from_static(
-            br#"{"items":[{"price":1},{"price":"x"}]}"#,
-        ));
+        let json = Payload::json(Bytes::from_static(br#"{"items":[{"price":1},{"price":"x"}]}"#));
         let err = json.deserialize::<Order>().unwrap_err();
         assert_eq!(err.field(), "items[1].price");
 
         let value = serde_json::json!({"items": [{"price": 1}, {"price": "x"}]});
         let packed = rmp_serde::to_vec_named(&value).unwrap();
-        let err = Payload::msgpack(packed.into())
-            .deserialize::<Order>()
-            .unwrap_err();
+        let err = Payload::msgpack(packed.into()).deserialize::<Order>().unwrap_err();
         assert_eq!(err.field(), "items[1].price");
     }
 

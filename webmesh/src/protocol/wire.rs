@@ -83,9 +83,7 @@ impl WireFormat {
                 Some(b'[') => Ok(WireFormat::Json),
                 Some(b'{') => Ok(WireFormat::Legacy(LegacyFormat::Json)),
                 Some(b) if b.is_ascii_hexdigit() => Ok(WireFormat::Legacy(LegacyFormat::MsgPack)),
-                _ => Err(DecodeError::Malformed(
-                    "a text frame must hold a JSON array, a JSON object or hex".into(),
-                )),
+                _ => Err(DecodeError::Malformed("a text frame must hold a JSON array, a JSON object or hex".into())),
             },
         }
     }
@@ -101,13 +99,9 @@ impl WireFormat {
                 msgpack::decode(bytes)
             }
             (WireFormat::Json, Frame::Text(text)) => json::decode(text),
-            (WireFormat::Legacy(format), Frame::Text(text)) => {
-                legacy::decode(*format, &text, max_size)
-            }
+            (WireFormat::Legacy(format), Frame::Text(text)) => legacy::decode(*format, &text, max_size),
             (WireFormat::Custom(codec), frame) => codec::decode(codec.as_ref(), frame),
-            (format, _) => Err(DecodeError::Malformed(format!(
-                "wrong frame type for {format:?}"
-            ))),
+            (format, _) => Err(DecodeError::Malformed(format!("wrong frame type for {format:?}"))),
         }
     }
 

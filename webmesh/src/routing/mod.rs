@@ -49,12 +49,7 @@ impl Router {
         self.routes.push(Route {
             path: path.to_owned(),
             handler: BoxedHandler::new(handler),
-            origin: format!(
-                "{} at {}:{}",
-                std::any::type_name::<H>(),
-                at.file(),
-                at.line()
-            ),
+            origin: format!("{} at {}:{}", std::any::type_name::<H>(), at.file(), at.line()),
         });
         self
     }
@@ -68,8 +63,6 @@ impl Router {
 
 impl std::fmt::Debug for Router {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_list()
-            .entries(self.routes.iter().map(|r| &r.path))
-            .finish()
+        f.debug_list().entries(self.routes.iter().map(|r| &r.path)).finish()
     }
 }

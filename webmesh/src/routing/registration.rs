@@ -21,13 +21,7 @@ impl Registration {
         line: u32,
         make: fn() -> BoxedHandler,
     ) -> Self {
-        Self {
-            path,
-            name,
-            file,
-            line,
-            make,
-        }
+        Self { path, name, file, line, make }
     }
 
     pub(crate) fn origin(&self) -> String {

@@ -23,10 +23,7 @@ impl RouteTable {
         let mut routes = HashMap::new();
         for route in declared.chain(router.routes) {
             if !route.path.starts_with('/') {
-                return Err(Error::Config(format!(
-                    "path `{}` of {} must start with `/`",
-                    route.path, route.origin
-                )));
+                return Err(Error::Config(format!("path `{}` of {} must start with `/`", route.path, route.origin)));
             }
             match routes.entry(route.path.clone()) {
                 Entry::Vacant(slot) => {

@@ -114,10 +114,7 @@ impl ServerBuilder {
     }
 
     /// Runs `hook` when a connection ends, with the reason.
-    pub fn on_disconnect(
-        mut self,
-        hook: impl Fn(&Connection, &DisconnectReason) + Send + Sync + 'static,
-    ) -> Self {
+    pub fn on_disconnect(mut self, hook: impl Fn(&Connection, &DisconnectReason) + Send + Sync + 'static) -> Self {
         self.hooks.on_disconnect = Some(Arc::new(hook));
         self
     }

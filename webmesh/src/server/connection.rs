@@ -66,9 +66,7 @@ impl Connection {
             compression,
             extensions: Mutex::new(Extensions::new()),
         };
-        Self {
-            inner: Arc::new(inner),
-        }
+        Self { inner: Arc::new(inner) }
     }
 
     /// A number unique among this server's connections.
@@ -88,9 +86,7 @@ impl Connection {
     /// Waits while the connection's outbound queue is full. Fails with
     /// [`Error::Closed`] once the client is gone.
     pub async fn emit<T: Serialize + ?Sized>(&self, path: &str, data: &T) -> Result<(), Error> {
-        let frame = self
-            .format()
-            .encode(&Envelope::Push { path, data }, self.inner.compression);
+        let frame = self.format().encode(&Envelope::Push { path, data }, self.inner.compression);
         let frame = frame.map_err(|e| Error::Protocol(e.to_string()))?;
         self.send(frame).await
     }
@@ -117,26 +113,15 @@ impl Connection {
     }
 
     fn extensions(&self) -> std::sync::MutexGuard<'_, Extensions> {
-        self.inner
-            .extensions
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.extensions.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     pub(crate) fn format(&self) -> WireFormat {
-        self.inner
-            .format
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
-            .clone()
+        self.inner.format.lock().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     pub(crate) fn set_format(&self, format: &WireFormat) {
-        let mut current = self
-            .inner
-            .format
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
+        let mut current = self.inner.format.lock().unwrap_or_else(PoisonError::into_inner);
         if std::mem::discriminant(&*current) != std::mem::discriminant(format)
             || matches!(format, WireFormat::Legacy(_))
         {
@@ -149,27 +134,16 @@ impl Connection {
     }
 
     pub(crate) async fn send(&self, frame: Frame) -> Result<(), Error> {
-        self.inner
-            .outbound
-            .send(Outbound::Frame(frame))
-            .await
-            .map_err(|_| Error::Closed(None))
+        self.inner.outbound.send(Outbound::Frame(frame)).await.map_err(|_| Error::Closed(None))
     }
 
     pub(crate) async fn close(&self, code: u16, reason: String) {
-        let _ = self
-            .inner
-            .outbound
-            .send(Outbound::Close { code, reason })
-            .await;
+        let _ = self.inner.outbound.send(Outbound::Close { code, reason }).await;
     }
 }
 
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("Connection")
-            .field("id", &self.inner.id)
-            .field("peer", &self.inner.peer)
-            .finish()
+        f.debug_struct("Connection").field("id", &self.inner.id).field("peer", &self.inner.peer).finish()
     }
 }

@@ -33,52 +33,28 @@ pub(crate) async fn dispatch(
     payload: Payload,
 ) {
     let path: Arc<str> = path.into();
-    let handler = shared
-        .routes
-        .get(&path)
-        .or(shared.not_found.as_ref())
-        .cloned();
+    let handler = shared.routes.get(&path).or(shared.not_found.as_ref()).cloned();
     let reply = match handler {
         Some(handler) => {
-            let parts = CallParts {
-                connection: conn.clone(),
-                path: path.clone(),
-                shared: shared.clone(),
-            };
+            let parts = CallParts { connection: conn.clone(), path: path.clone(), shared: shared.clone() };
             handler.call(parts, payload).await
         }
         None if matches!(mode, Mode::Legacy) => Reply::value(LEGACY_NOT_FOUND),
         None => Reply::error(CallError::not_found(&path)),
     };
     let frame = match (mode, &reply.0) {
-        (Mode::Call(id), ReplyKind::Value(data)) => {
-            encode(&conn, &format, &Envelope::Reply { id, data })
-        }
-        (Mode::Call(id), ReplyKind::Error(error)) => {
-            encode(&conn, &format, &Envelope::error(id, error))
-        }
+        (Mode::Call(id), ReplyKind::Value(data)) => encode(&conn, &format, &Envelope::Reply { id, data }),
+        (Mode::Call(id), ReplyKind::Error(error)) => encode(&conn, &format, &Envelope::error(id, error)),
         (Mode::Emit, ReplyKind::Error(error)) => {
             tracing::debug!(path = %path, %error, "emit failed");
             None
         }
         (Mode::Emit, ReplyKind::Value(_)) => None,
         (Mode::Legacy, ReplyKind::Value(data)) if is_nil(data) => None,
-        (Mode::Legacy, ReplyKind::Value(data)) => {
-            encode(&conn, &format, &Envelope::Push { path: &path, data })
-        }
+        (Mode::Legacy, ReplyKind::Value(data)) => encode(&conn, &format, &Envelope::Push { path: &path, data }),
         (Mode::Legacy, ReplyKind::Error(error)) => {
-            let data = LegacyError {
-                error: error.code(),
-                message: error.message(),
-            };
-            encode(
-                &conn,
-                &format,
-                &Envelope::Push {
-                    path: &path,
-                    data: &data,
-                },
-            )
+            let data = LegacyError { error: error.code(), message: error.message() };
+            encode(&conn, &format, &Envelope::Push { path: &path, data: &data })
         }
     };
     let frame = match (frame, mode) {
@@ -86,11 +62,7 @@ pub(crate) async fn dispatch(
         (None, _) => return,
         (Some(Err(e)), Mode::Call(id)) => {
             tracing::error!(path = %path, "{e}");
-            match encode(
-                &conn,
-                &format,
-                &Envelope::error(id, &CallError::internal(e)),
-            ) {
+            match encode(&conn, &format, &Envelope::error(id, &CallError::internal(e))) {
                 Some(Ok(frame)) => frame,
                 _ => return,
             }
@@ -117,11 +89,7 @@ fn encode<T: Serialize + ?Sized>(
     format: &WireFormat,
     envelope: &Envelope<'_, T>,
 ) -> Option<Result<Frame, String>> {
-    Some(
-        format
-            .encode(envelope, conn.compression())
-            .map_err(|e| e.to_string()),
-    )
+    Some(format.encode(envelope, conn.compression()).map_err(|e| e.to_string()))
 }
 
 /// The error of a 0.1.2 exchange, which has no error envelope.

@@ -34,11 +34,7 @@ impl Server {
 
     pub(crate) fn new(listener: TcpListener, shared: Shared) -> Result<Self, Error> {
         let local_addr = listener.local_addr()?;
-        Ok(Self {
-            listener,
-            local_addr,
-            shared: Arc::new(shared),
-        })
+        Ok(Self { listener, local_addr, shared: Arc::new(shared) })
     }
 
     /// The address the server listens on, with the real port when bound to port 0.
@@ -64,21 +60,16 @@ impl Server {
         let listener = self.listener.tap_io(|tcp| {
             let _ = tcp.set_nodelay(true);
         });
-        axum::serve(
-            listener,
-            app.into_make_service_with_connect_info::<SocketAddr>(),
-        )
-        .with_graceful_shutdown(signal)
-        .await?;
+        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(signal)
+            .await?;
         Ok(())
     }
 }
 
 impl std::fmt::Debug for Server {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Server")
-            .field("local_addr", &self.local_addr)
-            .finish_non_exhaustive()
+        f.debug_struct("Server").field("local_addr", &self.local_addr).finish_non_exhaustive()
     }
 }
 

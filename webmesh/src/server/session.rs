@@ -31,10 +31,7 @@ pub(crate) async fn run(
 ) {
     let (sink, stream) = socket.split();
     let (outbound, queue) = mpsc::channel(shared.outbound_queue);
-    let initial = codec
-        .clone()
-        .map(WireFormat::Custom)
-        .unwrap_or(WireFormat::MsgPack);
+    let initial = codec.clone().map(WireFormat::Custom).unwrap_or(WireFormat::MsgPack);
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let conn = Connection::new(id, peer, outbound, initial, shared.compression);
     let span = tracing::debug_span!("connection", id, peer = ?peer);
@@ -69,9 +66,7 @@ async fn read(
             Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
             Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
             Some(Ok(Message::Close(close))) => {
-                let (code, reason) = close
-                    .map(|c| (c.code, c.reason.to_string()))
-                    .unwrap_or((1005, String::new()));
+                let (code, reason) = close.map(|c| (c.code, c.reason.to_string())).unwrap_or((1005, String::new()));
                 return DisconnectReason::Closed { code, reason };
             }
             // Pings are answered by the WebSocket layer.
@@ -87,20 +82,11 @@ async fn read(
             Ok((format, incoming))
         });
         let (format, mode, path, payload) = match decoded {
-            Ok((format, Incoming::Call { id, path, payload })) => {
-                (format, Mode::Call(id), path, payload)
-            }
+            Ok((format, Incoming::Call { id, path, payload })) => (format, Mode::Call(id), path, payload),
             Ok((format, Incoming::Emit { path, payload })) => (format, Mode::Emit, path, payload),
-            Ok((format, Incoming::Legacy { path, payload })) => {
-                (format, Mode::Legacy, path, payload)
-            }
+            Ok((format, Incoming::Legacy { path, payload })) => (format, Mode::Legacy, path, payload),
             Ok((_, _)) => {
-                return violation(
-                    conn,
-                    close_code::PROTOCOL,
-                    "clients may only send calls and emits".into(),
-                )
-                .await
+                return violation(conn, close_code::PROTOCOL, "clients may only send calls and emits".into()).await
             }
             Err(DecodeError::BadCall { id, message }) => {
                 super::dispatch::reject(conn, id, message).await;
@@ -116,14 +102,7 @@ async fn read(
             }
         };
         // Each message runs on its own task, so a slow handler never delays the next one.
-        tokio::spawn(dispatch(
-            shared.clone(),
-            conn.clone(),
-            format,
-            mode,
-            path,
-            payload,
-        ));
+        tokio::spawn(dispatch(shared.clone(), conn.clone(), format, mode, path, payload));
     }
 }
 
@@ -146,12 +125,7 @@ async fn write(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receive
             let sent = match item {
                 Outbound::Frame(frame) => sink.feed(frame.into()).await,
                 Outbound::Close { code, reason } => {
-                    let _ = sink
-                        .send(Message::Close(Some(CloseFrame {
-                            code,
-                            reason: reason.into(),
-                        })))
-                        .await;
+                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
                     return;
                 }
             };

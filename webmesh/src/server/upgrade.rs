@@ -15,16 +15,11 @@ use crate::protocol::codec_subprotocol;
 const READ_BUFFER_SIZE: usize = 4 << 10;
 
 pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
-    axum::Router::new()
-        .route("/", get(upgrade))
-        .with_state(shared)
+    axum::Router::new().route("/", get(upgrade)).with_state(shared)
 }
 
 async fn upgrade(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let peer = request
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|info| info.0);
+    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
     let (mut parts, _body) = request.into_parts();
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws,
@@ -33,11 +28,7 @@ async fn upgrade(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     // A user codec is chosen by subprotocol; built-in formats need none.
     let codec = ws.requested_protocols().find_map(|asked| {
         let asked = asked.to_str().ok()?;
-        shared
-            .codecs
-            .iter()
-            .find(|c| codec_subprotocol(c.as_ref()) == asked)
-            .cloned()
+        shared.codecs.iter().find(|c| codec_subprotocol(c.as_ref()) == asked).cloned()
     });
     let mut ws = ws
         .read_buffer_size(READ_BUFFER_SIZE)

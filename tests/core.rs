@@ -1,0 +1,430 @@
+//! The request/response path end to end, over real sockets: handlers,
+//! extractors, return types, errors, pushes, hooks, codecs and the clients.
+
+mod common;
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::{within, TestServer};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use tokio::sync::Barrier;
+use webmesh::{CallError, Client, Connection, DisconnectReason, Error, IntoCallError, Router, Server, State};
+
+#[derive(Clone, Default)]
+struct Counter(Arc<AtomicU64>);
+
+fn counter_router() -> Router {
+    Router::new()
+        .on("/inc", |State(counter): State<Counter>| async move {
+            counter.0.fetch_add(1, Ordering::SeqCst);
+        })
+        .on("/getinc", |State(counter): State<Counter>| async move { counter.0.load(Ordering::SeqCst) })
+        .on("/echo", |data: Value| async move { data })
+}
+
+async fn counter_server() -> TestServer {
+    TestServer::start(Server::builder().registered_handlers(false).router(counter_router()).state(Counter::default()))
+        .await
+}
+
+// The original test suite of webmesh 0.1.2, ported.
+
+#[tokio::test]
+async fn emit_then_call_sees_the_emit() {
+    let server = counter_server().await;
+    for client in [server.client().await, server.json_client().await] {
+        let before: u64 = client.call("/getinc", &()).await.unwrap();
+        client.emit("/inc", &()).await.unwrap();
+        // Messages of one connection are read in order, so the emit is dispatched first.
+        let mut after: u64 = client.call("/getinc", &()).await.unwrap();
+        for _ in 0..100 {
+            if after == before + 1 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            after = client.call("/getinc", &()).await.unwrap();
+        }
+        assert_eq!(after, before + 1);
+    }
+}
+
+#[tokio::test]
+async fn call_echo() {
+    let server = counter_server().await;
+    for client in [server.client().await, server.json_client().await] {
+        let reply: Value = client.call("/echo", &json!({"blop": 56})).await.unwrap();
+        assert_eq!(reply, json!({"blop": 56}));
+    }
+}
+
+#[tokio::test]
+async fn non_blocking_call_with_future_and_callback() {
+    let server = counter_server().await;
+    let client = server.client().await;
+    // A future, polled later.
+    let pending = tokio::spawn({
+        let client = client.clone();
+        async move { client.call::<Value>("/echo", &json!({"blop": 56})).await }
+    });
+    // A callback, as 0.1.2's `call_async(target, data, callback)`.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let callback = move |result: Result<Value, Error>| tx.send(result.unwrap()).unwrap();
+    let url = server.url();
+    std::thread::spawn(move || {
+        let blocking = webmesh::blocking::Client::connect(&url).unwrap();
+        callback(blocking.call("/echo", &json!([1, 2])));
+    });
+    assert_eq!(pending.await.unwrap().unwrap(), json!({"blop": 56}));
+    let from_callback = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(10)).unwrap()).await;
+    assert_eq!(from_callback.unwrap(), json!([1, 2]));
+}
+
+#[tokio::test]
+async fn calls_on_one_connection_run_concurrently() {
+    // Each call waits until all three are inside the handler: if the server
+    // ran them one after the other, the first would wait forever.
+    let barrier = Arc::new(Barrier::new(3));
+    let router = Router::new().on("/meet", |State(barrier): State<Arc<Barrier>>, n: u32| async move {
+        barrier.wait().await;
+        n
+    });
+    let server = TestServer::start(Server::builder().registered_handlers(false).router(router).state(barrier)).await;
+    let client = server.client().await;
+    let calls = [0u32, 1, 2].map(|n| {
+        let client = client.clone();
+        async move { client.call_with_timeout::<u32>("/meet", &n, Duration::from_secs(20)).await }
+    });
+    let replies = within(30, futures_util::future::join_all(calls)).await;
+    let replies: Vec<u32> = replies.into_iter().map(Result::unwrap).collect();
+    assert_eq!(replies, vec![0, 1, 2]);
+}
+
+// Typed payloads and return types.
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Order {
+    item: String,
+    quantity: u32,
+}
+
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+struct Receipt {
+    total: u64,
+    lines: Vec<String>,
+}
+
+#[derive(Debug)]
+enum ShopError {
+    OutOfStock(String),
+}
+
+impl IntoCallError for ShopError {
+    fn into_call_error(self) -> CallError {
+        match self {
+            ShopError::OutOfStock(item) => {
+                CallError::new("out_of_stock", format!("no {item} left")).with_data(json!({"item": item}))
+            }
+        }
+    }
+}
+
+fn shop() -> Router {
+    Router::new()
+        .on("/buy", |order: Order| async move {
+            if order.item == "unicorn" {
+                return Err(ShopError::OutOfStock(order.item));
+            }
+            Ok(Receipt { total: u64::from(order.quantity) * 3, lines: vec![order.item] })
+        })
+        .on("/maybe", |n: u32| async move { (n % 2 == 0).then_some(n) })
+        .on("/nothing", || async {})
+        .on("/sync", |n: i64| n * 2)
+        .on("/panic", |_: ()| -> u8 { panic!("boom") })
+        .on("/slow", |ms: u64| async move {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            ms
+        })
+}
+
+#[tokio::test]
+async fn typed_request_and_reply() {
+    let server = TestServer::with_router(shop()).await;
+    for client in [server.client().await, server.json_client().await] {
+        let receipt: Receipt = client.call("/buy", &Order { item: "tea".into(), quantity: 4 }).await.unwrap();
+        assert_eq!(receipt, Receipt { total: 12, lines: vec!["tea".into()] });
+        assert_eq!(client.call::<i64>("/sync", &21).await.unwrap(), 42);
+        assert_eq!(client.call::<Option<u32>>("/maybe", &4).await.unwrap(), Some(4));
+        assert_eq!(client.call::<Option<u32>>("/maybe", &3).await.unwrap(), None);
+        client.call::<()>("/nothing", &()).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn handler_errors_reach_the_caller_with_code_message_and_data() {
+    let server = TestServer::with_router(shop()).await;
+    for client in [server.client().await, server.json_client().await] {
+        let err = client.call::<Receipt>("/buy", &Order { item: "unicorn".into(), quantity: 1 }).await.unwrap_err();
+        let Error::Handler(err) = err else { panic!("expected a handler error, got {err:?}") };
+        assert_eq!(err.code(), "out_of_stock");
+        assert_eq!(err.message(), "no unicorn left");
+        assert_eq!(err.data(), Some(&json!({"item": "unicorn"})));
+    }
+}
+
+#[tokio::test]
+async fn unknown_path_is_not_found() {
+    let server = TestServer::with_router(shop()).await;
+    for client in [server.client().await, server.json_client().await] {
+        match client.call::<Value>("/nowhere", &1).await {
+            Err(Error::NotFound { path }) => assert_eq!(path, "/nowhere"),
+            other => panic!("expected not found, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test]
+async fn bad_payload_names_the_field() {
+    let server = TestServer::with_router(shop()).await;
+    for client in [server.client().await, server.json_client().await] {
+        match client.call::<Receipt>("/buy", &json!({"item": "tea", "quantity": "four"})).await {
+            Err(Error::BadPayload { field, message }) => {
+                assert_eq!(field, "quantity");
+                assert!(message.contains("quantity"), "{message}");
+            }
+            other => panic!("expected a bad payload, got {other:?}"),
+        }
+        // A reply that does not fit the caller's type is a bad payload too.
+        match client.call::<u32>("/buy", &Order { item: "tea".into(), quantity: 1 }).await {
+            Err(Error::BadPayload { field, .. }) => assert_eq!(field, "."),
+            other => panic!("expected a bad payload, got {other:?}"),
+        }
+        // The connection is still fine.
+        assert_eq!(client.call::<i64>("/sync", &1).await.unwrap(), 2);
+    }
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_an_internal_error_and_nothing_else_breaks() {
+    let server = TestServer::with_router(shop()).await;
+    let client = server.client().await;
+    match client.call::<u8>("/panic", &()).await {
+        Err(Error::Handler(e)) => assert_eq!(e.code(), "internal"),
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+    assert_eq!(client.call::<i64>("/sync", &5).await.unwrap(), 10);
+    assert_eq!(server.client().await.call::<i64>("/sync", &6).await.unwrap(), 12);
+}
+
+#[tokio::test]
+async fn timeouts_are_per_call_and_leave_the_connection_usable() {
+    let server = TestServer::with_router(shop()).await;
+    let client = Client::builder(server.url()).timeout(Duration::from_secs(20)).connect().await.unwrap();
+    match client.call_with_timeout::<u64>("/slow", &3_000, Duration::from_millis(50)).await {
+        Err(Error::Timeout(d)) => assert_eq!(d, Duration::from_millis(50)),
+        other => panic!("expected a timeout, got {other:?}"),
+    }
+    assert_eq!(client.call::<u64>("/slow", &1).await.unwrap(), 1);
+}
+
+#[tokio::test]
+async fn many_tasks_share_one_connection_and_get_their_own_replies() {
+    let server = TestServer::with_router(shop()).await;
+    let client = server.client().await;
+    let tasks: Vec<_> = (0..32i64)
+        .map(|task| {
+            let client = client.clone();
+            tokio::spawn(async move {
+                for i in 0..25 {
+                    let n = task * 1000 + i;
+                    assert_eq!(client.call::<i64>("/sync", &n).await.unwrap(), n * 2);
+                }
+            })
+        })
+        .collect();
+    for task in tasks {
+        within(60, task).await.unwrap();
+    }
+}
+
+#[tokio::test]
+async fn closing_fails_waiting_calls_and_later_ones() {
+    let server = TestServer::with_router(shop()).await;
+    let client = server.client().await;
+    let waiting = tokio::spawn({
+        let client = client.clone();
+        async move { client.call::<u64>("/slow", &10_000).await }
+    });
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let other = client.clone();
+    within(10, client.close()).await;
+    assert!(matches!(within(10, waiting).await.unwrap(), Err(Error::Closed(_))));
+    assert!(matches!(other.call::<i64>("/sync", &1).await, Err(Error::Closed(_))));
+    assert!(other.is_closed());
+}
+
+#[tokio::test]
+async fn large_payloads_are_compressed_and_round_trip() {
+    let server = TestServer::with_router(counter_router()).await;
+    let client = server.client().await;
+    let big = json!({"text": "webmesh ".repeat(20_000), "numbers": (0..5000).collect::<Vec<u32>>()});
+    let reply: Value = client.call("/echo", &big).await.unwrap();
+    assert_eq!(reply, big);
+}
+
+// State, connections, pushes and hooks.
+
+#[tokio::test]
+async fn missing_state_is_an_internal_error_naming_the_type() {
+    let server = TestServer::with_router(counter_router()).await; // no Counter given
+    match server.client().await.call::<u64>("/getinc", &()).await {
+        Err(Error::Handler(e)) => {
+            assert_eq!(e.code(), "internal");
+            assert!(e.message().contains("Counter"), "{}", e.message());
+        }
+        other => panic!("expected an internal error, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_server_pushes_to_a_client_at_any_time() {
+    let router = Router::new().on("/watch", |conn: Connection, ticks: u32| async move {
+        tokio::spawn(async move {
+            for n in 0..ticks {
+                conn.emit("/tick", &n).await.unwrap();
+            }
+        });
+    });
+    let server = TestServer::with_router(router).await;
+    for client in [server.client().await, server.json_client().await] {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        client.on("/tick", {
+            let seen = seen.clone();
+            move |n: u32| seen.lock().unwrap().push(n)
+        });
+        let mut pushes = client.pushes();
+        client.call::<()>("/watch", &5).await.unwrap();
+        for expected in 0..5u32 {
+            let push = within(10, pushes.next()).await.unwrap();
+            assert_eq!(push.path(), "/tick");
+            assert_eq!(push.deserialize::<u32>().unwrap(), expected);
+        }
+        // Handlers run before the stream sees a push.
+        assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+    }
+}
+
+#[tokio::test]
+async fn connection_extensions_carry_identity_between_calls() {
+    let router = Router::new()
+        .on("/login", |conn: Connection, name: String| async move {
+            conn.insert_extension(name);
+        })
+        .on("/whoami", |conn: Connection| async move { conn.extension::<String>() })
+        .on("/id", |conn: Connection| async move { (conn.id(), conn.peer_addr().map(|a| a.ip().to_string())) });
+    let server = TestServer::with_router(router).await;
+    let (ada, bob) = (server.client().await, server.client().await);
+    ada.call::<()>("/login", "ada").await.unwrap();
+    assert_eq!(ada.call::<Option<String>>("/whoami", &()).await.unwrap().as_deref(), Some("ada"));
+    assert_eq!(bob.call::<Option<String>>("/whoami", &()).await.unwrap(), None);
+    let (ada_id, ip) = ada.call::<(u64, Option<String>)>("/id", &()).await.unwrap();
+    let (bob_id, _) = bob.call::<(u64, Option<String>)>("/id", &()).await.unwrap();
+    assert_ne!(ada_id, bob_id);
+    assert_eq!(ip.as_deref(), Some("127.0.0.1"));
+}
+
+#[tokio::test]
+async fn hooks_see_connects_and_disconnects_with_the_reason() {
+    let events = Arc::new(Mutex::new(Vec::new()));
+    let (on_connect, on_disconnect) = (events.clone(), events.clone());
+    let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
+    let builder = Server::builder()
+        .registered_handlers(false)
+        .router(counter_router())
+        .on_connect(move |conn| on_connect.lock().unwrap().push(format!("connect {}", conn.id())))
+        .on_disconnect(move |conn, reason| {
+            on_disconnect.lock().unwrap().push(format!("disconnect {}: {reason:?}", conn.id()));
+            done_tx.send(reason.clone()).unwrap();
+        });
+    let server = TestServer::start(builder).await;
+    let client = server.client().await;
+    client.call::<Value>("/echo", &1).await.unwrap();
+    client.close().await;
+    let reason = within(10, done_rx.recv()).await.unwrap();
+    assert!(
+        matches!(reason, DisconnectReason::Closed { code: 1000, .. } | DisconnectReason::Closed { code: 1005, .. }),
+        "{reason:?}"
+    );
+    let events = events.lock().unwrap();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert!(events[0].starts_with("connect "));
+    assert!(events[1].starts_with("disconnect "));
+}
+
+#[tokio::test]
+async fn a_custom_not_found_handler_answers_unknown_paths() {
+    let builder = Server::builder().registered_handlers(false).not_found(
+        |webmesh::extract::CallPath(path): webmesh::extract::CallPath| async move {
+            Err::<(), _>(CallError::new("no_such_service", format!("try /help instead of {path}")))
+        },
+    );
+    let server = TestServer::start(builder).await;
+    match server.client().await.call::<Value>("/x", &()).await {
+        Err(Error::Handler(e)) => assert_eq!((e.code(), e.message()), ("no_such_service", "try /help instead of /x")),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn two_handlers_on_one_path_fail_start_up_naming_both() {
+    let router = Router::new().on("/same", || async { 1 }).on("/same", || async { 2 });
+    let err = Server::builder().registered_handlers(false).router(router).addr("127.0.0.1:0").bind().await.unwrap_err();
+    let message = err.to_string();
+    assert!(matches!(err, Error::Config(_)));
+    assert!(message.contains("two handlers on `/same`"), "{message}");
+    assert_eq!(message.matches("tests/core.rs:").count(), 2, "both locations: {message}");
+}
+
+#[tokio::test]
+async fn webmesh_mounts_in_an_axum_app_beside_http_routes() {
+    use axum::routing::get;
+    let mesh = Server::builder().registered_handlers(false).router(counter_router()).into_router().unwrap();
+    let app = axum::Router::new().route("/health", get(|| async { "ok" })).nest("/mesh", mesh);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+
+    let client = Client::connect(&format!("ws://{addr}/mesh")).await.unwrap();
+    assert_eq!(client.call::<Value>("/echo", &json!("hi")).await.unwrap(), json!("hi"));
+
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut http = tokio::net::TcpStream::connect(addr).await.unwrap();
+    http.write_all(b"GET /health HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n").await.unwrap();
+    let mut response = String::new();
+    http.read_to_string(&mut response).await.unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "{response}");
+    assert!(response.ends_with("ok"), "{response}");
+}
+
+#[test]
+fn the_blocking_client_calls_and_emits() {
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let server = runtime.block_on(counter_server());
+    let client = webmesh::blocking::Client::connect(&server.url()).unwrap();
+    client.emit("/inc", &()).unwrap();
+    let mut n = 0;
+    for _ in 0..100 {
+        n = client.call::<u64>("/getinc", &()).unwrap();
+        if n == 1 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(n, 1);
+    assert_eq!(client.call::<Value>("/echo", &json!({"blop": 56})).unwrap(), json!({"blop": 56}));
+    assert!(matches!(client.call::<Value>("/nope", &()), Err(Error::NotFound { .. })));
+    drop(client);
+    drop(server);
+}
