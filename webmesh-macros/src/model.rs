@@ -21,6 +21,19 @@ impl Handler {
     }
 }
 
+impl Handler {
+    /// Whether the return type is spelled `Result<..>` (any path ending so).
+    pub(crate) fn returns_result(&self) -> bool {
+        match &self.function.sig.output {
+            syn::ReturnType::Type(_, ty) => match &**ty {
+                Type::Path(path) => path.path.segments.last().is_some_and(|s| s.ident == "Result"),
+                _ => false,
+            },
+            syn::ReturnType::Default => false,
+        }
+    }
+}
+
 fn parse_path(attr: TokenStream) -> syn::Result<LitStr> {
     if attr.is_empty() {
         return Err(syn::Error::new(proc_macro2::Span::call_site(), "missing path: write `#[webmesh::on(\"/path\")]`"));

@@ -36,6 +36,8 @@ impl CallError {
     pub const BAD_PAYLOAD: &'static str = "bad_payload";
     /// The code of an envelope that is wrong beyond its payload.
     pub const BAD_REQUEST: &'static str = "bad_request";
+    /// The code of an error given as a bare message (`Result<T, String>`).
+    pub const HANDLER: &'static str = "handler_error";
     /// The code of a failure inside the server (a handler panicked, state is missing).
     pub const INTERNAL: &'static str = "internal";
 
@@ -119,9 +121,14 @@ impl From<PayloadError> for CallError {
 /// }
 /// ```
 ///
-/// An error type that also implements `Serialize` makes `Result<T, E>`
-/// ambiguous (a `Result` is itself serializable): return
-/// `Result<T, CallError>` and convert with `map_err` instead.
+/// `String` and `&'static str` errors become the code `handler_error` with
+/// the string as message.
+///
+/// With `#[webmesh::on]`, a return type spelled `Result<..>` is always an
+/// error reply on `Err`. A closure given to [`Router::on`](crate::Router::on)
+/// whose error type is also `Serialize` (such as `String`) is ambiguous,
+/// since a `Result` is itself serializable, and does not compile: return
+/// `Result<T, CallError>` there, converting with `map_err`.
 #[diagnostic::on_unimplemented(
     message = "`{Self}` cannot be turned into a webmesh error reply",
     label = "implement `webmesh::IntoCallError` for it, or map it to `webmesh::CallError`"
@@ -140,6 +147,20 @@ impl IntoCallError for CallError {
 impl IntoCallError for PayloadError {
     fn into_call_error(self) -> CallError {
         self.into()
+    }
+}
+
+/// A bare message, with the code [`CallError::HANDLER`].
+impl IntoCallError for String {
+    fn into_call_error(self) -> CallError {
+        CallError::new(CallError::HANDLER, self)
+    }
+}
+
+/// A bare message, with the code [`CallError::HANDLER`].
+impl IntoCallError for &'static str {
+    fn into_call_error(self) -> CallError {
+        CallError::new(CallError::HANDLER, self)
     }
 }
 

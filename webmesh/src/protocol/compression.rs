@@ -101,7 +101,7 @@ mod tests {
     #[test]
     fn limit_is_enforced_while_inflating() {
         let bomb = compress(&vec![0u8; 10 << 20]);
-        assert!(bomb.len() < 20 << 10);
+        assert!(bomb.len() < (10 << 20) / 100, "{} bytes", bomb.len());
         assert!(matches!(decompress(&bomb, 1 << 20), Err(DecodeError::TooLarge { .. })));
     }
 

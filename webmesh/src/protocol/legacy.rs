@@ -88,7 +88,7 @@ pub(super) fn decode(format: LegacyFormat, text: &Bytes, max_size: usize) -> Res
             }
             let zipped = hex::decode(trimmed).map_err(|e| DecodeError::Malformed(format!("not hex ({e})")))?;
             let packed = compression::decompress(&zipped, max_size)?;
-            let message: MsgPackIncoming = rmp_serde::from_slice(&packed)
+            let message: MsgPackIncoming = super::msgpack::from_slice(&packed)
                 .map_err(|e| DecodeError::Malformed(format!("expected {{\"path\", \"data\"}} ({e})")))?;
             let mut data = Vec::with_capacity(packed.len());
             rmpv::encode::write_value(&mut data, &message.data.unwrap_or(rmpv::Value::Nil))

@@ -9,6 +9,22 @@ use super::payload::Payload;
 use super::wire::{DecodeError, EncodeError};
 use crate::CallError;
 
+/// How deeply MessagePack values may nest, as serde_json's default: deeper
+/// input is an error rather than a stack overflow.
+pub(super) const MAX_DEPTH: usize = 128;
+
+/// A MessagePack deserializer with webmesh's depth limit.
+pub(super) fn deserializer(bytes: &[u8]) -> rmp_serde::Deserializer<rmp_serde::decode::ReadRefReader<'_, [u8]>> {
+    let mut de = rmp_serde::Deserializer::from_read_ref(bytes);
+    de.set_max_depth(MAX_DEPTH);
+    de
+}
+
+/// Decodes a whole MessagePack value with webmesh's depth limit.
+pub(super) fn from_slice<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, rmp_serde::decode::Error> {
+    T::deserialize(&mut deserializer(bytes))
+}
+
 pub(super) fn encode<T: Serialize + ?Sized>(envelope: &Envelope<'_, T>) -> Result<Vec<u8>, EncodeError> {
     let mut buf = Vec::with_capacity(128);
     // Structs travel as maps so that other languages see field names.
@@ -85,7 +101,7 @@ pub(super) fn decode(frame: Bytes) -> Result<Incoming, DecodeError> {
             let mut error = CallError::new(code, message);
             if len >= 5 {
                 let data: Option<serde_json::Value> =
-                    rmp_serde::from_slice(r.rest).map_err(|e| DecodeError::Envelope(format!("error data: {e}")))?;
+                    from_slice(r.rest).map_err(|e| DecodeError::Envelope(format!("error data: {e}")))?;
                 if let Some(data) = data {
                     error = error.with_data(data);
                 }
@@ -112,6 +128,15 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn deep_nesting_is_an_error_not_a_crash() {
+        let mut frame = vec![0x94, 0x01, 0x01, 0xa2, b'/', b'p'];
+        frame.extend(std::iter::repeat_n(0x91, 100_000)); // arrays of one element, nested
+        frame.push(0xc0);
+        let Incoming::Call { payload, .. } = decode(frame.into()).unwrap() else { panic!() };
+        assert!(payload.deserialize::<serde_json::Value>().is_err());
     }
 
     #[test]

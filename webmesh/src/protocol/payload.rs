@@ -47,7 +47,7 @@ impl Payload {
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
         match &self.repr {
             Repr::MsgPack(bytes) => {
-                let mut de = rmp_serde::Deserializer::from_read_ref(bytes.as_ref());
+                let mut de = super::msgpack::deserializer(bytes);
                 serde_path_to_error::deserialize(&mut de).map_err(PayloadError::from_path)
             }
             Repr::Json(bytes) => {

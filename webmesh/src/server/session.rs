@@ -62,6 +62,7 @@ async fn read(
     loop {
         let frame = match stream.next().await {
             None => return DisconnectReason::Gone,
+            Some(Err(e)) if is_too_large(&e) => return violation(conn, close_code::TOO_BIG, e.to_string()).await,
             Some(Err(e)) => return DisconnectReason::Transport(e.to_string()),
             Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
             Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
@@ -104,6 +105,19 @@ async fn read(
         // Each message runs on its own task, so a slow handler never delays the next one.
         tokio::spawn(dispatch(shared.clone(), conn.clone(), format, mode, path, payload));
     }
+}
+
+/// Whether the WebSocket layer refused a message or frame over the size limit.
+fn is_too_large(error: &axum::Error) -> bool {
+    use tokio_tungstenite::tungstenite::Error;
+    let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = source {
+        if let Some(Error::Capacity(_)) = e.downcast_ref::<Error>() {
+            return true;
+        }
+        source = e.source();
+    }
+    false
 }
 
 async fn violation(conn: &Connection, code: u16, message: String) -> DisconnectReason {

@@ -1,0 +1,4 @@
+#[webmesh::on]
+async fn handler() {}
+
+fn main() {}

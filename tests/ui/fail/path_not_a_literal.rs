@@ -1,0 +1,6 @@
+const PATH: &str = "/echo";
+
+#[webmesh::on(PATH)]
+async fn handler() {}
+
+fn main() {}

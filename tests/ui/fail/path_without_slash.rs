@@ -1,0 +1,4 @@
+#[webmesh::on("echo")]
+async fn handler() {}
+
+fn main() {}

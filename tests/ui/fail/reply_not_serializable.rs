@@ -1,0 +1,8 @@
+struct NotSerialize;
+
+#[webmesh::on("/echo")]
+async fn handler() -> NotSerialize {
+    NotSerialize
+}
+
+fn main() {}
