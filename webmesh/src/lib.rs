@@ -80,7 +80,7 @@ pub use client::{Client, ClientBuilder, Push, Pushes, DEFAULT_TIMEOUT};
 pub use error::Error;
 pub use extract::State;
 pub use handler::{Handler, IntoReply, Reply};
-pub use protocol::{Codec, CodecError, DecodeTarget, EncodeSource, LegacyFormat, Payload, PayloadError};
+pub use protocol::{Codec, CodecError, IncomingMessage, LegacyFormat, OutgoingMessage, Payload, PayloadError};
 pub use routing::Router;
 pub use server::{
     router, serve, Connection, DisconnectReason, Server, ServerBuilder, DEFAULT_ADDR, DEFAULT_MAX_MESSAGE_SIZE,

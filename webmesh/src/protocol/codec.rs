@@ -20,7 +20,7 @@ pub type CodecError = Box<dyn std::error::Error + Send + Sync>;
 /// fits.
 ///
 /// ```
-/// use webmesh::{Codec, CodecError, DecodeTarget, EncodeSource};
+/// use webmesh::{Codec, CodecError, IncomingMessage, OutgoingMessage};
 ///
 /// /// JSON, indented, for reading traffic in a packet capture.
 /// struct PrettyJson;
@@ -32,11 +32,11 @@ pub type CodecError = Box<dyn std::error::Error + Send + Sync>;
 ///     fn is_binary(&self) -> bool {
 ///         false
 ///     }
-///     fn encode(&self, message: EncodeSource<'_>) -> Result<Vec<u8>, CodecError> {
+///     fn encode(&self, message: OutgoingMessage<'_>) -> Result<Vec<u8>, CodecError> {
 ///         Ok(serde_json::to_vec_pretty(&message)?)
 ///     }
-///     fn decode(&self, bytes: &[u8], target: DecodeTarget<'_>) -> Result<(), CodecError> {
-///         Ok(target.deserialize(&mut serde_json::Deserializer::from_slice(bytes))?)
+///     fn decode(&self, bytes: &[u8]) -> Result<IncomingMessage, CodecError> {
+///         Ok(serde_json::from_slice(bytes)?)
 ///     }
 /// }
 ///
@@ -53,32 +53,30 @@ pub trait Codec: Send + Sync + 'static {
         true
     }
 
-    /// Serializes one envelope.
-    fn encode(&self, message: EncodeSource<'_>) -> Result<Vec<u8>, CodecError>;
+    /// Serializes one envelope: `message` implements `Serialize`.
+    fn encode(&self, message: OutgoingMessage<'_>) -> Result<Vec<u8>, CodecError>;
 
-    /// Deserializes one envelope by handing a deserializer to `target`.
-    fn decode(&self, bytes: &[u8], target: DecodeTarget<'_>) -> Result<(), CodecError>;
+    /// Deserializes one envelope into an [`IncomingMessage`], which
+    /// implements `Deserialize`.
+    fn decode(&self, bytes: &[u8]) -> Result<IncomingMessage, CodecError>;
 }
 
 /// The message a [`Codec`] encodes: serialize it with any serde format.
-pub struct EncodeSource<'a>(&'a dyn erased_serde::Serialize);
+pub struct OutgoingMessage<'a>(&'a dyn erased_serde::Serialize);
 
-impl Serialize for EncodeSource<'_> {
+impl Serialize for OutgoingMessage<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         erased_serde::serialize(self.0, serializer)
     }
 }
 
-/// Where a [`Codec`] decodes a message to.
-pub struct DecodeTarget<'a> {
-    out: &'a mut Option<rmpv::Value>,
-}
+/// A message a [`Codec`] decoded: deserialize it with any self-describing
+/// serde format.
+pub struct IncomingMessage(rmpv::Value);
 
-impl DecodeTarget<'_> {
-    /// Reads one message from `deserializer`.
-    pub fn deserialize<'de, D: Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
-        *self.out = Some(rmpv::Value::deserialize(deserializer)?);
-        Ok(())
+impl<'de> Deserialize<'de> for IncomingMessage {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        rmpv::Value::deserialize(deserializer).map(IncomingMessage)
     }
 }
 
@@ -91,7 +89,7 @@ pub(super) fn encode<T: Serialize + ?Sized>(
     codec: &dyn Codec,
     envelope: &Envelope<'_, T>,
 ) -> Result<Frame, EncodeError> {
-    let bytes = codec.encode(EncodeSource(&envelope)).map_err(|e| EncodeError(e.to_string()))?;
+    let bytes = codec.encode(OutgoingMessage(&envelope)).map_err(|e| EncodeError(e.to_string()))?;
     if codec.is_binary() {
         Ok(Frame::Binary(bytes.into()))
     } else {
@@ -107,11 +105,8 @@ pub(super) fn decode(codec: &dyn Codec, frame: Frame) -> Result<Incoming, Decode
     let bytes = match frame {
         Frame::Text(b) | Frame::Binary(b) => b,
     };
-    let mut value = None;
-    codec
-        .decode(&bytes, DecodeTarget { out: &mut value })
-        .map_err(|e| DecodeError::Malformed(format!("codec {}: {e}", codec.name())))?;
-    let value = value.ok_or_else(|| DecodeError::Malformed(format!("codec {} decoded nothing", codec.name())))?;
+    let IncomingMessage(value) =
+        codec.decode(&bytes).map_err(|e| DecodeError::Malformed(format!("codec {}: {e}", codec.name())))?;
     let mut packed = Vec::with_capacity(bytes.len());
     rmpv::encode::write_value(&mut packed, &value).map_err(|e| DecodeError::Malformed(e.to_string()))?;
     msgpack::decode(packed.into())

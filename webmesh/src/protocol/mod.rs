@@ -14,7 +14,7 @@ mod msgpack;
 mod payload;
 mod wire;
 
-pub use codec::{Codec, CodecError, DecodeTarget, EncodeSource};
+pub use codec::{Codec, CodecError, IncomingMessage, OutgoingMessage};
 pub use payload::{Payload, PayloadError};
 
 pub(crate) use codec::subprotocol as codec_subprotocol;
