@@ -87,8 +87,9 @@ impl std::error::Error for CallError {}
 
 impl From<PayloadError> for CallError {
     fn from(err: PayloadError) -> Self {
+        // The field travels in `data`; the message is the decoder's alone.
         let data = serde_json::json!({ "field": err.field() });
-        CallError::new(CallError::BAD_PAYLOAD, err.to_string()).with_data(data)
+        CallError::new(CallError::BAD_PAYLOAD, err.message()).with_data(data)
     }
 }
 

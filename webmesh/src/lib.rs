@@ -48,7 +48,13 @@
 //! (the reply), `()` or `Option<T>`, or `Result<T, E>` where `E:`
 //! [`IntoCallError`] (an error reply with a code and a message).
 //!
-//! Calls on one connection run concurrently, each on its own task.
+//! Messages of one connection are handled in the order they arrive, up to
+//! each handler's first wait: a handler that completes without waiting (an
+//! emit to a counter, say) is done before the next message is read, and a
+//! handler that waits (on I/O, a timer, a lock) continues on its own task
+//! while the next messages are handled. A handler that computes for long
+//! without waiting holds up its connection's later messages: move such work
+//! to `tokio::task::spawn_blocking`.
 //!
 //! # Wire format
 //!

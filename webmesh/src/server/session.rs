@@ -1,8 +1,10 @@
 //! One WebSocket connection: read frames, run their handlers, write replies.
 
+use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::Context;
 
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
@@ -102,8 +104,7 @@ async fn read(
                 return violation(conn, code, e.to_string()).await;
             }
         };
-        // Each message runs on its own task, so a slow handler never delays the next one.
-        tokio::spawn(dispatch(shared.clone(), conn.clone(), format, mode, path, payload));
+        run_in_order(dispatch(shared.clone(), conn.clone(), format, mode, path, payload));
     }
 }
 
@@ -118,6 +119,19 @@ fn is_too_large(error: &axum::Error) -> bool {
         source = e.source();
     }
     false
+}
+
+/// Polls a message's handler once, right away, and hands it to its own task
+/// only if it has to wait. So handlers start in the order their messages
+/// arrived (an emit that needs no waiting is done before the next call is
+/// read), while a handler that waits never delays the next message.
+fn run_in_order(task: impl Future<Output = ()> + Send + 'static) {
+    let mut task = Box::pin(task);
+    // A future may be polled by any waker: the task's own takes over on spawn.
+    let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
+    if task.as_mut().poll(&mut cx).is_pending() {
+        tokio::spawn(task);
+    }
 }
 
 async fn violation(conn: &Connection, code: u16, message: String) -> DisconnectReason {
