@@ -116,6 +116,9 @@ where
     Fut: Future<Output = Out> + Send,
     Out: IntoReply<MR>,
 {
+    // Not an `async fn`: its future would capture the marker parameters,
+    // which need not be `'static`.
+    #[allow(clippy::manual_async_fn)]
     fn call(self, _parts: CallParts, _payload: Payload) -> impl Future<Output = Reply> + Send + 'static {
         async move { self().await.into_reply() }
     }
@@ -126,6 +129,9 @@ where
     F: FnOnce() -> Out + Clone + Send + std::marker::Sync + 'static,
     Out: IntoReply<MR>,
 {
+    // Not an `async fn`: its future would capture the marker parameters,
+    // which need not be `'static`.
+    #[allow(clippy::manual_async_fn)]
     fn call(self, _parts: CallParts, _payload: Payload) -> impl Future<Output = Reply> + Send + 'static {
         async move { self().into_reply() }
     }
