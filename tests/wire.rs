@@ -239,3 +239,27 @@ async fn a_frame_over_the_limit_is_refused_with_1009() {
     assert_closed_with(&mut socket, 1009).await;
     assert_still_serving(&server).await;
 }
+
+#[tokio::test]
+async fn a_text_frame_that_is_not_utf8_is_refused_with_1007() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = server().await;
+    // A hand-made handshake and a masked text frame holding 0xff 0xfe, which
+    // no WebSocket library would let us send.
+    let mut tcp = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    let handshake = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+    tcp.write_all(handshake.as_bytes()).await.unwrap();
+    let mut response = [0u8; 1024];
+    let n = within(10, tcp.read(&mut response)).await.unwrap();
+    assert!(response[..n].starts_with(b"HTTP/1.1 101"));
+    let mask = [1u8, 2, 3, 4];
+    let body = [0xffu8 ^ mask[0], 0xfe ^ mask[1]];
+    tcp.write_all(&[0x81, 0x80 | 2, mask[0], mask[1], mask[2], mask[3], body[0], body[1]]).await.unwrap();
+    // The answer is a close frame: 0x88, a length, then the code.
+    let mut frame = [0u8; 4];
+    within(10, tcp.read_exact(&mut frame)).await.unwrap();
+    assert_eq!(frame[0], 0x88, "a close frame");
+    assert_eq!(u16::from_be_bytes([frame[2], frame[3]]), 1007);
+    assert_still_serving(&server).await;
+}

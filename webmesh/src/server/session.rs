@@ -64,8 +64,10 @@ async fn read(
     loop {
         let frame = match stream.next().await {
             None => return DisconnectReason::Gone,
-            Some(Err(e)) if is_too_large(&e) => return violation(conn, close_code::TOO_BIG, e.to_string()).await,
-            Some(Err(e)) => return DisconnectReason::Transport(e.to_string()),
+            Some(Err(e)) => match close_code_for(&e) {
+                Some(code) => return violation(conn, code, e.to_string()).await,
+                None => return DisconnectReason::Transport(e.to_string()),
+            },
             Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
             Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
             Some(Ok(Message::Close(close))) => {
@@ -108,17 +110,21 @@ async fn read(
     }
 }
 
-/// Whether the WebSocket layer refused a message or frame over the size limit.
-fn is_too_large(error: &axum::Error) -> bool {
+/// The close code for a frame the WebSocket layer refused, if the peer is
+/// to blame (rather than the network).
+fn close_code_for(error: &axum::Error) -> Option<u16> {
     use tokio_tungstenite::tungstenite::Error;
     let mut source: Option<&(dyn std::error::Error + 'static)> = Some(error);
     while let Some(e) = source {
-        if let Some(Error::Capacity(_)) = e.downcast_ref::<Error>() {
-            return true;
+        match e.downcast_ref::<Error>() {
+            Some(Error::Capacity(_)) => return Some(close_code::TOO_BIG),
+            Some(Error::Utf8(_)) => return Some(close_code::INVALID_DATA),
+            Some(Error::Protocol(_)) => return Some(close_code::PROTOCOL),
+            Some(_) => return None,
+            None => source = e.source(),
         }
-        source = e.source();
     }
-    false
+    None
 }
 
 /// Polls a message's handler once, right away, and hands it to its own task
