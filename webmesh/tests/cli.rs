@@ -1,0 +1,88 @@
+//! The `webmesh` command-line client against a real server.
+
+use std::process::Output;
+use std::time::Duration;
+
+use serde_json::Value;
+use webmesh::{CallError, Router, Server};
+
+async fn start() -> String {
+    let router = Router::new()
+        .on("/", |data: Value| async move { data })
+        .on("/echo", |data: Value| async move { data })
+        .on("/fail", || async { Err::<(), _>(CallError::new("nope", "always fails")) })
+        .on("/slow", || async { tokio::time::sleep(Duration::from_secs(30)).await });
+    let server = Server::builder().registered_handlers(false).router(router).addr("127.0.0.1:0").bind().await.unwrap();
+    let url = format!("ws://{}", server.local_addr());
+    tokio::spawn(server.serve());
+    url
+}
+
+async fn cli(args: &[&str]) -> Output {
+    let args: Vec<String> = args.iter().map(|a| a.to_string()).collect();
+    tokio::task::spawn_blocking(move || std::process::Command::new(env!("CARGO_BIN_EXE_webmesh")).args(args).output())
+        .await
+        .unwrap()
+        .unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn call_prints_the_reply_as_json_in_every_codec() {
+    let url = start().await;
+    for codec in ["msgpack", "json"] {
+        let out = cli(&["call", "--codec", codec, &url, "/echo", r#"{"blop": 56}"#]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert_eq!(stdout(&out), "{\"blop\":56}\n");
+        let out = cli(&["call", "--legacy", codec, &url, "/", "[1,2]"]).await;
+        assert_eq!(stdout(&out), "[1,2]\n", "{}", stderr(&out));
+    }
+    // No payload is null.
+    assert_eq!(stdout(&cli(&["call", &url, "/echo"]).await), "null\n");
+}
+
+#[tokio::test]
+async fn emit_prints_nothing_and_succeeds() {
+    let url = start().await;
+    let out = cli(&["emit", &url, "/echo", "1"]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.is_empty());
+}
+
+#[tokio::test]
+async fn errors_go_to_stderr_with_exit_code_1() {
+    let url = start().await;
+    let out = cli(&["call", &url, "/missing"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "error: no handler for `/missing`\n");
+    assert!(out.stdout.is_empty());
+
+    let out = cli(&["call", &url, "/fail"]).await;
+    assert_eq!((out.status.code(), stderr(&out).as_str()), (Some(1), "error: handler error nope: always fails\n"));
+
+    let out = cli(&["call", &url, "/echo", "{not json"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("error: the payload is not JSON"), "{}", stderr(&out));
+
+    let out = cli(&["call", "--timeout", "0.2", &url, "/slow"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("error: no reply within"), "{}", stderr(&out));
+
+    let out = cli(&["call", "--codec", "yaml", &url, "/echo"]).await;
+    assert_eq!(out.status.code(), Some(2), "usage errors exit with 2");
+}
+
+#[tokio::test]
+async fn nothing_listening_is_a_clean_error() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = cli(&["call", "--timeout", "5", &format!("ws://127.0.0.1:{port}"), "/echo"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).starts_with("error: could not connect"), "{}", stderr(&out));
+}
