@@ -321,6 +321,11 @@ async fn the_server_pushes_to_a_client_at_any_time() {
         }
         // Handlers run before the stream sees a push.
         assert_eq!(*seen.lock().unwrap(), vec![0, 1, 2, 3, 4]);
+        // Once the connection is closed, the stream ends.
+        client.call::<()>("/watch", &1).await.unwrap();
+        client.clone().close().await;
+        assert_eq!(within(10, pushes.next()).await.map(|p| p.deserialize::<u32>().unwrap()), Some(0));
+        assert!(within(10, pushes.next()).await.is_none());
     }
 }
 

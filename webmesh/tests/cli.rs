@@ -86,3 +86,31 @@ async fn nothing_listening_is_a_clean_error() {
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).starts_with("error: could not connect"), "{}", stderr(&out));
 }
+
+/// The README's promise: `cargo run --example echo` serves, the CLI calls it.
+#[tokio::test]
+async fn the_cli_calls_the_echo_example() {
+    // `cargo test --workspace` builds the examples of the root package here.
+    let deps = std::env::current_exe().unwrap();
+    let example = deps.parent().and_then(|d| d.parent()).unwrap().join("examples/echo");
+    assert!(example.exists(), "{} is missing: run `cargo test --workspace --all-features`", example.display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let mut echo = tokio::process::Command::new(example)
+        .env("WEBMESH_ADDR", format!("127.0.0.1:{port}"))
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let url = format!("ws://127.0.0.1:{port}");
+    let mut out = cli(&["call", &url, "/echo", r#"{"blop": 56}"#]).await;
+    for _ in 0..200 {
+        if out.status.success() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+        out = cli(&["call", &url, "/echo", r#"{"blop": 56}"#]).await;
+    }
+    assert_eq!(stdout(&out), "{\"blop\":56}\n", "{}", stderr(&out));
+    assert_eq!(stdout(&cli(&["call", "--codec", "json", &url, "/", "[true]"]).await), "[true]\n");
+    echo.kill().await.unwrap();
+}

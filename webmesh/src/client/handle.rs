@@ -164,7 +164,7 @@ impl Client {
 
     /// A stream of every push the server sends from now on, on any path.
     pub fn pushes(&self) -> Pushes {
-        Pushes::new(self.shared.pushes.subscribe())
+        Pushes::new(self.shared.pushes.subscribe(), self.shared.finished.subscribe())
     }
 
     /// Sends what is queued, closes the connection for every clone of this

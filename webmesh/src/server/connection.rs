@@ -137,8 +137,10 @@ impl Connection {
         self.inner.outbound.send(Outbound::Frame(frame)).await.map_err(|_| Error::Closed(None))
     }
 
-    pub(crate) async fn close(&self, code: u16, reason: String) {
-        let _ = self.inner.outbound.send(Outbound::Close { code, reason }).await;
+    /// Queues a close frame; `false` if the queue is full (the peer is not
+    /// reading) or the writer is gone.
+    pub(crate) fn try_close(&self, code: u16, reason: String) -> bool {
+        self.inner.outbound.try_send(Outbound::Close { code, reason }).is_ok()
     }
 }
 

@@ -43,11 +43,13 @@ pub(crate) async fn run(
     if let Some(hook) = &shared.hooks.on_connect {
         hook(&conn);
     }
-    let reason = read(stream, &conn, &shared, codec).await;
+    let (reason, close) = read(stream, &conn, &shared, codec).await;
     tracing::debug!(%reason, "disconnected");
-    if !matches!(reason, DisconnectReason::Protocol(_)) {
-        // Stop the writer even if handlers still hold the connection.
-        conn.close(1000, String::new()).await;
+    // Stop the writer even if handlers still hold the connection; a peer
+    // that does not read gets no close frame.
+    let (code, message) = close.unwrap_or((1000, String::new()));
+    if !conn.try_close(code, message) {
+        writer.abort();
     }
     if let Some(hook) = &shared.hooks.on_disconnect {
         hook(&conn, &reason);
@@ -55,24 +57,27 @@ pub(crate) async fn run(
     let _ = writer.await;
 }
 
+/// Why reading ended, and the close frame to send, if not a normal one.
+type Ending = (DisconnectReason, Option<(u16, String)>);
+
 async fn read(
     mut stream: SplitStream<WebSocket>,
     conn: &Connection,
     shared: &Arc<Shared>,
     codec: Option<Arc<dyn Codec>>,
-) -> DisconnectReason {
+) -> Ending {
     loop {
         let frame = match stream.next().await {
-            None => return DisconnectReason::Gone,
+            None => return (DisconnectReason::Gone, None),
             Some(Err(e)) => match close_code_for(&e) {
-                Some(code) => return violation(conn, code, e.to_string()).await,
-                None => return DisconnectReason::Transport(e.to_string()),
+                Some(code) => return violation(code, e.to_string()),
+                None => return (DisconnectReason::Transport(e.to_string()), None),
             },
             Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
             Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
             Some(Ok(Message::Close(close))) => {
                 let (code, reason) = close.map(|c| (c.code, c.reason.to_string())).unwrap_or((1005, String::new()));
-                return DisconnectReason::Closed { code, reason };
+                return (DisconnectReason::Closed { code, reason }, None);
             }
             // Pings are answered by the WebSocket layer.
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -90,9 +95,7 @@ async fn read(
             Ok((format, Incoming::Call { id, path, payload })) => (format, Mode::Call(id), path, payload),
             Ok((format, Incoming::Emit { path, payload })) => (format, Mode::Emit, path, payload),
             Ok((format, Incoming::Legacy { path, payload })) => (format, Mode::Legacy, path, payload),
-            Ok((_, _)) => {
-                return violation(conn, close_code::PROTOCOL, "clients may only send calls and emits".into()).await
-            }
+            Ok((_, _)) => return violation(close_code::PROTOCOL, "clients may only send calls and emits".into()),
             Err(DecodeError::BadCall { id, message }) => {
                 super::dispatch::reject(conn, id, message).await;
                 continue;
@@ -103,7 +106,7 @@ async fn read(
                     DecodeError::Envelope(_) => close_code::PROTOCOL,
                     _ => close_code::INVALID_DATA,
                 };
-                return violation(conn, code, e.to_string()).await;
+                return violation(code, e.to_string());
             }
         };
         run_in_order(dispatch(shared.clone(), conn.clone(), format, mode, path, payload));
@@ -140,15 +143,14 @@ fn run_in_order(task: impl Future<Output = ()> + Send + 'static) {
     }
 }
 
-async fn violation(conn: &Connection, code: u16, message: String) -> DisconnectReason {
+fn violation(code: u16, message: String) -> Ending {
     tracing::debug!(code, %message, "closing a connection that broke the protocol");
     // A close reason has at most 123 bytes.
     let mut reason = message.clone();
     while reason.len() > 123 {
         reason.pop();
     }
-    conn.close(code, reason).await;
-    DisconnectReason::Protocol(message)
+    (DisconnectReason::Protocol(message), Some((code, reason)))
 }
 
 async fn write(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Outbound>) {
