@@ -21,6 +21,7 @@ pub(crate) fn registration(handler: &Handler) -> TokenStream {
     let markers = handler_markers(handler);
     let erase = quote_spanned!(handler_span=> ::webmesh::__private::erase::<_, #markers>(#ident));
     let line = quote_spanned!(ident.span()=> ::core::line!());
+    let kind = syn::Ident::new(handler.kind.variant(), proc_macro2::Span::call_site());
 
     quote! {
         #function
@@ -30,6 +31,7 @@ pub(crate) fn registration(handler: &Handler) -> TokenStream {
 
             ::webmesh::__private::inventory::submit! {
                 ::webmesh::__private::Registration::new(
+                    ::webmesh::__private::RouteKind::#kind,
                     #path,
                     ::core::concat!(::core::module_path!(), "::", #name),
                     ::core::file!(),

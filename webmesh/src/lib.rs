@@ -109,11 +109,48 @@ pub use server::{
 /// offending token.
 pub use webmesh_macros::on;
 
+/// Decides who may subscribe to the topics a pattern matches.
+///
+/// The function is a handler: it takes extractors ([`Connection`],
+/// [`Path`](extract::Path) for the pattern's parameters, [`State`]) and
+/// returns `Result<(), E>`: `Ok` accepts the subscription, `Err` refuses it
+/// and the client sees the error. Without a matching subscribe handler,
+/// subscribing is allowed.
+///
+/// ```
+/// use webmesh::extract::Path;
+/// use webmesh::{CallError, Connection};
+///
+/// #[webmesh::subscribe("/chat/{room}")]
+/// async fn join(conn: Connection, Path(room): Path<String>) -> Result<(), CallError> {
+///     match conn.extension::<String>() {
+///         Some(_user) if room != "staff" => Ok(()),
+///         _ => Err(CallError::new("forbidden", format!("you may not join {room}"))),
+///     }
+/// }
+/// ```
+///
+/// A subscriber's pattern is matched against the handler's as a path: a
+/// subscription to `/chat/*` reaches this handler with `room` = `"*"`.
+pub use webmesh_macros::subscribe;
+
+/// Allows clients to publish to the topics a pattern matches.
+///
+/// The function is a handler whose payload is the published data; `Ok`
+/// publishes it, `Err` refuses it. Without a matching publish handler,
+/// clients may not publish (servers always may, through [`Hub`]).
+///
+/// ```
+/// #[webmesh::publish("/news/{*rest}")]
+/// fn anyone_may_publish_news() {}
+/// ```
+pub use webmesh_macros::publish;
+
 /// Not public API: used by the code `#[webmesh::on]` generates.
 #[doc(hidden)]
 pub mod __private {
     pub use inventory;
 
     pub use crate::handler::BoxedHandler;
-    pub use crate::routing::{erase, Registration};
+    pub use crate::routing::{erase, Registration, RouteKind};
 }

@@ -10,6 +10,7 @@
 //! | any `T: DeserializeOwned`, last | the payload, decoded from MessagePack or JSON |
 //! | [`Connection`](crate::Connection) | the caller's connection: id, address, push, extensions |
 //! | [`State<T>`] | a value given to [`ServerBuilder::state`](crate::ServerBuilder::state) |
+//! | [`Path<T>`] | the parameters of the matched path, `/users/{id}` |
 //! | [`CallPath`] | the path that was called |
 //!
 //! Write your own by implementing [`FromCallParts`]:
@@ -40,12 +41,14 @@
 //! ```
 
 mod parts;
+mod path;
 mod payload;
 mod state;
 
 use std::future::Future;
 
 pub use parts::{CallParts, CallPath};
+pub use path::{Path, PathRejection};
 pub use state::{MissingState, State};
 
 use crate::IntoCallError;

@@ -2,6 +2,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 
 use super::FromCallParts;
+use crate::routing::PathParams;
 use crate::server::Shared;
 use crate::Connection;
 
@@ -10,6 +11,7 @@ use crate::Connection;
 pub struct CallParts {
     pub(crate) connection: Connection,
     pub(crate) path: Arc<str>,
+    pub(crate) params: PathParams,
     pub(crate) shared: Arc<Shared>,
 }
 
@@ -22,6 +24,12 @@ impl CallParts {
     /// The path that was called.
     pub fn path(&self) -> &str {
         &self.path
+    }
+
+    /// The parameters the path matched, by name, in the order of the
+    /// route's pattern; see [`Path`](super::Path) to decode them.
+    pub fn params(&self) -> impl ExactSizeIterator<Item = (&str, &str)> {
+        self.params.iter().map(|(k, v)| (k.as_str(), v.as_str()))
     }
 
     /// A clone of the server state of type `T`, if the server was given one.

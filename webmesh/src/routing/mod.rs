@@ -3,8 +3,8 @@
 mod registration;
 mod table;
 
-pub use registration::{erase, Registration};
-pub(crate) use table::RouteTable;
+pub use registration::{erase, Registration, RouteKind};
+pub(crate) use table::{PathParams, RouteTable};
 
 use std::panic::Location;
 
@@ -27,6 +27,7 @@ pub struct Router {
 /// One path, its handler and where it was declared.
 #[derive(Clone)]
 pub(crate) struct Route {
+    pub(crate) kind: RouteKind,
     pub(crate) path: String,
     pub(crate) handler: BoxedHandler,
     /// The handler's name and source location, for error messages.
@@ -41,16 +42,55 @@ impl Router {
 
     /// Answers calls and emits to `path` with `handler`.
     ///
-    /// Paths are matched exactly. Two handlers on one path make the server
-    /// fail to start, naming both.
+    /// `path` may hold parameters, `/users/{id}`, and end with a catch-all,
+    /// `/files/{*rest}`; handlers read them with [`Path`](crate::extract::Path).
+    /// Static segments win over parameters. Two handlers on one path, or on
+    /// conflicting patterns, make the server fail to start, naming both.
     #[track_caller]
-    pub fn on<H: Handler<T>, T>(mut self, path: &str, handler: H) -> Self {
-        let at = Location::caller();
+    pub fn on<H: Handler<T>, T>(self, path: &str, handler: H) -> Self {
+        self.route(RouteKind::Call, path, handler, Location::caller())
+    }
+
+    /// Decides who may subscribe to the topics `pattern` matches: `handler`
+    /// runs for each subscription, and an error refuses it, with the error
+    /// as the reason the client sees.
+    ///
+    /// Without a matching subscribe handler, subscribing is allowed.
+    #[track_caller]
+    pub fn subscribe<H: Handler<T>, T>(self, pattern: &str, handler: H) -> Self {
+        self.route(RouteKind::Subscribe, pattern, handler, Location::caller())
+    }
+
+    /// Allows clients to publish to the topics `pattern` matches: `handler`
+    /// runs for each publication, with its data as payload, and an error
+    /// refuses it.
+    ///
+    /// Without a matching publish handler, clients may not publish.
+    #[track_caller]
+    pub fn publish<H: Handler<T>, T>(self, pattern: &str, handler: H) -> Self {
+        self.route(RouteKind::Publish, pattern, handler, Location::caller())
+    }
+
+    fn route<H: Handler<T>, T>(mut self, kind: RouteKind, path: &str, handler: H, at: &Location<'_>) -> Self {
         self.routes.push(Route {
+            kind,
             path: path.to_owned(),
             handler: BoxedHandler::new(handler),
             origin: format!("{} at {}:{}", std::any::type_name::<H>(), at.file(), at.line()),
         });
+        self
+    }
+
+    /// Adds the handlers declared with `#[webmesh::on]`, `#[webmesh::subscribe]`
+    /// and `#[webmesh::publish]` anywhere in the program.
+    pub(crate) fn with_registered(mut self) -> Self {
+        let declared = registration::registered().map(|r| Route {
+            kind: r.kind,
+            path: r.path.to_owned(),
+            handler: (r.make)(),
+            origin: r.origin(),
+        });
+        self.routes = declared.chain(self.routes).collect();
         self
     }
 

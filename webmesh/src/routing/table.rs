@@ -1,52 +1,61 @@
-use std::collections::hash_map::Entry;
 use std::collections::HashMap;
+use std::sync::Arc;
 
-use super::registration::registered;
-use super::{Route, Router};
+use super::{Route, RouteKind};
 use crate::handler::BoxedHandler;
 use crate::Error;
 
-/// The routes of a running server, built once at start-up.
+/// The parameters a path matched, by name, in pattern order.
+pub(crate) type PathParams = Arc<[(String, String)]>;
+
+/// One kind of routes of a running server (calls, subscriptions or
+/// publications), matched with `matchit`: static segments win over
+/// parameters, which win over catch-alls.
 pub(crate) struct RouteTable {
-    routes: HashMap<String, Route>,
+    router: matchit::Router<BoxedHandler>,
+    patterns: Vec<String>,
 }
 
 impl RouteTable {
-    /// Builds the table from the registered handlers (if `include_registered`)
-    /// and `router`, failing on a path served twice.
-    pub(crate) fn build(include_registered: bool, router: Router) -> Result<Self, Error> {
-        let declared = registered().filter(|_| include_registered).map(|r| Route {
-            path: r.path.to_owned(),
-            handler: (r.make)(),
-            origin: r.origin(),
-        });
-        let mut routes = HashMap::new();
-        for route in declared.chain(router.routes) {
-            if !route.path.starts_with('/') {
-                return Err(Error::Config(format!("path `{}` of {} must start with `/`", route.path, route.origin)));
+    /// Builds the table of `kind` from `routes`, failing on two routes that
+    /// conflict, naming both.
+    pub(crate) fn build<'a>(kind: RouteKind, routes: impl IntoIterator<Item = &'a Route>) -> Result<Self, Error> {
+        let mut router = matchit::Router::new();
+        let mut origins: HashMap<String, &str> = HashMap::new();
+        let mut patterns = Vec::new();
+        for route in routes.into_iter().filter(|r| r.kind == kind) {
+            let pattern = &route.path;
+            if !pattern.starts_with('/') {
+                return Err(Error::Config(format!("path `{pattern}` of {} must start with `/`", route.origin)));
             }
-            match routes.entry(route.path.clone()) {
-                Entry::Vacant(slot) => {
-                    slot.insert(route);
+            router.insert(pattern.as_str(), route.handler.clone()).map_err(|e| match e {
+                matchit::InsertError::Conflict { with } => {
+                    let existing = origins.get(&with).copied().unwrap_or("another handler");
+                    // Calls are the common case: they go unnamed.
+                    let kind = if kind == RouteKind::Call { String::new() } else { format!("{kind} ") };
+                    let what = if &with == pattern {
+                        format!("two {kind}handlers on `{pattern}`")
+                    } else {
+                        format!("{kind}path `{pattern}` conflicts with `{with}`")
+                    };
+                    Error::Config(format!("{what}: {existing} and {}", route.origin))
                 }
-                Entry::Occupied(existing) => {
-                    return Err(Error::Config(format!(
-                        "two handlers on `{}`: {} and {}",
-                        route.path,
-                        existing.get().origin,
-                        route.origin
-                    )));
-                }
-            }
+                other => Error::Config(format!("invalid path `{pattern}` of {}: {other}", route.origin)),
+            })?;
+            origins.insert(pattern.clone(), &route.origin);
+            patterns.push(pattern.clone());
         }
-        Ok(Self { routes })
+        Ok(Self { router, patterns })
     }
 
-    pub(crate) fn get(&self, path: &str) -> Option<&BoxedHandler> {
-        self.routes.get(path).map(|r| &r.handler)
+    /// The handler for `path`, with the parameters it matched.
+    pub(crate) fn at(&self, path: &str) -> Option<(&BoxedHandler, PathParams)> {
+        let matched = self.router.at(path).ok()?;
+        let params = matched.params.iter().map(|(k, v)| (k.to_owned(), v.to_owned())).collect();
+        Some((matched.value, params))
     }
 
-    pub(crate) fn paths(&self) -> impl Iterator<Item = &str> {
-        self.routes.keys().map(String::as_str)
+    pub(crate) fn patterns(&self) -> &[String] {
+        &self.patterns
     }
 }

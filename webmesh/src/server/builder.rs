@@ -8,7 +8,7 @@ use super::serve::Server;
 use super::Connection;
 use crate::handler::{BoxedHandler, Handler};
 use crate::protocol::{Codec, Compression};
-use crate::routing::{RouteTable, Router};
+use crate::routing::{RouteKind, RouteTable, Router};
 use crate::Error;
 
 /// The address `webmesh::serve()` binds when `WEBMESH_ADDR` is not set:
@@ -52,6 +52,8 @@ pub struct ServerBuilder {
 /// Everything a running server's connections share.
 pub(crate) struct Shared {
     pub(crate) routes: RouteTable,
+    pub(crate) subscribe_routes: RouteTable,
+    pub(crate) publish_routes: RouteTable,
     pub(crate) states: Extensions,
     pub(crate) hooks: Hooks,
     pub(crate) not_found: Option<BoxedHandler>,
@@ -93,8 +95,9 @@ impl ServerBuilder {
         self
     }
 
-    /// Whether to serve the handlers declared with `#[webmesh::on]` (default
-    /// `true`). Turn it off to serve only a [`Router`], e.g. in tests.
+    /// Whether to serve the handlers declared with `#[webmesh::on]`,
+    /// `#[webmesh::subscribe]` and `#[webmesh::publish]` (default `true`).
+    /// Turn it off to serve only a [`Router`], e.g. in tests.
     pub fn registered_handlers(mut self, include: bool) -> Self {
         self.include_registered = include;
         self
@@ -192,8 +195,11 @@ impl ServerBuilder {
     }
 
     fn into_shared(self) -> Result<Shared, Error> {
+        let router = if self.include_registered { self.router.with_registered() } else { self.router };
         Ok(Shared {
-            routes: RouteTable::build(self.include_registered, self.router)?,
+            routes: RouteTable::build(RouteKind::Call, &router.routes)?,
+            subscribe_routes: RouteTable::build(RouteKind::Subscribe, &router.routes)?,
+            publish_routes: RouteTable::build(RouteKind::Publish, &router.routes)?,
             states: self.states,
             hooks: self.hooks,
             not_found: self.not_found,

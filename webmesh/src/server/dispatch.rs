@@ -8,6 +8,7 @@ use super::{Connection, Shared};
 use crate::extract::CallParts;
 use crate::handler::{Reply, ReplyKind};
 use crate::protocol::{Envelope, Frame, WireFormat};
+use crate::routing::PathParams;
 use crate::{CallError, Payload};
 
 /// How the sender expects an answer.
@@ -33,10 +34,13 @@ pub(crate) async fn dispatch(
     payload: Payload,
 ) {
     let path: Arc<str> = path.into();
-    let handler = shared.routes.get(&path).or(shared.not_found.as_ref()).cloned();
+    let handler = match shared.routes.at(&path) {
+        Some((handler, params)) => Some((handler.clone(), params)),
+        None => shared.not_found.clone().map(|h| (h, PathParams::from([]))),
+    };
     let reply = match handler {
-        Some(handler) => {
-            let parts = CallParts { connection: conn.clone(), path: path.clone(), shared: shared.clone() };
+        Some((handler, params)) => {
+            let parts = CallParts { connection: conn.clone(), path: path.clone(), params, shared: shared.clone() };
             handler.call(parts, payload).await
         }
         None if matches!(mode, Mode::Legacy) => Reply::value(LEGACY_NOT_FOUND),

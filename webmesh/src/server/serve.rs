@@ -52,7 +52,7 @@ impl Server {
     where
         F: Future<Output = ()> + Send + 'static,
     {
-        let mut paths: Vec<&str> = self.shared.routes.paths().collect();
+        let mut paths: Vec<&str> = self.shared.routes.patterns().iter().map(String::as_str).collect();
         paths.sort_unstable();
         tracing::info!(addr = %self.local_addr, ?paths, "webmesh listening on ws://{}", self.local_addr);
         let app = super::upgrade::router(self.shared.clone());

@@ -1,0 +1,4 @@
+#[webmesh::on("/files/{*rest}/meta")]
+async fn handler() {}
+
+fn main() {}

@@ -1,0 +1,4 @@
+#[webmesh::subscribe("/chat/{}")]
+async fn handler() {}
+
+fn main() {}

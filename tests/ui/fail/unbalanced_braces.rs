@@ -1,0 +1,4 @@
+#[webmesh::on("/users/{id")]
+async fn handler() {}
+
+fn main() {}
