@@ -56,6 +56,8 @@ impl Drop for TestServer {
     }
 }
 
+pub type Raw = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
 /// Fails the test instead of hanging it when `future` does not finish.
 pub async fn within<F: std::future::Future>(secs: u64, future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), future).await.expect("timed out")

@@ -36,6 +36,8 @@ impl CallError {
     pub const BAD_PAYLOAD: &'static str = "bad_payload";
     /// The code of an envelope that is wrong beyond its payload.
     pub const BAD_REQUEST: &'static str = "bad_request";
+    /// The code of a refused subscription or publication, by default.
+    pub const FORBIDDEN: &'static str = "forbidden";
     /// The code of an error given as a bare message (`Result<T, String>`).
     pub const HANDLER: &'static str = "handler_error";
     /// The code of a failure inside the server (a handler panicked, state is missing).

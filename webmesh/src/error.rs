@@ -39,6 +39,13 @@ pub enum Error {
     /// The handler answered with an error.
     #[error("handler error {0}")]
     Handler(CallError),
+    /// A subscription lost this many events because its subscriber did not
+    /// keep up; the events after it follow the gap.
+    #[error("{missed} events were lost because the subscriber fell behind")]
+    Lagged {
+        /// How many events were lost.
+        missed: u64,
+    },
     /// No reply came in time.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
@@ -83,6 +90,22 @@ impl From<tokio_tungstenite::tungstenite::Error> for Error {
             Ws::Io(io) => Error::Io(io),
             Ws::ConnectionClosed | Ws::AlreadyClosed => Error::Closed(None),
             other => Error::Protocol(other.to_string()),
+        }
+    }
+}
+
+/// Lets handlers return `Result<T, webmesh::Error>`, e.g. when they call
+/// other services: a handler error travels on as it is, anything else
+/// becomes an `internal` error (its details are logged, not sent).
+impl crate::IntoCallError for Error {
+    fn into_call_error(self) -> CallError {
+        match self {
+            Error::Handler(error) => error,
+            Error::NotFound { path } => CallError::internal(format!("a service this handler needs has no `{path}`")),
+            other => {
+                tracing::error!("handler failed: {other}");
+                CallError::internal("the handler failed")
+            }
         }
     }
 }

@@ -76,21 +76,23 @@ mod handler;
 #[doc(hidden)]
 pub mod marker;
 mod protocol;
+mod pubsub;
 mod routing;
 mod server;
 
 pub mod blocking;
 
 pub use call_error::{CallError, IntoCallError};
-pub use client::{Client, ClientBuilder, Push, Pushes, DEFAULT_TIMEOUT};
+pub use client::{Client, ClientBuilder, Event, Push, Pushes, Subscription, DEFAULT_TIMEOUT};
 pub use error::Error;
 pub use extract::State;
 pub use handler::{Handler, IntoReply, Reply};
 pub use protocol::{Codec, CodecError, IncomingMessage, LegacyFormat, OutgoingMessage, Payload, PayloadError};
+pub use pubsub::{Hub, LagPolicy, SubscribeOptions};
 pub use routing::Router;
 pub use server::{
-    router, serve, Connection, DisconnectReason, Server, ServerBuilder, DEFAULT_ADDR, DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_OUTBOUND_QUEUE,
+    router, serve, Connection, DisconnectReason, Server, ServerBuilder, DEFAULT_ADDR, DEFAULT_EVENT_QUEUE,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE,
 };
 
 /// Declares a handler for a path, served by [`serve`] and [`router`].

@@ -3,14 +3,15 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 
 use super::builder::ClientBuilder;
 use super::driver::{drive, Socket};
 use super::push::{Push, Pushes};
 use super::shared::ClientShared;
+use super::subscription::Subscription;
 use crate::protocol::{Envelope, Frame, WireFormat};
-use crate::{Error, Payload};
+use crate::{CallError, Error, Payload, SubscribeOptions};
 
 /// How many frames may wait to be written before callers wait.
 const QUEUE: usize = 1024;
@@ -84,14 +85,83 @@ impl Client {
         timeout: Duration,
     ) -> Result<Payload, Error> {
         let (id, reply) = self.shared.register();
+        self.request(id, reply, path, &Envelope::Call { id, path, data }, timeout).await
+    }
+
+    /// Sends a message registered as `id` and waits for its answer.
+    pub(crate) async fn request<T: Serialize + ?Sized>(
+        &self,
+        id: u64,
+        reply: oneshot::Receiver<Result<Payload, CallError>>,
+        path: &str,
+        envelope: &Envelope<'_, T>,
+        timeout: Duration,
+    ) -> Result<Payload, Error> {
         // Forget the call however this future ends: reply, timeout or drop.
         let _forget = Forget { shared: &self.shared, id };
-        self.send(&Envelope::Call { id, path, data }).await?;
+        self.send(envelope).await?;
         match tokio::time::timeout(timeout, reply).await {
             Err(_) => Err(Error::Timeout(timeout)),
             Ok(Err(_)) => Err(self.closed_error()),
             Ok(Ok(Ok(payload))) => Ok(payload),
             Ok(Ok(Err(error))) => Err(Error::from_reply(path, error)),
+        }
+    }
+
+    /// Subscribes to the topics `pattern` matches; see [`Subscription`].
+    ///
+    /// A pattern is a path whose segments may be `*` or `{name}` (any one
+    /// segment) and, last, `{*name}` (the rest of the topic); PROTOCOL.md has
+    /// a table of examples. The server may refuse, giving a reason:
+    ///
+    /// ```no_run
+    /// # async fn demo(client: webmesh::Client) -> Result<(), webmesh::Error> {
+    /// let mut lobby = client.subscribe::<String>("/chat/lobby").await?;
+    /// while let Some(event) = lobby.recv().await {
+    ///     match event {
+    ///         Ok(event) => println!("{}: {}", event.topic, event.data),
+    ///         Err(e) => eprintln!("{e}"), // e.g. events lost to lag
+    ///     }
+    /// }
+    /// # Ok(()) }
+    /// ```
+    pub async fn subscribe<T>(&self, pattern: &str) -> Result<Subscription<T>, Error> {
+        self.subscribe_with(pattern, SubscribeOptions::default()).await
+    }
+
+    /// Subscribes with options, such as the [`LagPolicy`](crate::LagPolicy).
+    pub async fn subscribe_with<T>(&self, pattern: &str, options: SubscribeOptions) -> Result<Subscription<T>, Error> {
+        if let WireFormat::Legacy(_) = self.shared.format {
+            return Err(Error::Config("webmesh 0.1.2 has no subscriptions".into()));
+        }
+        Subscription::start(self, pattern, options).await
+    }
+
+    /// Publishes `data` to `topic`, waiting until the server accepted it.
+    ///
+    /// Servers let clients publish only where a `#[webmesh::publish]`
+    /// handler allows it; elsewhere this fails with the code `forbidden`.
+    pub async fn publish(&self, topic: &str, data: &(impl Serialize + ?Sized)) -> Result<(), Error> {
+        if let WireFormat::Legacy(_) = self.shared.format {
+            return Err(Error::Config("webmesh 0.1.2 has no subscriptions".into()));
+        }
+        let (id, reply) = self.shared.register();
+        self.request(id, reply, topic, &Envelope::Publish { id, path: topic, data }, self.shared.timeout).await?;
+        Ok(())
+    }
+
+    pub(crate) fn shared(&self) -> &Arc<ClientShared> {
+        &self.shared
+    }
+
+    pub(crate) async fn send_envelope<T: Serialize + ?Sized>(&self, envelope: &Envelope<'_, T>) -> Result<(), Error> {
+        self.send(envelope).await
+    }
+
+    /// Queues a message without waiting; dropped if the queue is full.
+    pub(crate) fn try_send_envelope<T: Serialize + ?Sized>(&self, envelope: &Envelope<'_, T>) {
+        if let Ok(frame) = self.shared.format.encode(envelope, self.shared.compression) {
+            let _ = self.queue.try_send(frame);
         }
     }
 

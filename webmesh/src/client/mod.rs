@@ -5,7 +5,9 @@ mod driver;
 mod handle;
 mod push;
 mod shared;
+mod subscription;
 
 pub use builder::{ClientBuilder, DEFAULT_TIMEOUT};
 pub use handle::Client;
 pub use push::{Push, Pushes};
+pub use subscription::{Event, Subscription};

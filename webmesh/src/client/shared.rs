@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::sync::{broadcast, oneshot, watch, Notify};
 
 use super::push::Push;
+use super::subscription::Subscriptions;
 use crate::protocol::{Compression, Frame, Incoming, WireFormat};
 use crate::{CallError, Payload};
 
@@ -27,6 +28,7 @@ pub(crate) struct ClientShared {
     pub(crate) push_handlers: RwLock<HashMap<String, Vec<PushHandler>>>,
     pub(crate) pushes: broadcast::Sender<Push>,
     closed: Mutex<Option<Option<String>>>,
+    pub(crate) subscriptions: Subscriptions,
     /// Asks the connection task to close the connection.
     pub(crate) close_requested: Notify,
     /// Becomes `true` when the connection task has ended.
@@ -55,6 +57,7 @@ impl ClientShared {
             push_handlers: RwLock::new(HashMap::new()),
             pushes: broadcast::channel(PUSH_BUFFER).0,
             closed: Mutex::new(None),
+            subscriptions: Subscriptions::default(),
             close_requested: Notify::new(),
             finished: watch::Sender::new(false),
         }
@@ -122,8 +125,14 @@ impl ClientShared {
                     }
                 }
             }
-            Incoming::Call { .. } | Incoming::Emit { .. } => {
-                tracing::warn!("ignoring a call from the server: clients do not serve calls");
+            Incoming::Event { topic, payload } => self.subscriptions.deliver(&topic, &payload),
+            Incoming::Lagged { id, missed } => self.subscriptions.lagged(id, missed),
+            Incoming::Call { .. }
+            | Incoming::Emit { .. }
+            | Incoming::Subscribe { .. }
+            | Incoming::Unsubscribe { .. }
+            | Incoming::Publish { .. } => {
+                tracing::warn!("ignoring a message only clients send");
             }
         }
     }
@@ -146,6 +155,8 @@ impl ClientShared {
         // Dropping a waiter tells its caller the connection closed.
         drop(waiting);
         drop(legacy);
+        // Ends every subscription's stream.
+        self.subscriptions.clear();
         self.finished.send_replace(true);
     }
 

@@ -12,6 +12,7 @@
 //! | [`State<T>`] | a value given to [`ServerBuilder::state`](crate::ServerBuilder::state) |
 //! | [`Path<T>`] | the parameters of the matched path, `/users/{id}` |
 //! | [`CallPath`] | the path that was called |
+//! | [`Hub`](crate::Hub) | publishing to subscribers |
 //!
 //! Write your own by implementing [`FromCallParts`]:
 //!

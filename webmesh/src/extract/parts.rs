@@ -67,3 +67,11 @@ impl FromCallParts for CallPath {
         Ok(CallPath(parts.path.to_string()))
     }
 }
+
+impl FromCallParts for crate::Hub {
+    type Rejection = Infallible;
+
+    async fn from_call_parts(parts: &CallParts) -> Result<Self, Infallible> {
+        Ok(parts.shared.hub.clone())
+    }
+}

@@ -14,12 +14,27 @@ pub(crate) enum Envelope<'a, T: ?Sized> {
     Reply { id: u64, data: &'a T },
     Error { id: u64, error: &'a CallError },
     Push { path: &'a str, data: &'a T },
+    Subscribe { id: u64, pattern: &'a str, data: &'a T },
+    Unsubscribe { id: u64 },
+    Publish { id: u64, path: &'a str, data: &'a T },
+    Event { path: &'a str, data: &'a T },
+    Lagged { id: u64, missed: u64 },
 }
 
 impl<'a> Envelope<'a, ()> {
     /// The error reply to call `id`.
     pub(crate) fn error(id: u64, error: &'a CallError) -> Self {
         Envelope::Error { id, error }
+    }
+
+    /// The notice that subscription `id` lost `missed` events.
+    pub(crate) fn lagged(id: u64, missed: u64) -> Self {
+        Envelope::Lagged { id, missed }
+    }
+
+    /// The end of subscription `id`.
+    pub(crate) fn unsubscribe(id: u64) -> Self {
+        Envelope::Unsubscribe { id }
     }
 }
 
@@ -29,16 +44,27 @@ pub(crate) type WireError = CallError;
 impl<T: Serialize + ?Sized> Serialize for Envelope<'_, T> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match self {
-            Envelope::Call { id, path, data } => {
-                let mut t = serializer.serialize_tuple(4)?;
-                t.serialize_element(&kind::CALL)?;
-                t.serialize_element(id)?;
-                t.serialize_element(path)?;
-                t.serialize_element(data)?;
-                t.end()
+            Envelope::Call { id, path, data } => with_id_and_path(serializer, kind::CALL, *id, path, data),
+            Envelope::Subscribe { id, pattern, data } => {
+                with_id_and_path(serializer, kind::SUBSCRIBE, *id, pattern, data)
             }
+            Envelope::Publish { id, path, data } => with_id_and_path(serializer, kind::PUBLISH, *id, path, data),
             Envelope::Emit { path, data } => with_path(serializer, kind::EMIT, path, data),
             Envelope::Push { path, data } => with_path(serializer, kind::PUSH, path, data),
+            Envelope::Event { path, data } => with_path(serializer, kind::EVENT, path, data),
+            Envelope::Unsubscribe { id } => {
+                let mut t = serializer.serialize_tuple(2)?;
+                t.serialize_element(&kind::UNSUBSCRIBE)?;
+                t.serialize_element(id)?;
+                t.end()
+            }
+            Envelope::Lagged { id, missed } => {
+                let mut t = serializer.serialize_tuple(3)?;
+                t.serialize_element(&kind::LAGGED)?;
+                t.serialize_element(id)?;
+                t.serialize_element(missed)?;
+                t.end()
+            }
             Envelope::Reply { id, data } => {
                 let mut t = serializer.serialize_tuple(3)?;
                 t.serialize_element(&kind::REPLY)?;
@@ -57,6 +83,21 @@ impl<T: Serialize + ?Sized> Serialize for Envelope<'_, T> {
             }
         }
     }
+}
+
+fn with_id_and_path<S: Serializer, T: Serialize + ?Sized>(
+    serializer: S,
+    kind: u64,
+    id: u64,
+    path: &str,
+    data: &T,
+) -> Result<S::Ok, S::Error> {
+    let mut t = serializer.serialize_tuple(4)?;
+    t.serialize_element(&kind)?;
+    t.serialize_element(&id)?;
+    t.serialize_element(path)?;
+    t.serialize_element(data)?;
+    t.end()
 }
 
 fn with_path<S: Serializer, T: Serialize + ?Sized>(
@@ -101,5 +142,26 @@ pub(crate) enum Incoming {
     Legacy {
         path: String,
         payload: Payload,
+    },
+    Subscribe {
+        id: u64,
+        pattern: String,
+        options: Payload,
+    },
+    Unsubscribe {
+        id: u64,
+    },
+    Publish {
+        id: u64,
+        topic: String,
+        payload: Payload,
+    },
+    Event {
+        topic: String,
+        payload: Payload,
+    },
+    Lagged {
+        id: u64,
+        missed: u64,
     },
 }

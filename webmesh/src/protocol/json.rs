@@ -38,11 +38,26 @@ pub(super) fn decode(text: Bytes) -> Result<Incoming, DecodeError> {
     };
     let kind = uint(0, "the kind").map_err(DecodeError::Envelope)?;
     match kind {
-        kind::CALL => {
+        kind::CALL | kind::SUBSCRIBE | kind::PUBLISH => {
             let id = uint(1, "the call id").map_err(DecodeError::Envelope)?;
             let path = string(2, "the path").map_err(|message| DecodeError::BadCall { id, message })?;
-            Ok(Incoming::Call { id, path, payload: payload(3) })
+            let payload = payload(3);
+            Ok(match kind {
+                kind::CALL => Incoming::Call { id, path, payload },
+                kind::SUBSCRIBE => Incoming::Subscribe { id, pattern: path, options: payload },
+                _ => Incoming::Publish { id, topic: path, payload },
+            })
         }
+        kind::EVENT => {
+            Ok(Incoming::Event { topic: string(1, "the topic").map_err(DecodeError::Envelope)?, payload: payload(2) })
+        }
+        kind::UNSUBSCRIBE => {
+            Ok(Incoming::Unsubscribe { id: uint(1, "the subscription id").map_err(DecodeError::Envelope)? })
+        }
+        kind::LAGGED => Ok(Incoming::Lagged {
+            id: uint(1, "the subscription id").map_err(DecodeError::Envelope)?,
+            missed: uint(2, "the missed count").map_err(DecodeError::Envelope)?,
+        }),
         kind::EMIT => {
             Ok(Incoming::Emit { path: string(1, "the path").map_err(DecodeError::Envelope)?, payload: payload(2) })
         }

@@ -10,4 +10,14 @@ pub(crate) const REPLY: u64 = 3;
 pub(crate) const ERROR: u64 = 4;
 /// `[5, path, data]`: a message the server sends unasked.
 pub(crate) const PUSH: u64 = 5;
-// 6 to 11 are reserved: subscribe, unsubscribe, publish, event, ping, pong.
+/// `[6, id, pattern, options]`: subscribe; answered like a call.
+pub(crate) const SUBSCRIBE: u64 = 6;
+/// `[7, id]`: end the subscription made by SUBSCRIBE `id`; never answered.
+pub(crate) const UNSUBSCRIBE: u64 = 7;
+/// `[8, id, topic, data]`: publish; answered like a call.
+pub(crate) const PUBLISH: u64 = 8;
+/// `[9, topic, data]`: an event on a topic the client subscribed to.
+pub(crate) const EVENT: u64 = 9;
+// 10 and 11 are reserved: ping, pong.
+/// `[12, id, missed]`: subscription `id` lost `missed` events to lag.
+pub(crate) const LAGGED: u64 = 12;

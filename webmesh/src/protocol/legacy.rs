@@ -50,12 +50,11 @@ pub(super) fn encode<T: Serialize + ?Sized>(
     envelope: &Envelope<'_, T>,
 ) -> Result<Frame, EncodeError> {
     let (path, data) = match envelope {
-        Envelope::Call { path, data, .. } | Envelope::Emit { path, data } | Envelope::Push { path, data } => {
-            (*path, *data)
-        }
-        Envelope::Reply { .. } | Envelope::Error { .. } => {
-            return Err(EncodeError("webmesh 0.1.2 has no reply envelope; reply with a path".into()))
-        }
+        Envelope::Call { path, data, .. }
+        | Envelope::Emit { path, data }
+        | Envelope::Push { path, data }
+        | Envelope::Event { path, data } => (*path, *data),
+        _ => return Err(EncodeError("webmesh 0.1.2 has only `{path, data}` messages".into())),
     };
     let message = Outgoing { path, data };
     match format {

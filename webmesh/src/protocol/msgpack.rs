@@ -76,17 +76,36 @@ pub(super) fn decode(frame: Bytes) -> Result<Incoming, DecodeError> {
         }
     };
     match kind {
-        kind::CALL => {
+        kind::CALL | kind::SUBSCRIBE | kind::PUBLISH => {
             need(3)?;
             let id = r.uint("the call id").map_err(DecodeError::Envelope)?;
             let path = r.str("the path").map_err(|message| DecodeError::BadCall { id, message })?;
-            Ok(Incoming::Call { id, path, payload: payload(&r, 4) })
+            let payload = payload(&r, 4);
+            Ok(match kind {
+                kind::CALL => Incoming::Call { id, path, payload },
+                kind::SUBSCRIBE => Incoming::Subscribe { id, pattern: path, options: payload },
+                _ => Incoming::Publish { id, topic: path, payload },
+            })
         }
-        kind::EMIT | kind::PUSH => {
+        kind::EMIT | kind::PUSH | kind::EVENT => {
             need(2)?;
             let path = r.str("the path").map_err(DecodeError::Envelope)?;
             let payload = payload(&r, 3);
-            Ok(if kind == kind::EMIT { Incoming::Emit { path, payload } } else { Incoming::Push { path, payload } })
+            Ok(match kind {
+                kind::EMIT => Incoming::Emit { path, payload },
+                kind::PUSH => Incoming::Push { path, payload },
+                _ => Incoming::Event { topic: path, payload },
+            })
+        }
+        kind::UNSUBSCRIBE => {
+            need(2)?;
+            Ok(Incoming::Unsubscribe { id: r.uint("the subscription id").map_err(DecodeError::Envelope)? })
+        }
+        kind::LAGGED => {
+            need(3)?;
+            let id = r.uint("the subscription id").map_err(DecodeError::Envelope)?;
+            let missed = r.uint("the missed count").map_err(DecodeError::Envelope)?;
+            Ok(Incoming::Lagged { id, missed })
         }
         kind::REPLY => {
             need(2)?;

@@ -75,6 +75,15 @@ impl fmt::Display for EncodeError {
 }
 
 impl WireFormat {
+    /// Whether two formats encode alike (the same codec, by name).
+    pub(crate) fn same_as(&self, other: &WireFormat) -> bool {
+        match (self, other) {
+            (WireFormat::Custom(a), WireFormat::Custom(b)) => a.name() == b.name(),
+            (WireFormat::Legacy(a), WireFormat::Legacy(b)) => a == b,
+            (a, b) => std::mem::discriminant(a) == std::mem::discriminant(b),
+        }
+    }
+
     /// Recognises the built-in format of a frame from its type and first byte.
     pub(crate) fn detect(frame: &Frame) -> Result<WireFormat, DecodeError> {
         match frame {

@@ -8,6 +8,7 @@ use super::serve::Server;
 use super::Connection;
 use crate::handler::{BoxedHandler, Handler};
 use crate::protocol::{Codec, Compression};
+use crate::pubsub::Hub;
 use crate::routing::{RouteKind, RouteTable, Router};
 use crate::Error;
 
@@ -20,6 +21,9 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 8 << 20;
 
 /// The default of [`ServerBuilder::outbound_queue`]: 1024 messages.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+
+/// The default of [`ServerBuilder::event_queue`]: 1024 events.
+pub const DEFAULT_EVENT_QUEUE: usize = 1024;
 
 /// Configures a [`Server`]: address, state, hooks, codecs and limits.
 ///
@@ -46,7 +50,9 @@ pub struct ServerBuilder {
     codecs: Vec<Arc<dyn Codec>>,
     max_message_size: usize,
     outbound_queue: usize,
+    event_queue: usize,
     compression: Compression,
+    hub: Option<Hub>,
 }
 
 /// Everything a running server's connections share.
@@ -60,7 +66,9 @@ pub(crate) struct Shared {
     pub(crate) codecs: Vec<Arc<dyn Codec>>,
     pub(crate) max_message_size: usize,
     pub(crate) outbound_queue: usize,
+    pub(crate) event_queue: usize,
     pub(crate) compression: Compression,
+    pub(crate) hub: Hub,
 }
 
 impl Default for ServerBuilder {
@@ -75,7 +83,9 @@ impl Default for ServerBuilder {
             codecs: Vec::new(),
             max_message_size: DEFAULT_MAX_MESSAGE_SIZE,
             outbound_queue: DEFAULT_OUTBOUND_QUEUE,
+            event_queue: DEFAULT_EVENT_QUEUE,
             compression: Compression::default(),
+            hub: None,
         }
     }
 }
@@ -153,6 +163,35 @@ impl ServerBuilder {
         self
     }
 
+    /// How many events may wait per connection before its subscriptions'
+    /// [`LagPolicy`](crate::LagPolicy) applies (default [`DEFAULT_EVENT_QUEUE`]).
+    pub fn event_queue(mut self, events: usize) -> Self {
+        self.event_queue = events.max(1);
+        self
+    }
+
+    /// The [`Hub`] this server's subscribers will be on, to publish from
+    /// outside handlers. Every call returns the same hub.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), webmesh::Error> {
+    /// let mut builder = webmesh::Server::builder();
+    /// let hub = builder.hub();
+    /// tokio::spawn(async move {
+    ///     let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+    ///     for n in 0u64.. {
+    ///         tick.tick().await;
+    ///         let _ = hub.publish("/clock", &n);
+    ///     }
+    /// });
+    /// builder.serve().await
+    /// # }
+    /// ```
+    pub fn hub(&mut self) -> Hub {
+        let compression = self.compression;
+        self.hub.get_or_insert_with(|| Hub::new(compression)).clone()
+    }
+
     /// Compress native MessagePack messages of at least `bytes` bytes with
     /// zlib (default 1024); `usize::MAX` turns compression off.
     pub fn compression_threshold(mut self, bytes: usize) -> Self {
@@ -194,7 +233,8 @@ impl ServerBuilder {
         Ok(super::upgrade::router(Arc::new(self.into_shared()?)))
     }
 
-    fn into_shared(self) -> Result<Shared, Error> {
+    fn into_shared(mut self) -> Result<Shared, Error> {
+        let hub = self.hub();
         let router = if self.include_registered { self.router.with_registered() } else { self.router };
         Ok(Shared {
             routes: RouteTable::build(RouteKind::Call, &router.routes)?,
@@ -206,7 +246,9 @@ impl ServerBuilder {
             codecs: self.codecs,
             max_message_size: self.max_message_size,
             outbound_queue: self.outbound_queue,
+            event_queue: self.event_queue,
             compression: self.compression,
+            hub,
         })
     }
 }

@@ -4,9 +4,10 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use axum::http::Extensions;
 use serde::Serialize;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 
 use crate::protocol::{Compression, Envelope, Frame, WireFormat};
+use crate::pubsub::{EventQueue, LagPolicy, Pushed};
 use crate::Error;
 
 /// One client's connection, as handlers and hooks see it.
@@ -42,6 +43,10 @@ struct Inner {
     format: Mutex<WireFormat>,
     compression: Compression,
     extensions: Mutex<Extensions>,
+    /// Events from subscriptions, waiting for the writer.
+    events: EventQueue,
+    /// Set when the connection must end (a subscriber too slow for its policy).
+    ending: Notify,
 }
 
 /// What the session's writer sends.
@@ -57,6 +62,7 @@ impl Connection {
         outbound: mpsc::Sender<Outbound>,
         format: WireFormat,
         compression: Compression,
+        event_queue: usize,
     ) -> Self {
         let inner = Inner {
             id,
@@ -65,6 +71,8 @@ impl Connection {
             format: Mutex::new(format),
             compression,
             extensions: Mutex::new(Extensions::new()),
+            events: EventQueue::new(event_queue),
+            ending: Notify::new(),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -131,6 +139,25 @@ impl Connection {
 
     pub(crate) fn compression(&self) -> Compression {
         self.inner.compression
+    }
+
+    /// Queues an event for subscriptions `subs`; asks the session to end the
+    /// connection if the queue is full and the policy says so.
+    pub(crate) fn push_event(&self, frame: Frame, subs: &[u64], lag: LagPolicy) -> Pushed {
+        let pushed = self.inner.events.push(frame, subs, lag);
+        if pushed == Pushed::Overflow {
+            self.inner.ending.notify_one();
+        }
+        pushed
+    }
+
+    pub(crate) fn events(&self) -> &EventQueue {
+        &self.inner.events
+    }
+
+    /// Completes when the connection must end.
+    pub(crate) async fn ending(&self) {
+        self.inner.ending.notified().await
     }
 
     pub(crate) async fn send(&self, frame: Frame) -> Result<(), Error> {

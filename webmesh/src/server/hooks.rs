@@ -20,6 +20,9 @@ pub enum DisconnectReason {
     Transport(String),
     /// The server closed it because the client broke the protocol.
     Protocol(String),
+    /// The server closed it because a subscription with
+    /// [`LagPolicy::Disconnect`](crate::LagPolicy::Disconnect) fell behind.
+    TooSlow(String),
 }
 
 impl fmt::Display for DisconnectReason {
@@ -34,6 +37,7 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Gone => f.write_str("the client vanished"),
             DisconnectReason::Transport(e) => write!(f, "transport error: {e}"),
             DisconnectReason::Protocol(e) => write!(f, "protocol violation: {e}"),
+            DisconnectReason::TooSlow(e) => write!(f, "too slow: {e}"),
         }
     }
 }

@@ -6,9 +6,10 @@ mod dispatch;
 mod hooks;
 mod serve;
 mod session;
+mod subscriptions;
 mod upgrade;
 
-pub use builder::{ServerBuilder, DEFAULT_ADDR, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE};
+pub use builder::{ServerBuilder, DEFAULT_ADDR, DEFAULT_EVENT_QUEUE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE};
 pub use connection::Connection;
 pub use hooks::DisconnectReason;
 pub use serve::{router, serve, Server};

@@ -37,6 +37,11 @@ impl Server {
         Ok(Self { listener, local_addr, shared: Arc::new(shared) })
     }
 
+    /// The [`Hub`](crate::Hub) of this server's subscribers.
+    pub fn hub(&self) -> crate::Hub {
+        self.shared.hub.clone()
+    }
+
     /// The address the server listens on, with the real port when bound to port 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr

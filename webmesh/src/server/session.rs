@@ -13,14 +13,16 @@ use tokio::sync::mpsc;
 
 use super::connection::Outbound;
 use super::dispatch::{dispatch, Mode};
+use super::subscriptions;
 use super::{Connection, DisconnectReason, Shared};
-use crate::protocol::{Codec, DecodeError, Frame, Incoming, WireFormat};
+use crate::protocol::{Codec, DecodeError, Envelope, Frame, Incoming, WireFormat};
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// WebSocket close codes (RFC 6455 section 7.4.1).
 mod close_code {
     pub(super) const PROTOCOL: u16 = 1002;
+    pub(super) const POLICY: u16 = 1008;
     pub(super) const INVALID_DATA: u16 = 1007;
     pub(super) const TOO_BIG: u16 = 1009;
 }
@@ -35,27 +37,33 @@ pub(crate) async fn run(
     let (outbound, queue) = mpsc::channel(shared.outbound_queue);
     let initial = codec.clone().map(WireFormat::Custom).unwrap_or(WireFormat::MsgPack);
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-    let conn = Connection::new(id, peer, outbound, initial, shared.compression);
+    let conn = Connection::new(id, peer, outbound, initial, shared.compression, shared.event_queue);
     let span = tracing::debug_span!("connection", id, peer = ?peer);
     let _enter = span.enter();
     tracing::debug!("connected");
-    let writer = tokio::spawn(write(sink, queue));
+    let mut writer = tokio::spawn(write(sink, queue, conn.clone()));
     if let Some(hook) = &shared.hooks.on_connect {
         hook(&conn);
     }
     let (reason, close) = read(stream, &conn, &shared, codec).await;
     tracing::debug!(%reason, "disconnected");
+    shared.hub.remove_connection(conn.id());
     // Stop the writer even if handlers still hold the connection; a peer
     // that does not read gets no close frame.
     let (code, message) = close.unwrap_or((1000, String::new()));
-    if !conn.try_close(code, message) {
+    if matches!(reason, DisconnectReason::TooSlow(_)) || !conn.try_close(code, message) {
         writer.abort();
     }
     if let Some(hook) = &shared.hooks.on_disconnect {
         hook(&conn, &reason);
     }
-    let _ = writer.await;
+    if tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await.is_err() {
+        writer.abort();
+    }
 }
+
+/// How long the writer may take to send what is queued and the close frame.
+const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 /// Why reading ended, and the close frame to send, if not a normal one.
 type Ending = (DisconnectReason, Option<(u16, String)>);
@@ -67,7 +75,15 @@ async fn read(
     codec: Option<Arc<dyn Codec>>,
 ) -> Ending {
     loop {
-        let frame = match stream.next().await {
+        let next = tokio::select! {
+            biased;
+            () = conn.ending() => {
+                let reason = "a subscriber too slow for its lag policy".to_owned();
+                return (DisconnectReason::TooSlow(reason.clone()), Some((close_code::POLICY, reason)));
+            }
+            next = stream.next() => next,
+        };
+        let frame = match next {
             None => return (DisconnectReason::Gone, None),
             Some(Err(e)) => match close_code_for(&e) {
                 Some(code) => return violation(code, e.to_string()),
@@ -95,7 +111,19 @@ async fn read(
             Ok((format, Incoming::Call { id, path, payload })) => (format, Mode::Call(id), path, payload),
             Ok((format, Incoming::Emit { path, payload })) => (format, Mode::Emit, path, payload),
             Ok((format, Incoming::Legacy { path, payload })) => (format, Mode::Legacy, path, payload),
-            Ok((_, _)) => return violation(close_code::PROTOCOL, "clients may only send calls and emits".into()),
+            Ok((format, Incoming::Subscribe { id, pattern, options })) => {
+                run_in_order(subscriptions::subscribe(shared.clone(), conn.clone(), format, id, pattern, options));
+                continue;
+            }
+            Ok((format, Incoming::Publish { id, topic, payload })) => {
+                run_in_order(subscriptions::publish(shared.clone(), conn.clone(), format, id, topic, payload));
+                continue;
+            }
+            Ok((_, Incoming::Unsubscribe { id })) => {
+                shared.hub.unsubscribe(conn.id(), id);
+                continue;
+            }
+            Ok((_, _)) => return violation(close_code::PROTOCOL, "a client sent a message only servers send".into()),
             Err(DecodeError::BadCall { id, message }) => {
                 super::dispatch::reject(conn, id, message).await;
                 continue;
@@ -153,22 +181,43 @@ fn violation(code: u16, message: String) -> Ending {
     (DisconnectReason::Protocol(message), Some((code, reason)))
 }
 
-async fn write(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Outbound>) {
-    while let Some(first) = queue.recv().await {
-        // Send everything already queued, then flush once.
-        let mut next = Some(first);
-        while let Some(item) = next.take() {
-            let sent = match item {
-                Outbound::Frame(frame) => sink.feed(frame.into()).await,
-                Outbound::Close { code, reason } => {
-                    let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+async fn write(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Outbound>, conn: Connection) {
+    loop {
+        let mut next = tokio::select! {
+            item = queue.recv() => match item {
+                Some(item) => Some(item),
+                None => return,
+            },
+            () = conn.events().ready.notified() => None,
+        };
+        // Send everything already queued, replies first, then events, and flush once.
+        loop {
+            while let Some(item) = next.take().or_else(|| queue.try_recv().ok()) {
+                let sent = match item {
+                    Outbound::Frame(frame) => sink.feed(frame.into()).await,
+                    Outbound::Close { code, reason } => {
+                        let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
+                        return;
+                    }
+                };
+                if sent.is_err() {
                     return;
                 }
-            };
-            if sent.is_err() {
-                return;
             }
-            next = queue.try_recv().ok();
+            let (missed, events) = conn.events().drain();
+            if missed.is_empty() && events.is_empty() {
+                break;
+            }
+            let format = conn.format();
+            // Tell each subscription what it lost before what follows the gap.
+            let lagged = missed
+                .into_iter()
+                .filter_map(|(id, missed)| format.encode(&Envelope::lagged(id, missed), conn.compression()).ok());
+            for frame in lagged.chain(events) {
+                if sink.feed(frame.into()).await.is_err() {
+                    return;
+                }
+            }
         }
         if sink.flush().await.is_err() {
             return;

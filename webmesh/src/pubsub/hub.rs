@@ -1,0 +1,197 @@
+//! The registry of subscriptions, and publishing to them.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use serde::Serialize;
+
+use super::{validate_topic, LagPolicy, Pushed, TopicPattern};
+use crate::protocol::{Compression, Envelope, Frame, WireFormat};
+use crate::{Connection, Error};
+
+/// Publishes events to the subscribers of a server.
+///
+/// Get it in a handler as an extractor, or before the server starts from
+/// [`ServerBuilder::hub`](crate::ServerBuilder::hub) to publish from
+/// anywhere (a timer, a database listener). Cheap to clone.
+///
+/// ```
+/// use webmesh::Hub;
+///
+/// #[webmesh::on("/say")]
+/// async fn say(hub: Hub, text: String) -> Result<usize, webmesh::Error> {
+///     // How many connections the event was queued for.
+///     hub.publish("/chat/lobby", &text)
+/// }
+/// ```
+///
+/// Publishing never waits: each subscriber's connection has a bounded queue,
+/// and a subscriber that does not keep up loses events according to its
+/// [`LagPolicy`], without slowing anyone else. Each event is encoded once
+/// per wire format in use, and the bytes are shared by all subscribers.
+/// Events from one publisher to one topic reach each subscriber in the order
+/// they were published.
+#[derive(Clone)]
+pub struct Hub {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    registry: RwLock<Registry>,
+    compression: Compression,
+}
+
+/// A subscription's connection and wishes; keyed by (connection, subscription) id.
+#[derive(Clone)]
+struct Subscriber {
+    connection: Connection,
+    lag: LagPolicy,
+}
+
+type Key = (u64, u64);
+
+#[derive(Default)]
+struct Registry {
+    /// Subscriptions without wildcards, by topic.
+    exact: HashMap<String, HashMap<Key, Subscriber>>,
+    /// Subscriptions with wildcards.
+    patterns: HashMap<Key, (TopicPattern, Subscriber)>,
+    /// Each connection's subscriptions, id to pattern, to remove them.
+    by_connection: HashMap<u64, HashMap<u64, String>>,
+}
+
+impl Hub {
+    pub(crate) fn new(compression: Compression) -> Self {
+        Self { inner: Arc::new(Inner { registry: RwLock::default(), compression }) }
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
+        self.inner.registry.read().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn write(&self) -> std::sync::RwLockWriteGuard<'_, Registry> {
+        self.inner.registry.write().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Sends `data` to every subscription whose pattern matches `topic`, and
+    /// returns how many connections it was queued for.
+    ///
+    /// Fails if `topic` has wildcards or `data` cannot be encoded.
+    pub fn publish<T: Serialize + ?Sized>(&self, topic: &str, data: &T) -> Result<usize, Error> {
+        validate_topic(topic).map_err(Error::Config)?;
+        let targets = self.targets(topic);
+        let mut frames: Vec<(WireFormat, Frame)> = Vec::new();
+        let mut reached = 0;
+        for (connection, subs, lag) in targets {
+            let format = connection.format();
+            let frame = match frames.iter().find(|(f, _)| f.same_as(&format)) {
+                Some((_, frame)) => frame.clone(),
+                None => {
+                    let frame = format
+                        .encode(&Envelope::Event { path: topic, data }, self.inner.compression)
+                        .map_err(|e| Error::Protocol(e.to_string()))?;
+                    frames.push((format, frame.clone()));
+                    frame
+                }
+            };
+            match connection.push_event(frame, &subs, lag) {
+                Pushed::Queued | Pushed::DroppedOldest => reached += 1,
+                Pushed::DroppedNewest | Pushed::Overflow => {}
+            }
+        }
+        Ok(reached)
+    }
+
+    /// The connections subscribed to `topic`, each with its matching
+    /// subscriptions and their strictest policy.
+    fn targets(&self, topic: &str) -> Vec<(Connection, Vec<u64>, LagPolicy)> {
+        let registry = self.read();
+        let exact = registry.exact.get(topic).into_iter().flatten();
+        let wild = registry.patterns.iter().filter(|(_, (p, _))| p.matches(topic)).map(|(key, (_, sub))| (key, sub));
+        let mut by_connection: BTreeMap<u64, (Connection, Vec<u64>, LagPolicy)> = BTreeMap::new();
+        for (&(conn, sub), subscriber) in exact.chain(wild) {
+            let entry = by_connection
+                .entry(conn)
+                .or_insert_with(|| (subscriber.connection.clone(), Vec::new(), subscriber.lag));
+            entry.1.push(sub);
+            entry.2 = entry.2.strictest(subscriber.lag);
+        }
+        by_connection.into_values().collect()
+    }
+
+    /// Adds a subscription; a second one with the same id replaces the first.
+    pub(crate) fn subscribe(&self, connection: &Connection, id: u64, pattern: TopicPattern, raw: &str, lag: LagPolicy) {
+        let key = (connection.id(), id);
+        let subscriber = Subscriber { connection: connection.clone(), lag };
+        let mut registry = self.write();
+        registry.remove(key);
+        if pattern.is_exact() {
+            registry.exact.entry(raw.to_owned()).or_default().insert(key, subscriber);
+        } else {
+            registry.patterns.insert(key, (pattern, subscriber));
+        }
+        registry.by_connection.entry(key.0).or_default().insert(id, raw.to_owned());
+    }
+
+    /// Removes one subscription; `false` if there was none.
+    pub(crate) fn unsubscribe(&self, connection: u64, id: u64) -> bool {
+        self.write().remove((connection, id))
+    }
+
+    /// Removes every subscription of a connection.
+    pub(crate) fn remove_connection(&self, connection: u64) {
+        let mut registry = self.write();
+        let ids: Vec<u64> =
+            registry.by_connection.get(&connection).map(|s| s.keys().copied().collect()).unwrap_or_default();
+        for id in ids {
+            registry.remove((connection, id));
+        }
+    }
+
+    /// How many subscriptions exist, on all connections.
+    pub fn subscription_count(&self) -> usize {
+        self.read().by_connection.values().map(HashMap::len).sum()
+    }
+
+    /// The longest event queue among the subscribed connections. Not public
+    /// API: for tests.
+    #[doc(hidden)]
+    pub fn longest_event_queue(&self) -> usize {
+        let registry = self.read();
+        let exact = registry.exact.values().flat_map(HashMap::values);
+        let wild = registry.patterns.values().map(|(_, s)| s);
+        exact.chain(wild).map(|s| s.connection.events().len()).max().unwrap_or(0)
+    }
+
+    /// Whether nothing at all is left in the registry. Not public API: for tests.
+    #[doc(hidden)]
+    pub fn is_empty(&self) -> bool {
+        let registry = self.read();
+        registry.exact.is_empty() && registry.patterns.is_empty() && registry.by_connection.is_empty()
+    }
+}
+
+impl Registry {
+    fn remove(&mut self, key: Key) -> bool {
+        let Some(subs) = self.by_connection.get_mut(&key.0) else { return false };
+        let Some(raw) = subs.remove(&key.1) else { return false };
+        if subs.is_empty() {
+            self.by_connection.remove(&key.0);
+        }
+        if self.patterns.remove(&key).is_none() {
+            if let Some(topic) = self.exact.get_mut(&raw) {
+                topic.remove(&key);
+                if topic.is_empty() {
+                    self.exact.remove(&raw);
+                }
+            }
+        }
+        true
+    }
+}
+
+impl std::fmt::Debug for Hub {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hub").field("subscriptions", &self.subscription_count()).finish()
+    }
+}

@@ -1,0 +1,97 @@
+//! Answers SUBSCRIBE and PUBLISH: authorise with the subscribe and publish
+//! routes, then update or use the hub.
+
+use std::sync::Arc;
+
+use super::{Connection, Shared};
+use crate::extract::CallParts;
+use crate::handler::ReplyKind;
+use crate::protocol::{Envelope, WireFormat};
+use crate::pubsub::{validate_topic, SubscribeOptions, TopicPattern};
+use crate::routing::RouteTable;
+use crate::{CallError, Payload};
+
+pub(crate) async fn subscribe(
+    shared: Arc<Shared>,
+    conn: Connection,
+    format: WireFormat,
+    id: u64,
+    pattern: String,
+    options: Payload,
+) {
+    let result = accept_subscription(&shared, &conn, id, &pattern, options).await;
+    if let Err(error) = &result {
+        tracing::debug!(pattern, %error, "subscription refused");
+    }
+    answer(&conn, &format, id, result).await;
+}
+
+async fn accept_subscription(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    id: u64,
+    pattern: &str,
+    options: Payload,
+) -> Result<(), CallError> {
+    let parsed = TopicPattern::parse(pattern).map_err(|e| CallError::new(CallError::BAD_REQUEST, e))?;
+    let options: SubscribeOptions = options.deserialize::<Option<SubscribeOptions>>()?.unwrap_or_default();
+    authorise(shared, conn, &shared.subscribe_routes, pattern, Payload::nil()).await?;
+    shared.hub.subscribe(conn, id, parsed, pattern, options.lag);
+    Ok(())
+}
+
+pub(crate) async fn publish(
+    shared: Arc<Shared>,
+    conn: Connection,
+    format: WireFormat,
+    id: u64,
+    topic: String,
+    payload: Payload,
+) {
+    let result = accept_publication(&shared, &conn, &topic, payload).await;
+    answer(&conn, &format, id, result).await;
+}
+
+async fn accept_publication(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    topic: &str,
+    payload: Payload,
+) -> Result<(), CallError> {
+    validate_topic(topic).map_err(|e| CallError::new(CallError::BAD_REQUEST, e))?;
+    if shared.publish_routes.at(topic).is_none() {
+        let message = format!("clients may not publish to `{topic}`");
+        return Err(CallError::new(CallError::FORBIDDEN, message));
+    }
+    authorise(shared, conn, &shared.publish_routes, topic, payload.clone()).await?;
+    // Decoded once, re-encoded once per format the subscribers speak.
+    let data: rmpv::Value = payload.deserialize()?;
+    shared.hub.publish(topic, &data).map_err(|e| CallError::internal(e.to_string()))?;
+    Ok(())
+}
+
+/// Runs the handler of `routes` matching `path`, if any: its error refuses.
+async fn authorise(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    routes: &RouteTable,
+    path: &str,
+    payload: Payload,
+) -> Result<(), CallError> {
+    let Some((handler, params)) = routes.at(path) else { return Ok(()) };
+    let parts = CallParts { connection: conn.clone(), path: path.into(), params, shared: shared.clone() };
+    match handler.call(parts, payload).await.0 {
+        ReplyKind::Error(error) => Err(error),
+        ReplyKind::Value(_) => Ok(()),
+    }
+}
+
+async fn answer(conn: &Connection, format: &WireFormat, id: u64, result: Result<(), CallError>) {
+    let frame = match &result {
+        Ok(()) => format.encode(&Envelope::Reply { id, data: &() }, conn.compression()),
+        Err(error) => format.encode(&Envelope::error(id, error), conn.compression()),
+    };
+    if let Ok(frame) = frame {
+        let _ = conn.send(frame).await;
+    }
+}
