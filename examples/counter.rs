@@ -33,6 +33,7 @@ async fn getinc(State(counter): State<Counter>) -> u64 {
 #[tokio::main]
 async fn main() -> Result<(), webmesh::Error> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     let server = webmesh::Server::builder().state(Counter::default()).bind().await?;

@@ -19,9 +19,19 @@ async fn echo(data: Value) -> Value {
     data
 }
 
+/// Lets clients publish to `/news/...`; anyone may subscribe (the default):
+///
+/// ```sh
+/// webmesh subscribe ws://127.0.0.1:4269 '/news/{*rest}'
+/// webmesh publish ws://127.0.0.1:4269 /news/rust '{"title": "hello"}'
+/// ```
+#[webmesh::publish("/news/{*rest}")]
+fn news() {}
+
 #[tokio::main]
 async fn main() -> Result<(), webmesh::Error> {
     tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
         .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
         .init();
     webmesh::serve().await

@@ -17,18 +17,23 @@ fn build_dir() -> PathBuf {
 }
 
 fn start_echo() -> (Killed, u16) {
-    let example = build_dir().join("examples/echo");
+    start_example("echo", &[])
+}
+
+fn start_example(name: &str, args: &[&str]) -> (Killed, u16) {
+    let example = build_dir().join("examples").join(name);
     assert!(example.exists(), "{} is missing: cargo test builds it", example.display());
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let child = Command::new(example)
+        .args(args)
         .env("WEBMESH_ADDR", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::null())
+        .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "the echo example did not start");
+        assert!(started.elapsed() < Duration::from_secs(20), "the {name} example did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
     (Killed(child), port)
@@ -58,4 +63,20 @@ fn the_echo_example_serves_rust_and_python_clients() {
         assert_eq!(seen["root"], serde_json::json!([1, "two", null, 3.5]), "{codec}");
         assert_eq!(seen["unknown"], "Path not found", "{codec}");
     }
+}
+
+#[test]
+fn the_chat_example_authorises_joins_and_publishes_to_rooms() {
+    use std::io::{BufRead, BufReader};
+    let (mut chat, _port) = start_example("chat", &["--demo"]);
+    let lines: Vec<String> =
+        BufReader::new(chat.0.stdout.take().unwrap()).lines().take(3).map(Result::unwrap).collect();
+    assert_eq!(
+        lines,
+        [
+            "bob, not logged in: handler error forbidden: the vip room needs a login: call /login first",
+            "1 connection(s) heard bob",
+            r#"ada got on /rooms/lobby: Message { from: "bob", text: "hello" }"#,
+        ]
+    );
 }

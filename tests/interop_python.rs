@@ -15,8 +15,10 @@ async fn rust_server() -> TestServer {
     let router = Router::new()
         .on("/", |data: Value| async move { data })
         .on("/echo", |data: Value| async move { data })
-        .on("/inc", |State(n): State<Arc<AtomicU64>>| async move {
-            n.fetch_add(1, Ordering::SeqCst);
+        .on("/inc", |State(n): State<Arc<AtomicU64>>, hub: webmesh::Hub| async move {
+            let count = n.fetch_add(1, Ordering::SeqCst) + 1;
+            // Native subscribers watch the counter; 0.1.2 clients never subscribe.
+            let _ = hub.publish("/counter", &count);
         })
         .on("/getinc", |State(n): State<Arc<AtomicU64>>| async move { n.load(Ordering::SeqCst) })
         // A native-only feature must not disturb 0.1.2 clients.
@@ -28,6 +30,8 @@ async fn rust_server() -> TestServer {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_python_client_calls_a_rust_server_in_both_codecs() {
     let server = rust_server().await;
+    let watcher = server.client().await;
+    let mut counter = watcher.subscribe::<u64>("/counter").await.unwrap();
     for codec in ["msgpack", "json"] {
         let port = server.addr.port();
         let seen = tokio::task::spawn_blocking(move || run_client(port, codec)).await.unwrap();
@@ -36,6 +40,11 @@ async fn the_python_client_calls_a_rust_server_in_both_codecs() {
         assert_eq!(seen["unknown"], json!("Path not found"), "{codec}");
         assert_eq!(seen["inc"], json!(1), "{codec}: emit /inc then call /getinc");
         assert_eq!(seen["call_async"], json!(["async"]), "{codec}");
+    }
+    // The subscriber saw both emits of the Python clients.
+    for expected in [1, 2] {
+        let event = tokio::time::timeout(Duration::from_secs(10), counter.recv()).await.unwrap().unwrap().unwrap();
+        assert_eq!(event.data, expected);
     }
 }
 

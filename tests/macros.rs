@@ -123,3 +123,41 @@ async fn a_result_with_a_serializable_error_is_still_an_error_reply() {
         other => panic!("{other:?}"),
     }
 }
+
+#[webmesh::subscribe("/m/private/{owner}")]
+async fn only_owners(
+    conn: Connection,
+    webmesh::extract::Path(owner): webmesh::extract::Path<String>,
+) -> Result<(), CallError> {
+    match conn.extension::<String>() {
+        Some(name) if name == owner => Ok(()),
+        _ => Err(CallError::new("forbidden", format!("only {owner} may watch this"))),
+    }
+}
+
+#[webmesh::on("/m/login")]
+async fn login(conn: Connection, name: String) {
+    conn.insert_extension(name);
+}
+
+#[webmesh::publish("/m/open/{*rest}")]
+fn open_for_publishing() {}
+
+#[tokio::test]
+async fn declared_subscribe_and_publish_handlers_are_applied() {
+    let server = TestServer::start(Server::builder().state(Hits::default())).await;
+    let client = server.client().await;
+    match client.subscribe::<Value>("/m/private/ada").await {
+        Err(Error::Handler(e)) => assert_eq!(e.message(), "only ada may watch this"),
+        other => panic!("{other:?}"),
+    }
+    client.call::<()>("/m/login", "ada").await.unwrap();
+    let mut mine = client.subscribe::<Value>("/m/private/ada").await.unwrap();
+    let mut open = client.subscribe::<Value>("/m/open/{*rest}").await.unwrap();
+    client.publish("/m/open/a/b", &json!(1)).await.unwrap();
+    assert_eq!(open.recv().await.unwrap().unwrap().topic, "/m/open/a/b");
+    assert!(
+        matches!(client.publish("/m/private/ada", &json!(2)).await, Err(Error::Handler(e)) if e.code() == "forbidden")
+    );
+    drop(mine.recv());
+}

@@ -87,30 +87,67 @@ async fn nothing_listening_is_a_clean_error() {
     assert!(stderr(&out).starts_with("error: could not connect"), "{}", stderr(&out));
 }
 
-/// The README's promise: `cargo run --example echo` serves, the CLI calls it.
-#[tokio::test]
-async fn the_cli_calls_the_echo_example() {
+/// Starts the echo example of the root package on a free port, and waits
+/// until it listens.
+async fn start_echo() -> (tokio::process::Child, String) {
     // `cargo test --workspace` builds the examples of the root package here.
     let deps = std::env::current_exe().unwrap();
     let example = deps.parent().and_then(|d| d.parent()).unwrap().join("examples/echo");
     assert!(example.exists(), "{} is missing: run `cargo test --workspace --all-features`", example.display());
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let mut echo = tokio::process::Command::new(example)
+    let echo = tokio::process::Command::new(example)
         .env("WEBMESH_ADDR", format!("127.0.0.1:{port}"))
         .stderr(std::process::Stdio::null())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
-    let url = format!("ws://127.0.0.1:{port}");
-    let mut out = cli(&["call", &url, "/echo", r#"{"blop": 56}"#]).await;
-    for _ in 0..200 {
-        if out.status.success() {
+    for _ in 0..400 {
+        if tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_ok() {
             break;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;
-        out = cli(&["call", &url, "/echo", r#"{"blop": 56}"#]).await;
     }
+    (echo, format!("ws://127.0.0.1:{port}"))
+}
+
+/// The README's promise: `cargo run --example echo` serves, the CLI calls it.
+#[tokio::test]
+async fn the_cli_calls_the_echo_example() {
+    let (mut echo, url) = start_echo().await;
+    let out = cli(&["call", &url, "/echo", r#"{"blop": 56}"#]).await;
     assert_eq!(stdout(&out), "{\"blop\":56}\n", "{}", stderr(&out));
     assert_eq!(stdout(&cli(&["call", "--codec", "json", &url, "/", "[true]"]).await), "[true]\n");
     echo.kill().await.unwrap();
+}
+
+/// Subscribing from one terminal and publishing from another, against the echo example.
+#[tokio::test]
+async fn the_cli_subscribes_and_publishes_on_the_echo_example() {
+    use tokio::io::AsyncBufReadExt;
+    let (_echo, url) = start_echo().await;
+    let mut subscriber = tokio::process::Command::new(env!("CARGO_BIN_EXE_webmesh"))
+        .args(["subscribe", &url, "/news/{*rest}"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(subscriber.stdout.take().unwrap()).lines();
+    // Publish until the subscriber, which starts concurrently, prints.
+    let mut line = None;
+    for n in 0..400 {
+        let out = cli(&["publish", &url, "/news/rust", &format!(r#"{{"n": {n}}}"#)]).await;
+        assert!(out.status.success(), "{}", stderr(&out));
+        if let Ok(next) = tokio::time::timeout(Duration::from_millis(50), lines.next_line()).await {
+            line = next.unwrap();
+            break;
+        }
+    }
+    let event: Value = serde_json::from_str(&line.expect("an event line")).unwrap();
+    assert_eq!(event["topic"], "/news/rust");
+    assert!(event["data"]["n"].is_u64(), "{event}");
+
+    // Publishing elsewhere is refused by the echo example.
+    let out = cli(&["publish", &url, "/elsewhere", "1"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(stderr(&out), "error: handler error forbidden: clients may not publish to `/elsewhere`\n");
 }

@@ -5,6 +5,8 @@
 //! webmesh call ws://127.0.0.1:4269 /echo '{"blop": 56}'
 //! webmesh emit ws://127.0.0.1:4269 /inc
 //! webmesh call --legacy json ws://127.0.0.1:4269 /echo '"hi"'
+//! webmesh subscribe ws://127.0.0.1:4269 '/news/{*rest}'
+//! webmesh publish ws://127.0.0.1:4269 /news/rust '{"title": "hello"}'
 //! ```
 
 use std::process::ExitCode;
@@ -27,6 +29,12 @@ enum Command {
     Call(Target),
     /// Send a JSON payload to PATH without waiting for an answer.
     Emit(Target),
+    /// Subscribe to the topics PATH matches (a pattern such as `/news/{*rest}`)
+    /// and print each event as one JSON line, `{"topic": .., "data": ..}`,
+    /// until interrupted.
+    Subscribe(Target),
+    /// Publish a JSON payload to the topic PATH.
+    Publish(Target),
 }
 
 #[derive(Args)]
@@ -35,7 +43,7 @@ struct Target {
     url: String,
     /// The path of the handler, e.g. /echo.
     path: String,
-    /// The payload as JSON (default: null).
+    /// The payload as JSON (default: null); options for `subscribe`.
     json: Option<String>,
     /// The wire format of native webmesh.
     #[arg(long, value_enum, default_value_t = CodecArg::Msgpack)]
@@ -67,9 +75,8 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> Result<(), String> {
-    let (target, is_call) = match command {
-        Command::Call(target) => (target, true),
-        Command::Emit(target) => (target, false),
+    let target = match &command {
+        Command::Call(t) | Command::Emit(t) | Command::Subscribe(t) | Command::Publish(t) => t,
     };
     let payload: Value = match &target.json {
         Some(text) => serde_json::from_str(text).map_err(|e| format!("the payload is not JSON: {e}"))?,
@@ -87,12 +94,43 @@ async fn run(command: Command) -> Result<(), String> {
         .await
         .map_err(|_| format!("could not connect to {} within {timeout:?}", target.url))?
         .map_err(|e| format!("could not connect to {}: {e}", target.url))?;
-    if is_call {
-        let reply: Value = client.call(&target.path, &payload).await.map_err(|e| e.to_string())?;
-        println!("{reply}");
-    } else {
-        client.emit(&target.path, &payload).await.map_err(|e| e.to_string())?;
-        client.close().await;
+    match &command {
+        Command::Call(_) => {
+            let reply: Value = client.call(&target.path, &payload).await.map_err(|e| e.to_string())?;
+            println!("{reply}");
+        }
+        Command::Emit(_) => {
+            client.emit(&target.path, &payload).await.map_err(|e| e.to_string())?;
+            client.close().await;
+        }
+        Command::Publish(_) => {
+            client.publish(&target.path, &payload).await.map_err(|e| e.to_string())?;
+            client.close().await;
+        }
+        Command::Subscribe(_) => subscribe(&client, &target.path).await?,
     }
     Ok(())
+}
+
+async fn subscribe(client: &Client, pattern: &str) -> Result<(), String> {
+    use std::io::Write;
+    let mut events = client.subscribe::<Value>(pattern).await.map_err(|e| e.to_string())?;
+    loop {
+        let event = tokio::select! {
+            event = events.recv() => event,
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        match event {
+            Some(Ok(event)) => {
+                let line = serde_json::json!({ "topic": event.topic, "data": event.data });
+                let mut stdout = std::io::stdout().lock();
+                // A closed pipe (`| head`) ends the subscription quietly.
+                if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+                    return Ok(());
+                }
+            }
+            Some(Err(e)) => eprintln!("warning: {e}"),
+            None => return Err("the connection closed".into()),
+        }
+    }
 }
