@@ -75,3 +75,48 @@ async fn a_server_without_the_codec_refuses_the_client_clearly() {
     let err = Client::builder(server.url()).codec(Cbor).connect().await.unwrap_err();
     assert!(err.to_string().to_lowercase().contains("subprotocol"), "{err}");
 }
+
+/// JSON that counts what it encodes.
+struct Counting(std::sync::Arc<std::sync::atomic::AtomicUsize>);
+
+impl Codec for Counting {
+    fn name(&self) -> &'static str {
+        "counting"
+    }
+
+    fn is_binary(&self) -> bool {
+        false
+    }
+
+    fn encode(&self, message: OutgoingMessage<'_>) -> Result<Vec<u8>, CodecError> {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Ok(serde_json::to_vec(&message)?)
+    }
+
+    fn decode(&self, bytes: &[u8]) -> Result<IncomingMessage, CodecError> {
+        Ok(serde_json::from_slice(bytes)?)
+    }
+}
+
+#[tokio::test]
+async fn an_event_is_encoded_once_per_format_not_per_subscriber() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+    let server_encodes = Arc::new(AtomicUsize::new(0));
+    let mut builder = Server::builder().registered_handlers(false).codec(Counting(server_encodes.clone()));
+    let hub = builder.hub();
+    let server = TestServer::start(builder).await;
+    let mut subscriptions = Vec::new();
+    for _ in 0..50 {
+        let client =
+            Client::builder(server.url()).codec(Counting(Arc::new(AtomicUsize::new(0)))).connect().await.unwrap();
+        subscriptions.push(client.subscribe::<Value>("/fan/out").await.unwrap());
+    }
+    let before = server_encodes.load(Ordering::SeqCst);
+    assert_eq!(hub.publish("/fan/out", &json!({"big": "x".repeat(1000)})).unwrap(), 50);
+    assert_eq!(server_encodes.load(Ordering::SeqCst) - before, 1, "one encoding for 50 subscribers");
+    for subscription in &mut subscriptions {
+        let event = within(10, subscription.recv()).await.unwrap().unwrap();
+        assert_eq!(event.topic, "/fan/out");
+    }
+}

@@ -433,3 +433,40 @@ fn the_blocking_client_calls_and_emits() {
     drop(client);
     drop(server);
 }
+
+#[tokio::test]
+async fn shutdown_lets_calls_finish_then_closes_with_1001_and_releases_subscriptions() {
+    let router = Router::new().on("/slow", |ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    });
+    let mut builder = Server::builder().registered_handlers(false).router(router);
+    let hub = builder.hub();
+    let server = builder.addr("127.0.0.1:0").bind().await.unwrap();
+    let url = format!("ws://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve_with_shutdown(async move {
+        let _ = stopped.await;
+    }));
+
+    let client = Client::connect(&url).await.unwrap();
+    let mut events = client.subscribe::<Value>("/news").await.unwrap();
+    assert_eq!(hub.subscription_count(), 1);
+    let slow = tokio::spawn({
+        let client = client.clone();
+        async move { client.call::<u64>("/slow", &300).await }
+    });
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    stop.send(()).unwrap();
+
+    // The call under way still gets its reply.
+    assert_eq!(within(10, slow).await.unwrap().unwrap(), 300);
+    // Then the connection is closed with 1001, ending the subscription.
+    assert!(within(10, events.recv()).await.is_none());
+    within(10, serving).await.unwrap().unwrap();
+    assert!(hub.is_empty());
+    match client.call::<u64>("/slow", &1).await {
+        Err(Error::Closed(Some(reason))) => assert!(reason.contains("1001"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+}

@@ -1,7 +1,10 @@
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::http::Extensions;
+use tokio::sync::watch;
+use tokio_util::task::TaskTracker;
 
 use super::hooks::{DisconnectReason, Hooks};
 use super::serve::Server;
@@ -21,6 +24,9 @@ pub const DEFAULT_MAX_MESSAGE_SIZE: usize = 8 << 20;
 
 /// The default of [`ServerBuilder::outbound_queue`]: 1024 messages.
 pub const DEFAULT_OUTBOUND_QUEUE: usize = 1024;
+
+/// The default of [`ServerBuilder::shutdown_timeout`]: 10 seconds.
+pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The default of [`ServerBuilder::event_queue`]: 1024 events.
 pub const DEFAULT_EVENT_QUEUE: usize = 1024;
@@ -53,6 +59,7 @@ pub struct ServerBuilder {
     event_queue: usize,
     compression: Compression,
     hub: Option<Hub>,
+    shutdown_timeout: Duration,
 }
 
 /// Everything a running server's connections share.
@@ -69,6 +76,11 @@ pub(crate) struct Shared {
     pub(crate) event_queue: usize,
     pub(crate) compression: Compression,
     pub(crate) hub: Hub,
+    /// Set when the server shuts down.
+    pub(crate) shutdown: watch::Sender<bool>,
+    pub(crate) shutdown_timeout: Duration,
+    /// The open WebSocket sessions, which axum does not track.
+    pub(crate) sessions: TaskTracker,
 }
 
 impl Default for ServerBuilder {
@@ -86,6 +98,7 @@ impl Default for ServerBuilder {
             event_queue: DEFAULT_EVENT_QUEUE,
             compression: Compression::default(),
             hub: None,
+            shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
         }
     }
 }
@@ -170,6 +183,13 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a shutdown waits for calls under way before it closes the
+    /// connections (default [`DEFAULT_SHUTDOWN_TIMEOUT`]).
+    pub fn shutdown_timeout(mut self, timeout: Duration) -> Self {
+        self.shutdown_timeout = timeout;
+        self
+    }
+
     /// The [`Hub`] this server's subscribers will be on, to publish from
     /// outside handlers. Every call returns the same hub.
     ///
@@ -249,6 +269,9 @@ impl ServerBuilder {
             event_queue: self.event_queue,
             compression: self.compression,
             hub,
+            shutdown: watch::Sender::new(false),
+            shutdown_timeout: self.shutdown_timeout,
+            sessions: TaskTracker::new(),
         })
     }
 }

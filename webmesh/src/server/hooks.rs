@@ -23,6 +23,8 @@ pub enum DisconnectReason {
     /// The server closed it because a subscription with
     /// [`LagPolicy::Disconnect`](crate::LagPolicy::Disconnect) fell behind.
     TooSlow(String),
+    /// The server shut down.
+    Shutdown,
 }
 
 impl fmt::Display for DisconnectReason {
@@ -38,6 +40,7 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Transport(e) => write!(f, "transport error: {e}"),
             DisconnectReason::Protocol(e) => write!(f, "protocol violation: {e}"),
             DisconnectReason::TooSlow(e) => write!(f, "too slow: {e}"),
+            DisconnectReason::Shutdown => f.write_str("the server shut down"),
         }
     }
 }

@@ -9,7 +9,10 @@ mod session;
 mod subscriptions;
 mod upgrade;
 
-pub use builder::{ServerBuilder, DEFAULT_ADDR, DEFAULT_EVENT_QUEUE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE};
+pub use builder::{
+    ServerBuilder, DEFAULT_ADDR, DEFAULT_EVENT_QUEUE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE,
+    DEFAULT_SHUTDOWN_TIMEOUT,
+};
 pub use connection::Connection;
 pub use hooks::DisconnectReason;
 pub use serve::{router, serve, Server};

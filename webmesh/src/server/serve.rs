@@ -52,11 +52,21 @@ impl Server {
         self.serve_with_shutdown(std::future::pending()).await
     }
 
-    /// Serves until `signal` completes, then stops accepting connections.
+    /// Serves until `signal` completes, then shuts down gracefully: stops
+    /// accepting connections and reading messages, lets the calls under way
+    /// finish (up to [`ServerBuilder::shutdown_timeout`]) and send their
+    /// replies, closes every WebSocket with code 1001 (going away), and
+    /// returns once all are closed.
     pub async fn serve_with_shutdown<F>(self, signal: F) -> Result<(), Error>
     where
         F: Future<Output = ()> + Send + 'static,
     {
+        let shared = self.shared.clone();
+        let signal = async move {
+            signal.await;
+            tracing::info!("webmesh shutting down");
+            shared.shutdown.send_replace(true);
+        };
         let mut paths: Vec<&str> = self.shared.routes.patterns().iter().map(String::as_str).collect();
         paths.sort_unstable();
         tracing::info!(addr = %self.local_addr, ?paths, "webmesh listening on ws://{}", self.local_addr);
@@ -68,6 +78,13 @@ impl Server {
         axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
             .with_graceful_shutdown(signal)
             .await?;
+        // axum is done with HTTP; the upgraded WebSockets are ours to wait for.
+        let sessions = &self.shared.sessions;
+        sessions.close();
+        let grace = self.shared.shutdown_timeout + std::time::Duration::from_secs(1);
+        if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
+            tracing::warn!(open = sessions.len(), "sessions still open after the shutdown timeout");
+        }
         Ok(())
     }
 }

@@ -10,6 +10,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::mpsc;
+use tokio_util::task::TaskTracker;
 
 use super::connection::Outbound;
 use super::dispatch::{dispatch, Mode};
@@ -21,6 +22,7 @@ static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
 /// WebSocket close codes (RFC 6455 section 7.4.1).
 mod close_code {
+    pub(super) const GOING_AWAY: u16 = 1001;
     pub(super) const PROTOCOL: u16 = 1002;
     pub(super) const POLICY: u16 = 1008;
     pub(super) const INVALID_DATA: u16 = 1007;
@@ -45,8 +47,16 @@ pub(crate) async fn run(
     if let Some(hook) = &shared.hooks.on_connect {
         hook(&conn);
     }
-    let (reason, close) = read(stream, &conn, &shared, codec).await;
+    let handlers = TaskTracker::new();
+    let (reason, close) = read(stream, &conn, &shared, codec, &handlers).await;
     tracing::debug!(%reason, "disconnected");
+    if reason == DisconnectReason::Shutdown {
+        // Let the calls under way answer before the close frame.
+        handlers.close();
+        if tokio::time::timeout(shared.shutdown_timeout, handlers.wait()).await.is_err() {
+            tracing::warn!(running = handlers.len(), "handlers still running at shutdown");
+        }
+    }
     shared.hub.remove_connection(conn.id());
     // Stop the writer even if handlers still hold the connection; a peer
     // that does not read gets no close frame.
@@ -73,10 +83,15 @@ async fn read(
     conn: &Connection,
     shared: &Arc<Shared>,
     codec: Option<Arc<dyn Codec>>,
+    handlers: &TaskTracker,
 ) -> Ending {
+    let mut shutdown = shared.shutdown.subscribe();
     loop {
         let next = tokio::select! {
             biased;
+            _ = shutdown.wait_for(|down| *down) => {
+                return (DisconnectReason::Shutdown, Some((close_code::GOING_AWAY, "server shutting down".into())));
+            }
             () = conn.ending() => {
                 let reason = "a subscriber too slow for its lag policy".to_owned();
                 return (DisconnectReason::TooSlow(reason.clone()), Some((close_code::POLICY, reason)));
@@ -112,11 +127,17 @@ async fn read(
             Ok((format, Incoming::Emit { path, payload })) => (format, Mode::Emit, path, payload),
             Ok((format, Incoming::Legacy { path, payload })) => (format, Mode::Legacy, path, payload),
             Ok((format, Incoming::Subscribe { id, pattern, options })) => {
-                run_in_order(subscriptions::subscribe(shared.clone(), conn.clone(), format, id, pattern, options));
+                run_in_order(
+                    handlers,
+                    subscriptions::subscribe(shared.clone(), conn.clone(), format, id, pattern, options),
+                );
                 continue;
             }
             Ok((format, Incoming::Publish { id, topic, payload })) => {
-                run_in_order(subscriptions::publish(shared.clone(), conn.clone(), format, id, topic, payload));
+                run_in_order(
+                    handlers,
+                    subscriptions::publish(shared.clone(), conn.clone(), format, id, topic, payload),
+                );
                 continue;
             }
             Ok((_, Incoming::Unsubscribe { id })) => {
@@ -137,7 +158,7 @@ async fn read(
                 return violation(code, e.to_string());
             }
         };
-        run_in_order(dispatch(shared.clone(), conn.clone(), format, mode, path, payload));
+        run_in_order(handlers, dispatch(shared.clone(), conn.clone(), format, mode, path, payload));
     }
 }
 
@@ -162,12 +183,12 @@ fn close_code_for(error: &axum::Error) -> Option<u16> {
 /// only if it has to wait. So handlers start in the order their messages
 /// arrived (an emit that needs no waiting is done before the next call is
 /// read), while a handler that waits never delays the next message.
-fn run_in_order(task: impl Future<Output = ()> + Send + 'static) {
+fn run_in_order(handlers: &TaskTracker, task: impl Future<Output = ()> + Send + 'static) {
     let mut task = Box::pin(task);
     // A future may be polled by any waker: the task's own takes over on spawn.
     let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
     if task.as_mut().poll(&mut cx).is_pending() {
-        tokio::spawn(task);
+        handlers.spawn(task);
     }
 }
 

@@ -37,5 +37,10 @@ async fn upgrade(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     if let Some(codec) = &codec {
         ws = ws.protocols([codec_subprotocol(codec.as_ref())]);
     }
-    ws.on_upgrade(move |socket| session::run(socket, shared, peer, codec))
+    // The token keeps a shutdown waiting until the session has ended.
+    let token = shared.sessions.token();
+    ws.on_upgrade(move |socket| async move {
+        session::run(socket, shared, peer, codec).await;
+        drop(token);
+    })
 }
