@@ -1,0 +1,86 @@
+//! Side-by-side benchmark of webmesh against a bare axum WebSocket echo (the
+//! transport floor), jsonrpsee and socketioxide.
+//!
+//! ```sh
+//! cargo run --release -p webmesh-bench            # the whole table, 3 runs, medians
+//! cargo run --release -p webmesh-bench -- --help  # options
+//! ```
+//!
+//! Each server runs in its own process pinned to core 0; this process, the
+//! load generator, pins itself to core 1. Every system gets the same load:
+//! the same pre-encoded requests, connections and calls in flight. Server
+//! CPU time comes from `/proc/<pid>/stat`, memory from `/proc/<pid>/status`.
+
+mod fanout;
+mod idle;
+mod load;
+mod proc;
+mod report;
+mod servers;
+mod system;
+mod wire;
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Benchmark webmesh against axum, jsonrpsee and socketioxide")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    options: Options,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Runs one server and prints its port (used by the harness itself).
+    Server {
+        /// The system to serve.
+        system: String,
+    },
+}
+
+/// What to measure, and how much.
+#[derive(clap::Args, Clone, Debug)]
+pub(crate) struct Options {
+    /// How many times each configuration runs (the table shows medians).
+    #[arg(long, default_value_t = 3)]
+    runs: usize,
+    /// Seconds of measured load per run (after a one-second warm-up).
+    #[arg(long, default_value_t = 3.0)]
+    seconds: f64,
+    /// Connections of the call benchmark.
+    #[arg(long, default_value_t = 64)]
+    connections: usize,
+    /// Calls in flight per connection.
+    #[arg(long, default_value_t = 8)]
+    in_flight: usize,
+    /// Idle connections for the memory measurement.
+    #[arg(long, default_value_t = 5000)]
+    idle: usize,
+    /// Subscribers of the fan-out benchmark.
+    #[arg(long, default_value_t = 1000)]
+    subscribers: usize,
+    /// Events published in the fan-out benchmark.
+    #[arg(long, default_value_t = 200)]
+    events: usize,
+    /// Only the systems whose name contains this.
+    #[arg(long)]
+    only: Option<String>,
+}
+
+impl Options {
+    fn measure(&self) -> Duration {
+        Duration::from_secs_f64(self.seconds)
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Server { system }) => servers::serve(&system),
+        None => report::run(&cli.options),
+    }
+}
