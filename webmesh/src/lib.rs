@@ -92,7 +92,7 @@ pub use pubsub::{Hub, LagPolicy, SubscribeOptions};
 pub use routing::Router;
 pub use server::{
     router, serve, Connection, DisconnectReason, Server, ServerBuilder, DEFAULT_ADDR, DEFAULT_EVENT_QUEUE,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 
 /// Declares a handler for a path, served by [`serve`] and [`router`].

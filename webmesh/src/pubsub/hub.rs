@@ -1,6 +1,6 @@
 //! The registry of subscriptions, and publishing to them.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::sync::{Arc, PoisonError, RwLock};
 
 use serde::Serialize;
@@ -50,6 +50,13 @@ struct Subscriber {
 
 type Key = (u64, u64);
 
+/// A subscription an event is for.
+struct Target {
+    connection: Connection,
+    subscription: u64,
+    lag: LagPolicy,
+}
+
 #[derive(Default)]
 struct Registry {
     /// Subscriptions without wildcards, by topic.
@@ -79,10 +86,19 @@ impl Hub {
     /// Fails if `topic` has wildcards or `data` cannot be encoded.
     pub fn publish<T: Serialize + ?Sized>(&self, topic: &str, data: &T) -> Result<usize, Error> {
         validate_topic(topic).map_err(Error::Config)?;
-        let targets = self.targets(topic);
+        let mut targets = self.targets(topic);
+        // One event per connection, for all its matching subscriptions.
+        targets.sort_unstable_by_key(|t| (t.connection.id(), t.subscription));
         let mut frames: Vec<(WireFormat, Frame)> = Vec::new();
         let mut reached = 0;
-        for (connection, subs, lag) in targets {
+        let mut subs = Vec::new();
+        for (i, target) in targets.iter().enumerate() {
+            subs.push(target.subscription);
+            let lag = targets[i + 1 - subs.len()..=i].iter().fold(target.lag, |lag, t| lag.strictest(t.lag));
+            if targets.get(i + 1).is_some_and(|next| next.connection.id() == target.connection.id()) {
+                continue;
+            }
+            let connection = &target.connection;
             let format = connection.format();
             let frame = match frames.iter().find(|(f, _)| f.same_as(&format)) {
                 Some((_, frame)) => frame.clone(),
@@ -98,25 +114,20 @@ impl Hub {
                 Pushed::Queued | Pushed::DroppedOldest => reached += 1,
                 Pushed::DroppedNewest | Pushed::Overflow => {}
             }
+            subs.clear();
         }
         Ok(reached)
     }
 
-    /// The connections subscribed to `topic`, each with its matching
-    /// subscriptions and their strictest policy.
-    fn targets(&self, topic: &str) -> Vec<(Connection, Vec<u64>, LagPolicy)> {
+    /// Every subscription matching `topic`.
+    fn targets(&self, topic: &str) -> Vec<Target> {
         let registry = self.read();
         let exact = registry.exact.get(topic).into_iter().flatten();
         let wild = registry.patterns.iter().filter(|(_, (p, _))| p.matches(topic)).map(|(key, (_, sub))| (key, sub));
-        let mut by_connection: BTreeMap<u64, (Connection, Vec<u64>, LagPolicy)> = BTreeMap::new();
-        for (&(conn, sub), subscriber) in exact.chain(wild) {
-            let entry = by_connection
-                .entry(conn)
-                .or_insert_with(|| (subscriber.connection.clone(), Vec::new(), subscriber.lag));
-            entry.1.push(sub);
-            entry.2 = entry.2.strictest(subscriber.lag);
-        }
-        by_connection.into_values().collect()
+        exact
+            .chain(wild)
+            .map(|(&(_, subscription), s)| Target { connection: s.connection.clone(), subscription, lag: s.lag })
+            .collect()
     }
 
     /// Adds a subscription; a second one with the same id replaces the first.

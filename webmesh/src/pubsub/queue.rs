@@ -16,8 +16,23 @@ pub(crate) struct EventQueue {
     pub(crate) ready: Notify,
 }
 
+/// The subscriptions an event is for: nearly always one.
+enum Subs {
+    One(u64),
+    Many(Box<[u64]>),
+}
+
+impl Subs {
+    fn as_slice(&self) -> &[u64] {
+        match self {
+            Subs::One(id) => std::slice::from_ref(id),
+            Subs::Many(ids) => ids,
+        }
+    }
+}
+
 struct State {
-    events: VecDeque<(Frame, Box<[u64]>)>,
+    events: VecDeque<(Frame, Subs)>,
     missed: BTreeMap<u64, u64>,
     capacity: usize,
 }
@@ -57,24 +72,28 @@ impl EventQueue {
                 }
                 LagPolicy::DropOldest => {
                     if let Some((_, oldest)) = state.events.pop_front() {
-                        state.count_missed(&oldest);
+                        state.count_missed(oldest.as_slice());
                     }
                     pushed = Pushed::DroppedOldest;
                 }
             }
         }
-        state.events.push_back((frame, subs.into()));
+        let subs = match subs {
+            [one] => Subs::One(*one),
+            many => Subs::Many(many.into()),
+        };
+        state.events.push_back((frame, subs));
         drop(state);
         self.ready.notify_one();
         pushed
     }
 
-    /// Takes the lag counts to report, then the queued events.
-    pub(crate) fn drain(&self) -> (BTreeMap<u64, u64>, Vec<Frame>) {
+    /// Moves the queued events into `events`, and returns the lag counts to
+    /// report before them.
+    pub(crate) fn drain_into(&self, events: &mut Vec<Frame>) -> BTreeMap<u64, u64> {
         let mut state = self.state();
-        let missed = std::mem::take(&mut state.missed);
-        let events = state.events.drain(..).map(|(frame, _)| frame).collect();
-        (missed, events)
+        events.extend(state.events.drain(..).map(|(frame, _)| frame));
+        std::mem::take(&mut state.missed)
     }
 
     /// How many events wait.
@@ -107,7 +126,8 @@ mod tests {
         assert_eq!(queue.push(frame(3), &[7], LagPolicy::DropOldest), Pushed::DroppedOldest);
         assert_eq!(queue.push(frame(4), &[8], LagPolicy::DropNewest), Pushed::DroppedNewest);
         assert_eq!(queue.push(frame(5), &[9], LagPolicy::Disconnect), Pushed::Overflow);
-        let (missed, events) = queue.drain();
+        let mut events = Vec::new();
+        let missed = queue.drain_into(&mut events);
         assert_eq!(missed.into_iter().collect::<Vec<_>>(), vec![(7, 1), (8, 1)]);
         assert_eq!(events, vec![frame(2), frame(3)]);
         assert_eq!(queue.len(), 0);

@@ -11,7 +11,7 @@ mod upgrade;
 
 pub use builder::{
     ServerBuilder, DEFAULT_ADDR, DEFAULT_EVENT_QUEUE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE,
-    DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_READ_BUFFER_SIZE, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use connection::Connection;
 pub use hooks::DisconnectReason;

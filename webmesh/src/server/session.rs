@@ -203,6 +203,7 @@ fn violation(code: u16, message: String) -> Ending {
 }
 
 async fn write(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Outbound>, conn: Connection) {
+    let mut events = Vec::new();
     loop {
         let mut next = tokio::select! {
             item = queue.recv() => match item {
@@ -225,16 +226,22 @@ async fn write(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receive
                     return;
                 }
             }
-            let (missed, events) = conn.events().drain();
+            let missed = conn.events().drain_into(&mut events);
             if missed.is_empty() && events.is_empty() {
                 break;
             }
-            let format = conn.format();
             // Tell each subscription what it lost before what follows the gap.
-            let lagged = missed
-                .into_iter()
-                .filter_map(|(id, missed)| format.encode(&Envelope::lagged(id, missed), conn.compression()).ok());
-            for frame in lagged.chain(events) {
+            if !missed.is_empty() {
+                let format = conn.format();
+                for (id, missed) in missed {
+                    if let Ok(frame) = format.encode(&Envelope::lagged(id, missed), conn.compression()) {
+                        if sink.feed(frame.into()).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+            }
+            for frame in events.drain(..) {
                 if sink.feed(frame.into()).await.is_err() {
                     return;
                 }

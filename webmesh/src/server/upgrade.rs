@@ -11,9 +11,6 @@ use axum::routing::get;
 use super::{session, Shared};
 use crate::protocol::codec_subprotocol;
 
-/// Idle connections should cost little: axum's default read buffer is 128 KiB.
-const READ_BUFFER_SIZE: usize = 4 << 10;
-
 pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
     axum::Router::new().route("/", get(upgrade)).with_state(shared)
 }
@@ -31,7 +28,7 @@ async fn upgrade(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         shared.codecs.iter().find(|c| codec_subprotocol(c.as_ref()) == asked).cloned()
     });
     let mut ws = ws
-        .read_buffer_size(READ_BUFFER_SIZE)
+        .read_buffer_size(shared.read_buffer_size)
         .max_message_size(shared.max_message_size)
         .max_frame_size(shared.max_message_size);
     if let Some(codec) = &codec {
