@@ -68,6 +68,9 @@
 //! |---|---|---|
 //! | `cli` | no | the `webmesh` command-line client binary |
 
+#[doc(hidden)]
+#[path = "bench_api.rs"]
+pub mod __bench;
 mod call_error;
 mod client;
 mod error;

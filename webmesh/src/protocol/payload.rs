@@ -45,15 +45,17 @@ impl Payload {
     ///
     /// The error names the offending field, e.g. `items[2].price`.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
+        // Tracking the path costs on every call and matters only on failure:
+        // decode plainly, and again with tracking to name the field.
         match &self.repr {
-            Repr::MsgPack(bytes) => {
-                let mut de = super::msgpack::deserializer(bytes);
-                serde_path_to_error::deserialize(&mut de).map_err(PayloadError::from_path)
-            }
-            Repr::Json(bytes) => {
-                let mut de = serde_json::Deserializer::from_slice(bytes);
-                serde_path_to_error::deserialize(&mut de).map_err(PayloadError::from_path)
-            }
+            Repr::MsgPack(bytes) => T::deserialize(&mut super::msgpack::deserializer(bytes)).or_else(|_| {
+                serde_path_to_error::deserialize(&mut super::msgpack::deserializer(bytes))
+                    .map_err(PayloadError::from_path)
+            }),
+            Repr::Json(bytes) => T::deserialize(&mut serde_json::Deserializer::from_slice(bytes)).or_else(|_| {
+                serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
+                    .map_err(PayloadError::from_path)
+            }),
         }
     }
 }

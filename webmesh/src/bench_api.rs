@@ -1,0 +1,62 @@
+//! Entry points for the crate's own micro-benchmarks (`benches/hot_path.rs`).
+//! Not public API.
+
+use bytes::Bytes;
+use serde::Serialize;
+
+use crate::protocol::{self, Compression, Envelope, Frame, WireFormat};
+
+/// A built-in wire format.
+pub struct Format(WireFormat);
+
+/// A built-in wire format, by name.
+pub fn format(name: &str) -> Format {
+    Format(match name {
+        "json" => WireFormat::Json,
+        _ => WireFormat::MsgPack,
+    })
+}
+
+/// Encodes a call as it goes on the wire; `true` if the frame is text.
+pub fn encode_call<T: Serialize>(format: &Format, id: u64, path: &str, data: &T) -> (bool, Bytes) {
+    let frame = format.0.encode(&Envelope::Call { id, path, data }, Compression::default()).expect("encode");
+    match frame {
+        Frame::Text(b) => (true, b),
+        Frame::Binary(b) => (false, b),
+    }
+}
+
+/// Decodes a frame into an envelope and its payload into `T`.
+pub fn decode_call<T: serde::de::DeserializeOwned>(text: bool, bytes: Bytes) -> T {
+    let frame = if text { Frame::Text(bytes) } else { Frame::Binary(bytes) };
+    let format = WireFormat::detect(&frame).expect("format");
+    match format.decode(frame, usize::MAX).expect("decode") {
+        protocol::Incoming::Call { payload, .. } => payload.deserialize().expect("payload"),
+        _ => panic!("not a call"),
+    }
+}
+
+/// zlib with the reused per-thread state.
+pub fn compress(bytes: &[u8]) -> Vec<u8> {
+    protocol::compress(bytes)
+}
+
+/// Inflates with the reused per-thread state.
+pub fn decompress(bytes: &[u8]) -> Vec<u8> {
+    protocol::decompress(bytes, usize::MAX).expect("inflate")
+}
+
+/// A route table of `router`'s calls, for lookups.
+pub struct Routes(crate::routing::RouteTable);
+
+impl Routes {
+    /// Builds the table.
+    pub fn new(router: crate::Router) -> Self {
+        Routes(crate::routing::RouteTable::build(crate::routing::RouteKind::Call, &router.routes).expect("routes"))
+    }
+
+    /// Whether `path` has a handler.
+    pub fn has(&self, path: &str) -> bool {
+        self.0.at(path).is_some()
+    }
+}
