@@ -58,6 +58,16 @@ pub enum Error {
     /// A configuration mistake found at start-up, such as two handlers on one path.
     #[error("configuration error: {0}")]
     Config(String),
+    /// The server refused the connection before it opened, with an HTTP
+    /// status: 401 or 403 from its authentication hook or origin check, 503
+    /// at its connection limit.
+    #[error("connection refused with {status}: {message}")]
+    Refused {
+        /// The HTTP status code.
+        status: u16,
+        /// The server's explanation.
+        message: String,
+    },
     /// The network failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -89,6 +99,10 @@ impl From<tokio_tungstenite::tungstenite::Error> for Error {
         match err {
             Ws::Io(io) => Error::Io(io),
             Ws::ConnectionClosed | Ws::AlreadyClosed => Error::Closed(None),
+            Ws::Http(response) => Error::Refused {
+                status: response.status().as_u16(),
+                message: response.body().as_deref().map(String::from_utf8_lossy).unwrap_or_default().into_owned(),
+            },
             other => Error::Protocol(other.to_string()),
         }
     }

@@ -94,8 +94,9 @@ pub use protocol::{Codec, CodecError, IncomingMessage, LegacyFormat, OutgoingMes
 pub use pubsub::{Hub, LagPolicy, SubscribeOptions};
 pub use routing::Router;
 pub use server::{
-    router, serve, Connection, DisconnectReason, Server, ServerBuilder, DEFAULT_ADDR, DEFAULT_EVENT_QUEUE,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SHUTDOWN_TIMEOUT,
+    router, serve, AuthError, Connection, DisconnectReason, Handshake, Server, ServerBuilder, DEFAULT_ADDR,
+    DEFAULT_EVENT_QUEUE, DEFAULT_MAX_CALLS_IN_FLIGHT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_SIZE,
+    DEFAULT_OUTBOUND_QUEUE, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 
 /// Declares a handler for a path, served by [`serve`] and [`router`].

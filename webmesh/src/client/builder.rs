@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::HeaderValue;
+use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::handle::Client;
@@ -33,6 +33,7 @@ pub struct ClientBuilder {
     timeout: Duration,
     compression: Compression,
     max_message_size: usize,
+    headers: Vec<(String, String)>,
 }
 
 impl ClientBuilder {
@@ -43,6 +44,7 @@ impl ClientBuilder {
             timeout: DEFAULT_TIMEOUT,
             compression: Compression::default(),
             max_message_size: crate::server::DEFAULT_MAX_MESSAGE_SIZE,
+            headers: Vec::new(),
         }
     }
 
@@ -94,9 +96,37 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends an HTTP header with the connection request, e.g. for a server's
+    /// authentication hook.
+    pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.headers.push((name.into(), value.into()));
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>` with the connection request.
+    ///
+    /// webmesh never logs it, but the WebSocket library under the client
+    /// (tungstenite) logs its whole handshake request at TRACE level, under
+    /// the target `tungstenite::handshake::client`: keep that target at
+    /// DEBUG or below in production (e.g. `RUST_LOG=info,tungstenite=debug`).
+    pub fn bearer_token(self, token: impl AsRef<str>) -> Self {
+        let value = format!("Bearer {}", token.as_ref());
+        self.header("authorization", value)
+    }
+
     /// Connects.
+    ///
+    /// A server that refuses the connection (authentication, origin,
+    /// connection limit) makes this fail with [`Error::Refused`], carrying
+    /// the HTTP status and the server's message.
     pub async fn connect(self) -> Result<Client, Error> {
         let mut request = self.url.as_str().into_client_request().map_err(|e| Error::Config(e.to_string()))?;
+        for (name, value) in &self.headers {
+            let name =
+                HeaderName::from_bytes(name.as_bytes()).map_err(|e| Error::Config(format!("header {name}: {e}")))?;
+            let value = HeaderValue::from_str(value).map_err(|e| Error::Config(format!("header {name}: {e}")))?;
+            request.headers_mut().append(name, value);
+        }
         if let WireFormat::Custom(codec) = &self.format {
             let protocol = HeaderValue::from_str(&codec_subprotocol(codec.as_ref()))
                 .map_err(|e| Error::Config(format!("codec name: {e}")))?;

@@ -13,6 +13,7 @@
 //! | [`Path<T>`] | the parameters of the matched path, `/users/{id}` |
 //! | [`CallPath`] | the path that was called |
 //! | [`Hub`](crate::Hub) | publishing to subscribers |
+//! | [`Authenticated<I>`] | the identity the authentication hook returned |
 //!
 //! Write your own by implementing [`FromCallParts`]:
 //!
@@ -41,6 +42,7 @@
 //! }
 //! ```
 
+mod authenticated;
 mod parts;
 mod path;
 mod payload;
@@ -48,6 +50,7 @@ mod state;
 
 use std::future::Future;
 
+pub use authenticated::{Authenticated, Unauthenticated};
 pub use parts::{CallParts, CallPath};
 pub use path::{Path, PathRejection};
 pub use state::{MissingState, State};

@@ -3,9 +3,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::http::Extensions;
-use tokio::sync::watch;
+use axum::http::HeaderValue;
+use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
+use super::admission::{self, AuthError, Authenticate, Handshake, Origins};
 use super::hooks::{DisconnectReason, Hooks};
 use super::serve::Server;
 use super::Connection;
@@ -36,6 +38,12 @@ pub const DEFAULT_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(10);
 /// reserved, so this only sizes the first read of each frame. Measured here,
 /// 1 KiB and 4 KiB cost the same CPU per call, small or 16 KiB messages.
 pub const DEFAULT_READ_BUFFER_SIZE: usize = 1 << 10;
+
+/// The default of [`ServerBuilder::max_connections`]: 10,000.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
+
+/// The default of [`ServerBuilder::max_calls_in_flight`]: 1024 per connection.
+pub const DEFAULT_MAX_CALLS_IN_FLIGHT: usize = 1024;
 
 /// The default of [`ServerBuilder::event_queue`]: 1024 events.
 pub const DEFAULT_EVENT_QUEUE: usize = 1024;
@@ -70,6 +78,10 @@ pub struct ServerBuilder {
     hub: Option<Hub>,
     shutdown_timeout: Duration,
     read_buffer_size: usize,
+    authenticate: Option<Authenticate>,
+    origins: Origins,
+    max_connections: usize,
+    max_calls_in_flight: usize,
 }
 
 /// Everything a running server's connections share.
@@ -92,6 +104,11 @@ pub(crate) struct Shared {
     /// The open WebSocket sessions, which axum does not track.
     pub(crate) sessions: TaskTracker,
     pub(crate) read_buffer_size: usize,
+    pub(crate) authenticate: Option<Authenticate>,
+    pub(crate) origins: Origins,
+    /// One permit per open connection.
+    pub(crate) connections: Arc<Semaphore>,
+    pub(crate) max_calls_in_flight: usize,
 }
 
 impl Default for ServerBuilder {
@@ -111,6 +128,10 @@ impl Default for ServerBuilder {
             hub: None,
             shutdown_timeout: DEFAULT_SHUTDOWN_TIMEOUT,
             read_buffer_size: DEFAULT_READ_BUFFER_SIZE,
+            authenticate: None,
+            origins: Origins::default(),
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            max_calls_in_flight: DEFAULT_MAX_CALLS_IN_FLIGHT,
         }
     }
 }
@@ -192,6 +213,76 @@ impl ServerBuilder {
     /// [`LagPolicy`](crate::LagPolicy) applies (default [`DEFAULT_EVENT_QUEUE`]).
     pub fn event_queue(mut self, events: usize) -> Self {
         self.event_queue = events.max(1);
+        self
+    }
+
+    /// Checks every connection before it opens: `hook` sees the HTTP
+    /// request (headers, query, peer address) and returns an identity, which
+    /// handlers receive with the [`Authenticated`](crate::extract::Authenticated)
+    /// extractor, or an [`AuthError`], answered with 401 or 403 before any
+    /// WebSocket exists. webmesh never logs the request's headers.
+    ///
+    /// ```
+    /// use webmesh::{AuthError, Handshake};
+    ///
+    /// #[derive(Clone)]
+    /// struct Service(String);
+    ///
+    /// let server = webmesh::Server::builder().authenticate(|handshake: Handshake| async move {
+    ///     match handshake.bearer_token() {
+    ///         Some("billing-token") => Ok(Service("billing".into())),
+    ///         Some(_) => Err(AuthError::forbidden("unknown token")),
+    ///         None => Err(AuthError::unauthorized("send Authorization: Bearer <token>")),
+    ///     }
+    /// });
+    /// ```
+    pub fn authenticate<F, Fut, I>(mut self, hook: F) -> Self
+    where
+        F: Fn(Handshake) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Result<I, AuthError>> + Send + 'static,
+        I: Clone + Send + Sync + 'static,
+    {
+        self.authenticate = Some(admission::authenticate(hook));
+        self
+    }
+
+    /// Accepts browser connections from these origins (exact `Origin`
+    /// values, such as `https://app.example.com`).
+    ///
+    /// By default a request that carries an `Origin` header (a browser's) is
+    /// refused with 403, against cross-site WebSocket hijacking, and one
+    /// without (a service's) is accepted.
+    pub fn allowed_origins<I, S>(mut self, origins: I) -> Self
+    where
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let origins = origins.into_iter().filter_map(|o| HeaderValue::from_str(o.as_ref()).ok()).collect();
+        self.origins = Origins::Only(origins);
+        self
+    }
+
+    /// Accepts browser connections from any origin: only for servers that
+    /// authenticate connections by other means than cookies.
+    pub fn allow_any_origin(mut self) -> Self {
+        self.origins = Origins::Any;
+        self
+    }
+
+    /// The most connections open at once (default
+    /// [`DEFAULT_MAX_CONNECTIONS`]); beyond it, upgrades are refused with
+    /// 503 until connections close.
+    pub fn max_connections(mut self, connections: usize) -> Self {
+        self.max_connections = connections;
+        self
+    }
+
+    /// The most calls a connection may have under way (default
+    /// [`DEFAULT_MAX_CALLS_IN_FLIGHT`]); at the limit the server stops
+    /// reading from that connection until one finishes, so a flood waits in
+    /// the client's socket instead of the server's memory.
+    pub fn max_calls_in_flight(mut self, calls: usize) -> Self {
+        self.max_calls_in_flight = calls.max(1);
         self
     }
 
@@ -293,6 +384,10 @@ impl ServerBuilder {
             shutdown_timeout: self.shutdown_timeout,
             sessions: TaskTracker::new(),
             read_buffer_size: self.read_buffer_size,
+            authenticate: self.authenticate,
+            origins: self.origins,
+            connections: Arc::new(Semaphore::new(self.max_connections)),
+            max_calls_in_flight: self.max_calls_in_flight,
         })
     }
 }

@@ -1,5 +1,6 @@
 //! The server: accepts WebSocket connections and runs handlers for them.
 
+mod admission;
 mod builder;
 mod connection;
 mod dispatch;
@@ -9,9 +10,10 @@ mod session;
 mod subscriptions;
 mod upgrade;
 
+pub use admission::{AuthError, Handshake};
 pub use builder::{
-    ServerBuilder, DEFAULT_ADDR, DEFAULT_EVENT_QUEUE, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE,
-    DEFAULT_READ_BUFFER_SIZE, DEFAULT_SHUTDOWN_TIMEOUT,
+    ServerBuilder, DEFAULT_ADDR, DEFAULT_EVENT_QUEUE, DEFAULT_MAX_CALLS_IN_FLIGHT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SHUTDOWN_TIMEOUT,
 };
 pub use connection::Connection;
 pub use hooks::DisconnectReason;

@@ -9,9 +9,10 @@ use std::task::Context;
 use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
 
+use super::admission::Admit;
 use super::connection::Outbound;
 use super::dispatch::{dispatch, Mode};
 use super::subscriptions;
@@ -34,6 +35,7 @@ pub(crate) async fn run(
     shared: Arc<Shared>,
     peer: Option<SocketAddr>,
     codec: Option<Arc<dyn Codec>>,
+    admit: Option<Admit>,
 ) {
     let (sink, stream) = socket.split();
     let (outbound, queue) = mpsc::channel(shared.outbound_queue);
@@ -44,6 +46,9 @@ pub(crate) async fn run(
     let _enter = span.enter();
     tracing::debug!("connected");
     let mut writer = tokio::spawn(write(sink, queue, conn.clone()));
+    if let Some(admit) = admit {
+        admit(&conn);
+    }
     if let Some(hook) = &shared.hooks.on_connect {
         hook(&conn);
     }
@@ -86,7 +91,20 @@ async fn read(
     handlers: &TaskTracker,
 ) -> Ending {
     let mut shutdown = shared.shutdown.subscribe();
+    let in_flight = Arc::new(Semaphore::new(shared.max_calls_in_flight));
     loop {
+        // At the limit of calls under way, stop reading: the flood waits in
+        // the peer's socket, not in this server's memory.
+        let permit = tokio::select! {
+            biased;
+            _ = shutdown.wait_for(|down| *down) => {
+                return (DisconnectReason::Shutdown, Some((close_code::GOING_AWAY, "server shutting down".into())));
+            }
+            permit = in_flight.clone().acquire_owned() => match permit {
+                Ok(permit) => permit,
+                Err(_) => return (DisconnectReason::Gone, None),
+            },
+        };
         let next = tokio::select! {
             biased;
             _ = shutdown.wait_for(|down| *down) => {
@@ -158,7 +176,7 @@ async fn read(
                 return violation(code, e.to_string());
             }
         };
-        run_in_order(handlers, dispatch(shared.clone(), conn.clone(), format, mode, path, payload));
+        run_in_order(handlers, holding(permit, dispatch(shared.clone(), conn.clone(), format, mode, path, payload)));
     }
 }
 
@@ -177,6 +195,12 @@ fn close_code_for(error: &axum::Error) -> Option<u16> {
         }
     }
     None
+}
+
+/// Keeps `permit` (a place among the calls under way) until `task` ends.
+async fn holding(permit: OwnedSemaphorePermit, task: impl Future<Output = ()>) {
+    task.await;
+    drop(permit);
 }
 
 /// Polls a message's handler once, right away, and hands it to its own task

@@ -5,9 +5,12 @@ use std::sync::Arc;
 
 use axum::extract::ws::WebSocketUpgrade;
 use axum::extract::{ConnectInfo, FromRequestParts, Request, State};
+use axum::http::header::{ORIGIN, RETRY_AFTER};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
+use super::admission::Handshake;
 use super::{session, Shared};
 use crate::protocol::codec_subprotocol;
 
@@ -21,6 +24,30 @@ async fn upgrade(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws,
         Err(rejection) => return rejection.into_response(),
+    };
+    // Against cross-site WebSocket hijacking: browsers always send `Origin`.
+    if !shared.origins.allows(parts.headers.get(ORIGIN)) {
+        tracing::debug!(peer = ?peer, "refused a connection from a foreign origin");
+        return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
+    }
+    // Held until the session ends.
+    let Ok(slot) = shared.connections.clone().try_acquire_owned() else {
+        tracing::warn!("refused a connection: the connection limit is reached");
+        return ([(RETRY_AFTER, "1")], (StatusCode::SERVICE_UNAVAILABLE, "too many connections")).into_response();
+    };
+    let admit = match &shared.authenticate {
+        None => None,
+        Some(authenticate) => {
+            let handshake = Handshake { headers: parts.headers.clone(), uri: parts.uri.clone(), peer };
+            match authenticate(handshake).await {
+                Ok(admit) => Some(admit),
+                Err(error) => {
+                    // The request's headers are never logged: they may hold tokens.
+                    tracing::debug!(peer = ?peer, status = error.status().as_u16(), "refused a connection");
+                    return (error.status(), error.message().to_owned()).into_response();
+                }
+            }
+        }
     };
     // A user codec is chosen by subprotocol; built-in formats need none.
     let codec = ws.requested_protocols().find_map(|asked| {
@@ -37,7 +64,7 @@ async fn upgrade(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     // The token keeps a shutdown waiting until the session has ended.
     let token = shared.sessions.token();
     ws.on_upgrade(move |socket| async move {
-        session::run(socket, shared, peer, codec).await;
-        drop(token);
+        session::run(socket, shared, peer, codec, admit).await;
+        drop((token, slot));
     })
 }
