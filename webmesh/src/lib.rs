@@ -76,6 +76,7 @@ mod client;
 mod error;
 pub mod extract;
 mod handler;
+mod heartbeat;
 #[doc(hidden)]
 pub mod marker;
 mod protocol;
@@ -90,6 +91,7 @@ pub use client::{Client, ClientBuilder, Event, Push, Pushes, Subscription, DEFAU
 pub use error::Error;
 pub use extract::State;
 pub use handler::{Handler, IntoReply, Reply};
+pub use heartbeat::{DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT};
 pub use protocol::{Codec, CodecError, IncomingMessage, LegacyFormat, OutgoingMessage, Payload, PayloadError};
 pub use pubsub::{Hub, LagPolicy, SubscribeOptions};
 pub use routing::Router;

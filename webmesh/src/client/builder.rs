@@ -7,6 +7,7 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::handle::Client;
 use super::shared::ClientShared;
+use crate::heartbeat::Heartbeat;
 use crate::protocol::{codec_subprotocol, Codec, Compression, LegacyFormat, WireFormat};
 use crate::Error;
 
@@ -34,6 +35,7 @@ pub struct ClientBuilder {
     compression: Compression,
     max_message_size: usize,
     headers: Vec<(String, String)>,
+    heartbeat: Option<Heartbeat>,
 }
 
 impl ClientBuilder {
@@ -45,6 +47,7 @@ impl ClientBuilder {
             compression: Compression::default(),
             max_message_size: crate::server::DEFAULT_MAX_MESSAGE_SIZE,
             headers: Vec::new(),
+            heartbeat: Some(Heartbeat::default()),
         }
     }
 
@@ -96,6 +99,21 @@ impl ClientBuilder {
         self
     }
 
+    /// Pings a server that has been silent for `interval`, and closes the
+    /// connection if it then stays silent for `timeout` (defaults 25 s and
+    /// 20 s): calls waiting then fail with [`Error::Closed`] instead of
+    /// waiting for their timeout on a dead connection.
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat = Some(Heartbeat { interval, timeout });
+        self
+    }
+
+    /// Never pings the server.
+    pub fn no_heartbeat(mut self) -> Self {
+        self.heartbeat = None;
+        self
+    }
+
     /// Sends an HTTP header with the connection request, e.g. for a server's
     /// authentication hook.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -137,6 +155,6 @@ impl ClientBuilder {
             .max_frame_size(Some(self.max_message_size));
         let (socket, _response) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
         let shared = Arc::new(ClientShared::new(self.format, self.compression, self.timeout, self.max_message_size));
-        Ok(Client::start(socket, shared))
+        Ok(Client::start(socket, shared, self.heartbeat))
     }
 }

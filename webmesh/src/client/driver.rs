@@ -10,6 +10,7 @@ use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
 use super::shared::ClientShared;
+use crate::heartbeat::{Beat, Heartbeat, Liveness};
 use crate::protocol::Frame;
 
 /// How long [`Client::close`](super::Client::close) waits for the server to answer the close.
@@ -18,10 +19,30 @@ const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 /// Runs until the server closes the connection or every client handle is dropped.
-pub(crate) async fn drive(socket: Socket, mut queue: mpsc::Receiver<Frame>, shared: Arc<ClientShared>) {
+pub(crate) async fn drive(
+    socket: Socket,
+    mut queue: mpsc::Receiver<Frame>,
+    shared: Arc<ClientShared>,
+    heartbeat: Option<Heartbeat>,
+) {
     let (mut sink, mut stream) = socket.split();
+    let mut liveness = Liveness::new(heartbeat);
+    let timer = tokio::time::sleep_until(liveness.deadline());
+    tokio::pin!(timer);
     let reason = loop {
         tokio::select! {
+            () = &mut timer => {
+                match liveness.beat() {
+                    Beat::Wait => {}
+                    Beat::Ping => {
+                        if let Err(e) = sink.send(Message::Ping(Default::default())).await {
+                            break Some(e.to_string());
+                        }
+                    }
+                    Beat::Dead => break Some("the server stopped answering pings".to_owned()),
+                }
+                timer.as_mut().reset(liveness.deadline());
+            }
             queued = queue.recv() => match queued {
                 Some(frame) => {
                     // Send everything already queued, then flush once.
@@ -50,7 +71,7 @@ pub(crate) async fn drive(socket: Socket, mut queue: mpsc::Receiver<Frame>, shar
                 let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
                 break Some("closed by the client".to_owned());
             }
-            received = stream.next() => match received {
+            received = stream.next() => match received.inspect(|_| liveness.heard()) {
                 Some(Ok(Message::Text(text))) => shared.receive(Frame::Text(text.into())),
                 Some(Ok(Message::Binary(bytes))) => shared.receive(Frame::Binary(bytes)),
                 Some(Ok(Message::Close(close))) => {

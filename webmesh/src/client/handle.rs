@@ -10,6 +10,7 @@ use super::driver::{drive, Socket};
 use super::push::{Push, Pushes};
 use super::shared::ClientShared;
 use super::subscription::Subscription;
+use crate::heartbeat::Heartbeat;
 use crate::protocol::{Envelope, Frame, WireFormat};
 use crate::{CallError, Error, Payload, SubscribeOptions};
 
@@ -50,9 +51,9 @@ impl Client {
         ClientBuilder::new(url)
     }
 
-    pub(crate) fn start(socket: Socket, shared: Arc<ClientShared>) -> Self {
+    pub(crate) fn start(socket: Socket, shared: Arc<ClientShared>, heartbeat: Option<Heartbeat>) -> Self {
         let (queue, frames) = mpsc::channel(QUEUE);
-        tokio::spawn(drive(socket, frames, shared.clone()));
+        tokio::spawn(drive(socket, frames, shared.clone(), heartbeat));
         Self { shared, queue }
     }
 

@@ -12,6 +12,7 @@ use super::hooks::{DisconnectReason, Hooks};
 use super::serve::Server;
 use super::Connection;
 use crate::handler::{BoxedHandler, Handler};
+use crate::heartbeat::Heartbeat;
 use crate::protocol::{Codec, Compression};
 use crate::pubsub::Hub;
 use crate::routing::{RouteKind, RouteTable, Router};
@@ -82,6 +83,7 @@ pub struct ServerBuilder {
     origins: Origins,
     max_connections: usize,
     max_calls_in_flight: usize,
+    heartbeat: Option<Heartbeat>,
 }
 
 /// Everything a running server's connections share.
@@ -109,6 +111,7 @@ pub(crate) struct Shared {
     /// One permit per open connection.
     pub(crate) connections: Arc<Semaphore>,
     pub(crate) max_calls_in_flight: usize,
+    pub(crate) heartbeat: Option<Heartbeat>,
 }
 
 impl Default for ServerBuilder {
@@ -132,6 +135,7 @@ impl Default for ServerBuilder {
             origins: Origins::default(),
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_calls_in_flight: DEFAULT_MAX_CALLS_IN_FLIGHT,
+            heartbeat: Some(Heartbeat::default()),
         }
     }
 }
@@ -286,6 +290,22 @@ impl ServerBuilder {
         self
     }
 
+    /// Pings a client that has been silent for `interval`, and closes its
+    /// connection if it then stays silent for `timeout` (defaults
+    /// [`DEFAULT_PING_INTERVAL`](crate::DEFAULT_PING_INTERVAL), 25 s, and
+    /// [`DEFAULT_PING_TIMEOUT`](crate::DEFAULT_PING_TIMEOUT), 20 s, as
+    /// socket.io). Any message counts as a sign of life.
+    pub fn heartbeat(mut self, interval: Duration, timeout: Duration) -> Self {
+        self.heartbeat = Some(Heartbeat { interval, timeout });
+        self
+    }
+
+    /// Never pings clients nor closes silent ones.
+    pub fn no_heartbeat(mut self) -> Self {
+        self.heartbeat = None;
+        self
+    }
+
     /// The size of each connection's first read buffer (default
     /// [`DEFAULT_READ_BUFFER_SIZE`]): larger costs memory per idle
     /// connection, smaller costs read calls.
@@ -388,6 +408,7 @@ impl ServerBuilder {
             origins: self.origins,
             connections: Arc::new(Semaphore::new(self.max_connections)),
             max_calls_in_flight: self.max_calls_in_flight,
+            heartbeat: self.heartbeat,
         })
     }
 }

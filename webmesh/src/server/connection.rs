@@ -52,6 +52,7 @@ struct Inner {
 /// What the session's writer sends.
 pub(crate) enum Outbound {
     Frame(Frame),
+    Ping,
     Close { code: u16, reason: String },
 }
 
@@ -158,6 +159,11 @@ impl Connection {
     /// Completes when the connection must end.
     pub(crate) async fn ending(&self) {
         self.inner.ending.notified().await
+    }
+
+    /// Queues a ping unless the queue is full (then the peer is busy anyway).
+    pub(crate) fn try_ping(&self) {
+        let _ = self.inner.outbound.try_send(Outbound::Ping);
     }
 
     pub(crate) async fn send(&self, frame: Frame) -> Result<(), Error> {

@@ -25,6 +25,8 @@ pub enum DisconnectReason {
     TooSlow(String),
     /// The server shut down.
     Shutdown,
+    /// The client stopped answering pings.
+    TimedOut,
 }
 
 impl fmt::Display for DisconnectReason {
@@ -41,6 +43,7 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Protocol(e) => write!(f, "protocol violation: {e}"),
             DisconnectReason::TooSlow(e) => write!(f, "too slow: {e}"),
             DisconnectReason::Shutdown => f.write_str("the server shut down"),
+            DisconnectReason::TimedOut => f.write_str("the client stopped answering pings"),
         }
     }
 }

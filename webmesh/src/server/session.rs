@@ -17,6 +17,7 @@ use super::connection::Outbound;
 use super::dispatch::{dispatch, Mode};
 use super::subscriptions;
 use super::{Connection, DisconnectReason, Shared};
+use crate::heartbeat::{Beat, Liveness};
 use crate::protocol::{Codec, DecodeError, Envelope, Frame, Incoming, WireFormat};
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
@@ -92,6 +93,10 @@ async fn read(
 ) -> Ending {
     let mut shutdown = shared.shutdown.subscribe();
     let in_flight = Arc::new(Semaphore::new(shared.max_calls_in_flight));
+    let mut liveness = Liveness::new(shared.heartbeat);
+    // One timer, re-armed only when it fires: messages just stamp `liveness`.
+    let timer = tokio::time::sleep_until(liveness.deadline());
+    tokio::pin!(timer);
     loop {
         // At the limit of calls under way, stop reading: the flood waits in
         // the peer's socket, not in this server's memory.
@@ -110,12 +115,22 @@ async fn read(
             _ = shutdown.wait_for(|down| *down) => {
                 return (DisconnectReason::Shutdown, Some((close_code::GOING_AWAY, "server shutting down".into())));
             }
+            () = &mut timer => {
+                match liveness.beat() {
+                    Beat::Wait => {}
+                    Beat::Ping => conn.try_ping(),
+                    Beat::Dead => return (DisconnectReason::TimedOut, None),
+                }
+                timer.as_mut().reset(liveness.deadline());
+                continue;
+            }
             () = conn.ending() => {
                 let reason = "a subscriber too slow for its lag policy".to_owned();
                 return (DisconnectReason::TooSlow(reason.clone()), Some((close_code::POLICY, reason)));
             }
             next = stream.next() => next,
         };
+        liveness.heard();
         let frame = match next {
             None => return (DisconnectReason::Gone, None),
             Some(Err(e)) => match close_code_for(&e) {
@@ -128,7 +143,7 @@ async fn read(
                 let (code, reason) = close.map(|c| (c.code, c.reason.to_string())).unwrap_or((1005, String::new()));
                 return (DisconnectReason::Closed { code, reason }, None);
             }
-            // Pings are answered by the WebSocket layer.
+            // Pings are answered by the WebSocket layer; both are signs of life.
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
         };
         let format = match &codec {
@@ -241,6 +256,7 @@ async fn write(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receive
             while let Some(item) = next.take().or_else(|| queue.try_recv().ok()) {
                 let sent = match item {
                     Outbound::Frame(frame) => sink.feed(frame.into()).await,
+                    Outbound::Ping => sink.feed(Message::Ping(Default::default())).await,
                     Outbound::Close { code, reason } => {
                         let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
                         return;
