@@ -23,7 +23,11 @@ fn logs() -> &'static Mutex<Vec<u8>> {
         let logs = Arc::new(Mutex::new(Vec::new()));
         let writer = logs.clone();
         let make_writer = move || Capture(writer.clone());
-        tracing_subscriber::fmt().with_max_level(tracing::Level::TRACE).with_writer(make_writer).init();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::TRACE)
+            .with_ansi(false)
+            .with_writer(make_writer)
+            .init();
         logs
     })
 }
@@ -229,4 +233,22 @@ async fn connection_churn_and_half_handshakes_leave_the_server_serving() {
         drop(tcp);
     }
     assert_eq!(server.client().await.call::<String>("/ping", &()).await.unwrap(), "pong");
+}
+
+#[tokio::test]
+async fn calls_are_traced_with_path_connection_outcome_and_duration() {
+    logs();
+    let router = Router::new()
+        .on("/traced/ok", || async { 1 })
+        .on("/traced/fails", || async { Err::<(), _>(webmesh::CallError::new("nope", "no")) });
+    let server = TestServer::with_router(router).await;
+    let client = server.client().await;
+    client.call::<u8>("/traced/ok", &()).await.unwrap();
+    client.call::<()>("/traced/fails", &()).await.unwrap_err();
+    let logged = String::from_utf8_lossy(&logs().lock().unwrap()).into_owned();
+    let line = |needle: &str| logged.lines().find(|l| l.contains(needle)).map(str::to_owned);
+    let ok = line("path=/traced/ok").expect("a span for the call");
+    assert!(ok.contains("connection{id=") && ok.contains("outcome=\"ok\"") && ok.contains("elapsed_us="), "{ok}");
+    let failed = line("path=/traced/fails").expect("a span for the failed call");
+    assert!(failed.contains("outcome=\"nope\""), "{failed}");
 }

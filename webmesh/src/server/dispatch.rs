@@ -33,6 +33,8 @@ pub(crate) async fn dispatch(
     path: String,
     payload: Payload,
 ) {
+    // Timed only when someone listens: quiet by default, and free then.
+    let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
     let path: Arc<str> = path.into();
     let handler = match shared.routes.at(&path) {
         Some((handler, params)) => Some((handler.clone(), params)),
@@ -46,6 +48,13 @@ pub(crate) async fn dispatch(
         None if matches!(mode, Mode::Legacy) => Reply::value(LEGACY_NOT_FOUND),
         None => Reply::error(CallError::not_found(&path)),
     };
+    if let Some(started) = started {
+        let outcome = match &reply.0 {
+            ReplyKind::Value(_) => "ok",
+            ReplyKind::Error(error) => error.code(),
+        };
+        tracing::debug!(outcome, elapsed_us = started.elapsed().as_micros() as u64, "handled");
+    }
     let frame = match (mode, &reply.0) {
         (Mode::Call(id), ReplyKind::Value(data)) => encode(&conn, &format, &Envelope::Reply { id, data }),
         (Mode::Call(id), ReplyKind::Error(error)) => encode(&conn, &format, &Envelope::error(id, error)),

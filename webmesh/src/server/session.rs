@@ -11,6 +11,7 @@ use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
 use tokio_util::task::TaskTracker;
+use tracing::Instrument;
 
 use super::admission::Admit;
 use super::connection::Outbound;
@@ -44,7 +45,18 @@ pub(crate) async fn run(
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
     let conn = Connection::new(id, peer, outbound, initial, shared.compression, shared.event_queue);
     let span = tracing::debug_span!("connection", id, peer = ?peer);
-    let _enter = span.enter();
+    serve(conn, sink, stream, queue, shared, codec, admit).instrument(span).await;
+}
+
+async fn serve(
+    conn: Connection,
+    sink: SplitSink<WebSocket, Message>,
+    stream: SplitStream<WebSocket>,
+    queue: mpsc::Receiver<Outbound>,
+    shared: Arc<Shared>,
+    codec: Option<Arc<dyn Codec>>,
+    admit: Option<Admit>,
+) {
     tracing::debug!("connected");
     let mut writer = tokio::spawn(write(sink, queue, conn.clone()));
     if let Some(admit) = admit {
@@ -191,7 +203,9 @@ async fn read(
                 return violation(code, e.to_string());
             }
         };
-        run_in_order(handlers, holding(permit, dispatch(shared.clone(), conn.clone(), format, mode, path, payload)));
+        let span = tracing::debug_span!("call", path = %path, mode = ?mode);
+        let task = dispatch(shared.clone(), conn.clone(), format, mode, path, payload).instrument(span);
+        run_in_order(handlers, holding(permit, task));
     }
 }
 
