@@ -12,6 +12,8 @@ pub(crate) mod kind;
 mod legacy;
 mod msgpack;
 mod payload;
+#[cfg(test)]
+mod properties;
 mod wire;
 
 pub use codec::{Codec, CodecError, IncomingMessage, OutgoingMessage};
