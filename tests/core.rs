@@ -449,7 +449,8 @@ async fn shutdown_lets_calls_finish_then_closes_with_1001_and_releases_subscript
         let _ = stopped.await;
     }));
 
-    let client = Client::connect(&url).await.unwrap();
+    // Without reconnection, the client's subscription ends with the connection.
+    let client = Client::builder(&url).no_reconnect().connect().await.unwrap();
     let mut events = client.subscribe::<Value>("/news").await.unwrap();
     assert_eq!(hub.subscription_count(), 1);
     let slow = tokio::spawn({

@@ -63,7 +63,7 @@ async fn the_client_gives_up_on_a_server_that_stops_answering() {
         .unwrap();
     // Without heartbeats this call would wait its full minute.
     match within(10, client.call::<String>("/anything", &())).await {
-        Err(Error::Closed(Some(reason))) => assert_eq!(reason, "the server stopped answering pings"),
+        Err(Error::Closed(Some(reason))) => assert!(reason.contains("the server stopped answering pings"), "{reason}"),
         other => panic!("{other:?}"),
     }
     stuck.abort();

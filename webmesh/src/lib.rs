@@ -87,7 +87,10 @@ mod server;
 pub mod blocking;
 
 pub use call_error::{CallError, IntoCallError};
-pub use client::{Client, ClientBuilder, Event, Push, Pushes, Subscription, DEFAULT_TIMEOUT};
+pub use client::{
+    Client, ClientBuilder, ConnectionState, Event, Push, Pushes, Reconnect, Subscription, WhileDisconnected,
+    DEFAULT_TIMEOUT,
+};
 pub use error::Error;
 pub use extract::State;
 pub use handler::{Handler, IntoReply, Reply};

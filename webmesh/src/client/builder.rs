@@ -5,7 +5,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::driver::Link;
 use super::handle::Client;
+use super::reconnect::{Dialer, Reconnect, WhileDisconnected};
 use super::shared::ClientShared;
 use crate::heartbeat::Heartbeat;
 use crate::protocol::{codec_subprotocol, Codec, Compression, LegacyFormat, WireFormat};
@@ -36,6 +38,8 @@ pub struct ClientBuilder {
     max_message_size: usize,
     headers: Vec<(String, String)>,
     heartbeat: Option<Heartbeat>,
+    reconnect: Option<Reconnect>,
+    while_disconnected: WhileDisconnected,
 }
 
 impl ClientBuilder {
@@ -48,6 +52,8 @@ impl ClientBuilder {
             max_message_size: crate::server::DEFAULT_MAX_MESSAGE_SIZE,
             headers: Vec::new(),
             heartbeat: Some(Heartbeat::default()),
+            reconnect: Some(Reconnect::default()),
+            while_disconnected: WhileDisconnected::default(),
         }
     }
 
@@ -114,6 +120,29 @@ impl ClientBuilder {
         self
     }
 
+    /// How to reconnect after the connection drops (by default: from 100 ms,
+    /// doubling up to 10 s between attempts, with jitter).
+    ///
+    /// Calls that were sent when it dropped fail with [`Error::Closed`]:
+    /// they may have run, so they are never sent again. Subscriptions are
+    /// made again on the new connection.
+    pub fn reconnect(mut self, policy: Reconnect) -> Self {
+        self.reconnect = Some(policy);
+        self
+    }
+
+    /// Never reconnects: once the connection drops, the client is closed.
+    pub fn no_reconnect(mut self) -> Self {
+        self.reconnect = None;
+        self
+    }
+
+    /// What calls do while reconnecting (default [`WhileDisconnected::Wait`]).
+    pub fn while_disconnected(mut self, policy: WhileDisconnected) -> Self {
+        self.while_disconnected = policy;
+        self
+    }
+
     /// Sends an HTTP header with the connection request, e.g. for a server's
     /// authentication hook.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -153,8 +182,15 @@ impl ClientBuilder {
         let config = WebSocketConfig::default()
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size));
-        let (socket, _response) = tokio_tungstenite::connect_async_with_config(request, Some(config), true).await?;
-        let shared = Arc::new(ClientShared::new(self.format, self.compression, self.timeout, self.max_message_size));
-        Ok(Client::start(socket, shared, self.heartbeat))
+        let dialer = Dialer { request, config };
+        let socket = dialer.dial().await?;
+        let shared = Arc::new(ClientShared::new(
+            self.format,
+            self.compression,
+            self.timeout,
+            self.max_message_size,
+            self.while_disconnected,
+        ));
+        Ok(Client::start(socket, shared, Link { heartbeat: self.heartbeat, reconnect: self.reconnect, dialer }))
     }
 }

@@ -6,13 +6,13 @@ use serde::Serialize;
 use tokio::sync::{mpsc, oneshot};
 
 use super::builder::ClientBuilder;
-use super::driver::{drive, Socket};
+use super::driver::{drive, Link, Queued, Socket};
 use super::push::{Push, Pushes};
-use super::shared::ClientShared;
+use super::reconnect::{ConnectionState, WhileDisconnected};
+use super::shared::{Answer, ClientShared, Failure, LEGACY_ID};
 use super::subscription::Subscription;
-use crate::heartbeat::Heartbeat;
-use crate::protocol::{Envelope, Frame, WireFormat};
-use crate::{CallError, Error, Payload, SubscribeOptions};
+use crate::protocol::{Envelope, WireFormat};
+use crate::{Error, Payload, SubscribeOptions};
 
 /// How many frames may wait to be written before callers wait.
 const QUEUE: usize = 1024;
@@ -36,7 +36,7 @@ const LEGACY_NOT_FOUND: &str = "Path not found";
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<ClientShared>,
-    queue: mpsc::Sender<Frame>,
+    queue: mpsc::Sender<Queued>,
 }
 
 impl Client {
@@ -51,10 +51,30 @@ impl Client {
         ClientBuilder::new(url)
     }
 
-    pub(crate) fn start(socket: Socket, shared: Arc<ClientShared>, heartbeat: Option<Heartbeat>) -> Self {
+    pub(crate) fn start(socket: Socket, shared: Arc<ClientShared>, link: Link) -> Self {
         let (queue, frames) = mpsc::channel(QUEUE);
-        tokio::spawn(drive(socket, frames, shared.clone(), heartbeat));
+        tokio::spawn(drive(socket, frames, shared.clone(), link));
         Self { shared, queue }
+    }
+
+    /// Where the connection stands now.
+    pub fn state(&self) -> ConnectionState {
+        *self.shared.state.borrow()
+    }
+
+    /// The connection's state changes, as a [`tokio::sync::watch`] receiver:
+    /// `changed().await` wakes on each.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: webmesh::Client) {
+    /// let mut states = client.state_changes();
+    /// while states.changed().await.is_ok() {
+    ///     println!("now {:?}", *states.borrow());
+    /// }
+    /// # }
+    /// ```
+    pub fn state_changes(&self) -> tokio::sync::watch::Receiver<ConnectionState> {
+        self.shared.state.subscribe()
     }
 
     /// Calls `path` with `data` and waits for the reply, up to the client's timeout.
@@ -93,20 +113,18 @@ impl Client {
     pub(crate) async fn request<T: Serialize + ?Sized>(
         &self,
         id: u64,
-        reply: oneshot::Receiver<Result<Payload, CallError>>,
+        reply: oneshot::Receiver<Answer>,
         path: &str,
         envelope: &Envelope<'_, T>,
         timeout: Duration,
     ) -> Result<Payload, Error> {
         // Forget the call however this future ends: reply, timeout or drop.
         let _forget = Forget { shared: &self.shared, id };
-        self.send(envelope).await?;
-        match tokio::time::timeout(timeout, reply).await {
-            Err(_) => Err(Error::Timeout(timeout)),
-            Ok(Err(_)) => Err(self.closed_error()),
-            Ok(Ok(Ok(payload))) => Ok(payload),
-            Ok(Ok(Err(error))) => Err(Error::from_reply(path, error)),
-        }
+        let deadline = tokio::time::Instant::now() + timeout;
+        tokio::time::timeout_at(deadline, self.send_with_id(Some(id), envelope))
+            .await
+            .map_err(|_| Error::Timeout(timeout))??;
+        answer(path, timeout, tokio::time::timeout_at(deadline, reply).await).map_err(|e| self.or_closed(e))
     }
 
     /// Subscribes to the topics `pattern` matches; see [`Subscription`].
@@ -162,7 +180,7 @@ impl Client {
     /// Queues a message without waiting; dropped if the queue is full.
     pub(crate) fn try_send_envelope<T: Serialize + ?Sized>(&self, envelope: &Envelope<'_, T>) {
         if let Ok(frame) = self.shared.format.encode(envelope, self.shared.compression) {
-            let _ = self.queue.try_send(frame);
+            let _ = self.queue.try_send(Queued { id: None, frame });
         }
     }
 
@@ -178,7 +196,7 @@ impl Client {
             .await
             .map_err(|_| Error::Timeout(timeout))?;
         let reply = self.shared.register_legacy(path);
-        let result = match self.send(&Envelope::Call { id: 0, path, data }).await {
+        let result = match self.send_with_id(Some(LEGACY_ID), &Envelope::Call { id: LEGACY_ID, path, data }).await {
             Ok(()) => tokio::time::timeout_at(deadline, reply).await,
             Err(e) => {
                 self.shared.forget_legacy();
@@ -186,14 +204,10 @@ impl Client {
             }
         };
         self.shared.forget_legacy();
-        match result {
-            Err(_) => Err(Error::Timeout(timeout)),
-            Ok(Err(_)) => Err(self.closed_error()),
-            Ok(Ok(Err(error))) => Err(Error::from_reply(path, error)),
-            Ok(Ok(Ok(payload))) => match payload.deserialize::<String>() {
-                Ok(text) if text == LEGACY_NOT_FOUND => Err(Error::NotFound { path: path.to_owned() }),
-                _ => Ok(payload),
-            },
+        let payload = answer(path, timeout, result).map_err(|e| self.or_closed(e))?;
+        match payload.deserialize::<String>() {
+            Ok(text) if text == LEGACY_NOT_FOUND => Err(Error::NotFound { path: path.to_owned() }),
+            _ => Ok(payload),
         }
     }
 
@@ -205,9 +219,31 @@ impl Client {
     }
 
     async fn send<T: Serialize + ?Sized>(&self, envelope: &Envelope<'_, T>) -> Result<(), Error> {
+        self.send_with_id(None, envelope).await
+    }
+
+    /// Queues a message; `id` is the call it belongs to, if any.
+    async fn send_with_id<T: Serialize + ?Sized>(
+        &self,
+        id: Option<u64>,
+        envelope: &Envelope<'_, T>,
+    ) -> Result<(), Error> {
+        if self.shared.while_disconnected == WhileDisconnected::FailFast {
+            if let ConnectionState::Reconnecting { .. } = self.state() {
+                return Err(Error::Closed(Some("not connected: reconnecting".into())));
+            }
+        }
         let frame =
             self.shared.format.encode(envelope, self.shared.compression).map_err(|e| Error::Protocol(e.to_string()))?;
-        self.queue.send(frame).await.map_err(|_| self.closed_error())
+        self.queue.send(Queued { id, frame }).await.map_err(|_| self.closed_error())
+    }
+
+    /// A closed channel means a closed client: say why.
+    fn or_closed(&self, error: Error) -> Error {
+        match error {
+            Error::Closed(None) => self.closed_error(),
+            other => other,
+        }
     }
 
     /// Runs `handler` for every push the server sends on `path`.
@@ -260,6 +296,21 @@ impl Client {
 impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client").field("format", &self.shared.format).finish_non_exhaustive()
+    }
+}
+
+/// Turns what a waiting call got into its result.
+fn answer(
+    path: &str,
+    timeout: Duration,
+    got: Result<Result<Answer, oneshot::error::RecvError>, tokio::time::error::Elapsed>,
+) -> Result<Payload, Error> {
+    match got {
+        Err(_) => Err(Error::Timeout(timeout)),
+        Ok(Err(_)) => Err(Error::Closed(None)),
+        Ok(Ok(Ok(payload))) => Ok(payload),
+        Ok(Ok(Err(Failure::Reply(error)))) => Err(Error::from_reply(path, error)),
+        Ok(Ok(Err(Failure::Lost(reason)))) => Err(Error::Closed(Some(reason))),
     }
 }
 

@@ -14,7 +14,7 @@ use tokio::sync::mpsc;
 
 use super::handle::Client;
 use crate::pubsub::TopicPattern;
-use crate::{Error, Payload};
+use crate::{Error, Payload, SubscribeOptions};
 
 /// How many events a subscription holds before the oldest unread ones are
 /// counted as lost.
@@ -22,8 +22,13 @@ const BUFFER: usize = 1024;
 
 /// What a subscription's stream carries.
 pub(crate) enum Item {
-    Event { topic: String, payload: Payload },
+    Event {
+        topic: String,
+        payload: Payload,
+    },
     Lagged(u64),
+    /// The server refused the subscription when it was restored.
+    Ended(crate::CallError),
 }
 
 /// The subscriptions of one client, by the id of their SUBSCRIBE.
@@ -34,6 +39,9 @@ pub(crate) struct Subscriptions {
 
 struct Local {
     pattern: TopicPattern,
+    /// As sent, to subscribe again after a reconnect.
+    raw: String,
+    options: SubscribeOptions,
     items: mpsc::Sender<Item>,
     /// Events lost because the subscriber did not read its stream.
     missed: Arc<AtomicU64>,
@@ -44,11 +52,34 @@ impl Subscriptions {
         self.local.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn add(&self, id: u64, pattern: TopicPattern) -> (mpsc::Receiver<Item>, Arc<AtomicU64>) {
+    fn add(
+        &self,
+        id: u64,
+        pattern: TopicPattern,
+        raw: &str,
+        options: SubscribeOptions,
+    ) -> (mpsc::Receiver<Item>, Arc<AtomicU64>) {
         let (items, receiver) = mpsc::channel(BUFFER);
         let missed = Arc::new(AtomicU64::new(0));
-        self.local().insert(id, Local { pattern, items, missed: missed.clone() });
+        let local = Local { pattern, raw: raw.to_owned(), options, items, missed: missed.clone() };
+        self.local().insert(id, local);
         (receiver, missed)
+    }
+
+    /// Every subscription, to make again on a new connection.
+    pub(crate) fn snapshot(&self) -> Vec<(u64, String, SubscribeOptions)> {
+        self.local().iter().map(|(id, l)| (*id, l.raw.clone(), l.options)).collect()
+    }
+
+    /// Ends subscription `id` with `error`; `false` if there is none.
+    pub(crate) fn end(&self, id: u64, error: crate::CallError) -> bool {
+        match self.local().remove(&id) {
+            Some(local) => {
+                let _ = local.items.try_send(Item::Ended(error));
+                true
+            }
+            None => false,
+        }
     }
 
     fn remove(&self, id: u64) {
@@ -136,6 +167,7 @@ impl<T: DeserializeOwned> Subscription<T> {
                     payload.deserialize().map(|data| Event { topic, data }).map_err(Error::from)
                 }
                 Item::Lagged(missed) => Err(Error::Lagged { missed }),
+                Item::Ended(error) => Err(Error::from_reply(&self.pattern, error)),
             })
         })
     }
@@ -147,7 +179,7 @@ impl<T> Subscription<T> {
         let shared = client.shared();
         let (id, reply) = shared.register();
         // Registered before asking, so that no early event is missed.
-        let (items, missed) = shared.subscriptions.add(id, parsed);
+        let (items, missed) = shared.subscriptions.add(id, parsed, pattern, options);
         let subscription = Subscription {
             id,
             pattern: pattern.to_owned(),
