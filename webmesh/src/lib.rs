@@ -66,7 +66,8 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
-//! | `cli` | no | the `webmesh` command-line client binary |
+//! | `cli` | no | the `webmesh` command-line client binary (and `tls`) |
+//! | `tls` | no | `wss://` for servers ([`TlsConfig`]) and clients ([`ClientTls`]), with rustls |
 
 #[doc(hidden)]
 #[path = "bench_api.rs"]
@@ -83,6 +84,8 @@ mod protocol;
 mod pubsub;
 mod routing;
 mod server;
+#[cfg(feature = "tls")]
+mod tls;
 
 pub mod blocking;
 
@@ -103,6 +106,8 @@ pub use server::{
     DEFAULT_EVENT_QUEUE, DEFAULT_MAX_CALLS_IN_FLIGHT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_SIZE,
     DEFAULT_OUTBOUND_QUEUE, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SHUTDOWN_TIMEOUT,
 };
+#[cfg(feature = "tls")]
+pub use tls::{ClientTls, TlsConfig};
 
 /// Declares a handler for a path, served by [`serve`] and [`router`].
 ///

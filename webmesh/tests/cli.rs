@@ -151,3 +151,29 @@ async fn the_cli_subscribes_and_publishes_on_the_echo_example() {
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out), "error: handler error forbidden: clients may not publish to `/elsewhere`\n");
 }
+
+#[tokio::test]
+async fn the_cli_calls_a_wss_server_trusting_a_given_ca() {
+    use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    let ca = CertifiedIssuer::self_signed(ca_params, KeyPair::generate().unwrap()).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["127.0.0.1".to_owned()]).unwrap().signed_by(&key, &ca).unwrap();
+    let tls = webmesh::TlsConfig::from_pem(cert.pem().as_bytes(), key.serialize_pem().as_bytes()).unwrap();
+    let router = Router::new().on("/echo", |data: Value| async move { data });
+    let server =
+        Server::builder().registered_handlers(false).router(router).tls(tls).addr("127.0.0.1:0").bind().await.unwrap();
+    let url = format!("wss://{}", server.local_addr());
+    tokio::spawn(server.serve());
+    let ca_file = std::env::temp_dir().join(format!("webmesh-cli-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, ca.pem()).unwrap();
+
+    let out = cli(&["call", "--ca", ca_file.to_str().unwrap(), &url, "/echo", "[1]"]).await;
+    assert_eq!(stdout(&out), "[1]\n", "{}", stderr(&out));
+    // Without the CA, the certificate is not trusted.
+    let out = cli(&["call", "--timeout", "5", &url, "/echo", "[1]"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
+    let _ = std::fs::remove_file(ca_file);
+}

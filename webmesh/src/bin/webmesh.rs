@@ -54,6 +54,10 @@ struct Target {
     /// Seconds to wait for the reply.
     #[arg(long, default_value_t = 30.0)]
     timeout: f64,
+    /// For wss:// URLs: trust only the CA certificate(s) in this PEM file,
+    /// instead of the system's roots.
+    #[arg(long, value_name = "PEM")]
+    ca: Option<std::path::PathBuf>,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -83,7 +87,11 @@ async fn run(command: Command) -> Result<(), String> {
         None => Value::Null,
     };
     let timeout = Duration::try_from_secs_f64(target.timeout).map_err(|e| format!("--timeout: {e}"))?;
-    let mut builder = Client::builder(&target.url).timeout(timeout);
+    let mut builder = Client::builder(&target.url).timeout(timeout).no_reconnect();
+    if let Some(ca) = &target.ca {
+        let tls = webmesh::ClientTls::default().ca_pem_file(ca).map_err(|e| e.to_string())?;
+        builder = builder.tls(tls);
+    }
     builder = match (target.legacy, target.codec) {
         (Some(CodecArg::Msgpack), _) => builder.legacy(LegacyFormat::MsgPack),
         (Some(CodecArg::Json), _) => builder.legacy(LegacyFormat::Json),

@@ -40,6 +40,8 @@ pub struct ClientBuilder {
     heartbeat: Option<Heartbeat>,
     reconnect: Option<Reconnect>,
     while_disconnected: WhileDisconnected,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::ClientTls>,
 }
 
 impl ClientBuilder {
@@ -54,6 +56,8 @@ impl ClientBuilder {
             heartbeat: Some(Heartbeat::default()),
             reconnect: Some(Reconnect::default()),
             while_disconnected: WhileDisconnected::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 
@@ -131,6 +135,21 @@ impl ClientBuilder {
         self
     }
 
+    /// How to check a `wss://` server and prove who this client is (feature
+    /// `tls`). Without it, `wss://` trusts the system's root certificates.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), webmesh::Error> {
+    /// let tls = webmesh::ClientTls::default().ca_pem_file("mesh-ca.pem")?;
+    /// let client = webmesh::Client::builder("wss://billing.internal:4269").tls(tls).connect().await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, tls: crate::ClientTls) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
     /// Never reconnects: once the connection drops, the client is closed.
     pub fn no_reconnect(mut self) -> Self {
         self.reconnect = None;
@@ -182,7 +201,17 @@ impl ClientBuilder {
         let config = WebSocketConfig::default()
             .max_message_size(Some(self.max_message_size))
             .max_frame_size(Some(self.max_message_size));
-        let dialer = Dialer { request, config };
+        #[cfg(feature = "tls")]
+        let tls = match (request.uri().scheme_str(), &self.tls) {
+            (Some("wss"), tls) => Some(tls.clone().unwrap_or_default().config()?),
+            _ => None,
+        };
+        let dialer = Dialer {
+            request,
+            config,
+            #[cfg(feature = "tls")]
+            tls,
+        };
         let socket = dialer.dial().await?;
         let shared = Arc::new(ClientShared::new(
             self.format,

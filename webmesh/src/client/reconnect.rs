@@ -69,12 +69,22 @@ pub enum ConnectionState {
 pub(crate) struct Dialer {
     pub(crate) request: Request,
     pub(crate) config: WebSocketConfig,
+    /// How `wss://` is checked; `None` for `ws://`.
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Dialer {
     pub(crate) async fn dial(&self) -> Result<Socket, Error> {
+        let request = self.request.clone();
+        #[cfg(feature = "tls")]
+        let (socket, _response) = {
+            let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
+            tokio_tungstenite::connect_async_tls_with_config(request, Some(self.config), true, connector).await?
+        };
+        #[cfg(not(feature = "tls"))]
         let (socket, _response) =
-            tokio_tungstenite::connect_async_with_config(self.request.clone(), Some(self.config), true).await?;
+            tokio_tungstenite::connect_async_with_config(request, Some(self.config), true).await?;
         Ok(socket)
     }
 }

@@ -84,6 +84,8 @@ pub struct ServerBuilder {
     max_connections: usize,
     max_calls_in_flight: usize,
     heartbeat: Option<Heartbeat>,
+    #[cfg(feature = "tls")]
+    tls: Option<crate::TlsConfig>,
 }
 
 /// Everything a running server's connections share.
@@ -136,6 +138,8 @@ impl Default for ServerBuilder {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_calls_in_flight: DEFAULT_MAX_CALLS_IN_FLIGHT,
             heartbeat: Some(Heartbeat::default()),
+            #[cfg(feature = "tls")]
+            tls: None,
         }
     }
 }
@@ -300,6 +304,14 @@ impl ServerBuilder {
         self
     }
 
+    /// Serves `wss://` with this certificate (feature `tls`). Each client's
+    /// TLS handshake runs on its own task, within 10 seconds.
+    #[cfg(feature = "tls")]
+    pub fn tls(mut self, config: crate::TlsConfig) -> Self {
+        self.tls = Some(config);
+        self
+    }
+
     /// Never pings clients nor closes silent ones.
     pub fn no_heartbeat(mut self) -> Self {
         self.heartbeat = None;
@@ -359,9 +371,13 @@ impl ServerBuilder {
             Some(addr) => addr.clone(),
             None => std::env::var("WEBMESH_ADDR").unwrap_or_else(|_| DEFAULT_ADDR.to_owned()),
         };
+        #[cfg(feature = "tls")]
+        let tls = self.tls.as_ref().map(crate::TlsConfig::acceptor).transpose()?;
+        #[cfg(not(feature = "tls"))]
+        let tls = None;
         let shared = self.into_shared()?;
         let listener = tokio::net::TcpListener::bind(&addr).await?;
-        Server::new(listener, shared)
+        Server::new(listener, shared, tls)
     }
 
     /// Binds and serves until the process ends; see [`Server::serve`].

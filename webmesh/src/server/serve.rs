@@ -24,7 +24,14 @@ pub struct Server {
     listener: TcpListener,
     local_addr: SocketAddr,
     shared: Arc<Shared>,
+    tls: Option<Acceptor>,
 }
+
+#[cfg(feature = "tls")]
+pub(crate) type Acceptor = tokio_rustls::TlsAcceptor;
+/// Without the `tls` feature there is no acceptor to have.
+#[cfg(not(feature = "tls"))]
+pub(crate) type Acceptor = std::convert::Infallible;
 
 impl Server {
     /// Starts configuring a server.
@@ -32,9 +39,9 @@ impl Server {
         ServerBuilder::default()
     }
 
-    pub(crate) fn new(listener: TcpListener, shared: Shared) -> Result<Self, Error> {
+    pub(crate) fn new(listener: TcpListener, shared: Shared, tls: Option<Acceptor>) -> Result<Self, Error> {
         let local_addr = listener.local_addr()?;
-        Ok(Self { listener, local_addr, shared: Arc::new(shared) })
+        Ok(Self { listener, local_addr, shared: Arc::new(shared), tls })
     }
 
     /// The [`Hub`](crate::Hub) of this server's subscribers.
@@ -69,15 +76,29 @@ impl Server {
         };
         let mut paths: Vec<&str> = self.shared.routes.patterns().iter().map(String::as_str).collect();
         paths.sort_unstable();
-        tracing::info!(addr = %self.local_addr, ?paths, "webmesh listening on ws://{}", self.local_addr);
+        let scheme = if self.tls.is_some() { "wss" } else { "ws" };
+        tracing::info!(addr = %self.local_addr, ?paths, "webmesh listening on {scheme}://{}", self.local_addr);
         let app = super::upgrade::router(self.shared.clone());
-        // Small request/response messages must not wait for Nagle's algorithm.
-        let listener = self.listener.tap_io(|tcp| {
-            let _ = tcp.set_nodelay(true);
-        });
-        axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-            .with_graceful_shutdown(signal)
-            .await?;
+        match self.tls {
+            #[cfg(feature = "tls")]
+            Some(acceptor) => {
+                let listener = crate::tls::TlsListener::new(self.listener, acceptor)?;
+                axum::serve(listener, app.into_make_service_with_connect_info::<crate::tls::TlsPeer>())
+                    .with_graceful_shutdown(signal)
+                    .await?;
+            }
+            #[cfg(not(feature = "tls"))]
+            Some(never) => match never {},
+            None => {
+                // Small request/response messages must not wait for Nagle's algorithm.
+                let listener = self.listener.tap_io(|tcp| {
+                    let _ = tcp.set_nodelay(true);
+                });
+                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+                    .with_graceful_shutdown(signal)
+                    .await?;
+            }
+        }
         // axum is done with HTTP; the upgraded WebSockets are ours to wait for.
         let sessions = &self.shared.sessions;
         sessions.close();
