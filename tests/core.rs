@@ -471,3 +471,39 @@ async fn shutdown_lets_calls_finish_then_closes_with_1001_and_releases_subscript
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn under_load_shutdown_answers_or_fails_every_call_and_never_hangs() {
+    let router = Router::new().on("/work", |ms: u64| async move {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        ms
+    });
+    let server = Server::builder().registered_handlers(false).router(router).addr("127.0.0.1:0").bind().await.unwrap();
+    let url = format!("ws://{}", server.local_addr());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = tokio::spawn(server.serve_with_shutdown(async move {
+        let _ = stopped.await;
+    }));
+    let mut calls = Vec::new();
+    for _ in 0..8 {
+        let client = Client::builder(&url).no_reconnect().connect().await.unwrap();
+        for i in 0..200u64 {
+            let client = client.clone();
+            calls.push(tokio::spawn(async move { client.call::<u64>("/work", &(i % 50)).await }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    stop.send(()).unwrap();
+    let (mut answered, mut failed) = (0, 0);
+    for call in calls {
+        match within(30, call).await.unwrap() {
+            Ok(_) => answered += 1,
+            // Sent but not read before the server stopped reading.
+            Err(Error::Closed(_)) => failed += 1,
+            Err(other) => panic!("an accepted call must be answered or closed, got {other:?}"),
+        }
+    }
+    within(30, serving).await.unwrap().unwrap();
+    assert_eq!(answered + failed, 1600);
+    assert!(answered > 0, "the calls under way were answered");
+}

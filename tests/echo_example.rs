@@ -80,3 +80,60 @@ fn the_chat_example_authorises_joins_and_publishes_to_rooms() {
         ]
     );
 }
+
+#[test]
+fn the_echo_example_keeps_serving_python_while_a_hostile_client_attacks() {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::Arc;
+    let (_echo, port) = start_echo();
+    let stop = Arc::new(AtomicBool::new(false));
+    let attacker = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            // Raw WebSocket frames, masked as clients must: garbage, lies, bombs.
+            let frames: Vec<(u8, Vec<u8>)> = vec![
+                (0x82, vec![0xc1, 0xc1, 0xc1]),
+                (0x82, vec![0xdd, 0xff, 0xff, 0xff, 0xff, 0x01]),
+                (0x81, b"hello there".to_vec()),
+                (0x81, b"deadbeef".to_vec()),
+                (0x82, vec![0x78, 0x9c, 0xff, 0xff]),
+                (0x81, vec![0xff, 0xfe]),
+                (0x81, format!("[1,1,\"/echo\",{}{}]", "[".repeat(5000), "]".repeat(5000)).into_bytes()),
+            ];
+            let mut rounds = 0;
+            while !stop.load(Ordering::Relaxed) {
+                for (opcode, payload) in &frames {
+                    let Ok(mut tcp) = std::net::TcpStream::connect(("127.0.0.1", port)) else { continue };
+                    let _ = tcp.set_read_timeout(Some(Duration::from_secs(2)));
+                    let handshake = "GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                                     Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
+                    let _ = tcp.write_all(handshake.as_bytes());
+                    let mut response = [0u8; 512];
+                    let _ = tcp.read(&mut response);
+                    let mut frame = vec![*opcode];
+                    match payload.len() {
+                        n if n < 126 => frame.push(0x80 | n as u8),
+                        n => {
+                            frame.push(0x80 | 126);
+                            frame.extend((n as u16).to_be_bytes());
+                        }
+                    }
+                    frame.extend([0, 0, 0, 0]); // a zero mask leaves the payload as it is
+                    frame.extend(payload);
+                    let _ = tcp.write_all(&frame);
+                    let _ = tcp.read(&mut response);
+                }
+                rounds += 1;
+            }
+            rounds
+        })
+    };
+    for codec in ["msgpack", "json"] {
+        let seen = run_client_with(port, codec, &["echo-only"]);
+        assert_eq!(seen["echo"], serde_json::json!({"blop": 56}), "{codec}");
+        assert_eq!(seen["unknown"], "Path not found", "{codec}");
+    }
+    stop.store(true, Ordering::Relaxed);
+    assert!(attacker.join().unwrap() > 0, "the attack ran while the Python client was served");
+}
