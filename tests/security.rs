@@ -252,3 +252,28 @@ async fn calls_are_traced_with_path_connection_outcome_and_duration() {
     let failed = line("path=/traced/fails").expect("a span for the failed call");
     assert!(failed.contains("outcome=\"nope\""), "{failed}");
 }
+
+#[tokio::test]
+async fn a_trickled_upgrade_request_is_dropped_and_delays_nobody() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let builder = Server::builder()
+        .registered_handlers(false)
+        .router(Router::new().on("/ping", || async { "pong" }))
+        .upgrade_timeout(Duration::from_millis(300));
+    let server = TestServer::start(builder).await;
+    let mut slow = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    // Half a request head, and then nothing (slowloris).
+    slow.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await.unwrap();
+    assert_eq!(server.client().await.call::<String>("/ping", &()).await.unwrap(), "pong");
+    // The server gives up on it: the connection ends (after at most an error status).
+    let ended = async {
+        let mut buffer = [0u8; 512];
+        loop {
+            match slow.read(&mut buffer).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => continue,
+            }
+        }
+    };
+    within(5, ended).await;
+}

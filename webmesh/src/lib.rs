@@ -104,7 +104,7 @@ pub use routing::Router;
 pub use server::{
     router, serve, AuthError, Connection, DisconnectReason, Handshake, Server, ServerBuilder, DEFAULT_ADDR,
     DEFAULT_EVENT_QUEUE, DEFAULT_MAX_CALLS_IN_FLIGHT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_OUTBOUND_QUEUE, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_OUTBOUND_QUEUE, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_UPGRADE_TIMEOUT,
 };
 #[cfg(feature = "tls")]
 pub use tls::{ClientTls, TlsConfig};

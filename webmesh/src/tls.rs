@@ -180,16 +180,6 @@ impl std::fmt::Debug for ClientTls {
     }
 }
 
-/// The address of a TLS client, as connect info.
-#[derive(Debug, Clone, Copy)]
-pub(crate) struct TlsPeer(pub(crate) SocketAddr);
-
-impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>> for TlsPeer {
-    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
-        TlsPeer(*stream.remote_addr())
-    }
-}
-
 /// Accepts TCP connections and hands on those whose TLS handshake completed,
 /// each handshake on its own task and within a time limit, so that a slow
 /// or silent client delays nobody.

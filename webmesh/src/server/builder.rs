@@ -46,6 +46,9 @@ pub const DEFAULT_MAX_CONNECTIONS: usize = 10_000;
 /// The default of [`ServerBuilder::max_calls_in_flight`]: 1024 per connection.
 pub const DEFAULT_MAX_CALLS_IN_FLIGHT: usize = 1024;
 
+/// The default of [`ServerBuilder::upgrade_timeout`]: 10 seconds.
+pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The default of [`ServerBuilder::event_queue`]: 1024 events.
 pub const DEFAULT_EVENT_QUEUE: usize = 1024;
 
@@ -84,6 +87,7 @@ pub struct ServerBuilder {
     max_connections: usize,
     max_calls_in_flight: usize,
     heartbeat: Option<Heartbeat>,
+    upgrade_timeout: Duration,
     #[cfg(feature = "tls")]
     tls: Option<crate::TlsConfig>,
 }
@@ -114,6 +118,7 @@ pub(crate) struct Shared {
     pub(crate) connections: Arc<Semaphore>,
     pub(crate) max_calls_in_flight: usize,
     pub(crate) heartbeat: Option<Heartbeat>,
+    pub(crate) upgrade_timeout: Duration,
 }
 
 impl Default for ServerBuilder {
@@ -138,6 +143,7 @@ impl Default for ServerBuilder {
             max_connections: DEFAULT_MAX_CONNECTIONS,
             max_calls_in_flight: DEFAULT_MAX_CALLS_IN_FLIGHT,
             heartbeat: Some(Heartbeat::default()),
+            upgrade_timeout: DEFAULT_UPGRADE_TIMEOUT,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -312,6 +318,14 @@ impl ServerBuilder {
         self
     }
 
+    /// How long a client may take to send its HTTP upgrade request (default
+    /// [`DEFAULT_UPGRADE_TIMEOUT`]); one that trickles it (slowloris) is
+    /// dropped, without delaying anyone else.
+    pub fn upgrade_timeout(mut self, timeout: Duration) -> Self {
+        self.upgrade_timeout = timeout;
+        self
+    }
+
     /// Never pings clients nor closes silent ones.
     pub fn no_heartbeat(mut self) -> Self {
         self.heartbeat = None;
@@ -425,6 +439,7 @@ impl ServerBuilder {
             connections: Arc::new(Semaphore::new(self.max_connections)),
             max_calls_in_flight: self.max_calls_in_flight,
             heartbeat: self.heartbeat,
+            upgrade_timeout: self.upgrade_timeout,
         })
     }
 }

@@ -5,6 +5,7 @@ mod builder;
 mod connection;
 mod dispatch;
 mod hooks;
+mod http;
 mod serve;
 mod session;
 mod subscriptions;
@@ -14,6 +15,7 @@ pub use admission::{AuthError, Handshake};
 pub use builder::{
     ServerBuilder, DEFAULT_ADDR, DEFAULT_EVENT_QUEUE, DEFAULT_MAX_CALLS_IN_FLIGHT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SHUTDOWN_TIMEOUT,
+    DEFAULT_UPGRADE_TIMEOUT,
 };
 pub use connection::Connection;
 pub use hooks::DisconnectReason;

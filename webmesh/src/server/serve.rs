@@ -79,13 +79,12 @@ impl Server {
         let scheme = if self.tls.is_some() { "wss" } else { "ws" };
         tracing::info!(addr = %self.local_addr, ?paths, "webmesh listening on {scheme}://{}", self.local_addr);
         let app = super::upgrade::router(self.shared.clone());
+        let head_timeout = self.shared.upgrade_timeout;
         match self.tls {
             #[cfg(feature = "tls")]
             Some(acceptor) => {
                 let listener = crate::tls::TlsListener::new(self.listener, acceptor)?;
-                axum::serve(listener, app.into_make_service_with_connect_info::<crate::tls::TlsPeer>())
-                    .with_graceful_shutdown(signal)
-                    .await?;
+                super::http::serve(listener, app, signal, head_timeout).await;
             }
             #[cfg(not(feature = "tls"))]
             Some(never) => match never {},
@@ -94,12 +93,10 @@ impl Server {
                 let listener = self.listener.tap_io(|tcp| {
                     let _ = tcp.set_nodelay(true);
                 });
-                axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                    .with_graceful_shutdown(signal)
-                    .await?;
+                super::http::serve(listener, app, signal, head_timeout).await;
             }
         }
-        // axum is done with HTTP; the upgraded WebSockets are ours to wait for.
+        // No new connections; the upgraded WebSockets are ours to wait for.
         let sessions = &self.shared.sessions;
         sessions.close();
         let grace = self.shared.shutdown_timeout + std::time::Duration::from_secs(1);

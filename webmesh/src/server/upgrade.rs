@@ -20,8 +20,6 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
 
 async fn upgrade(State(shared): State<Arc<Shared>>, request: Request) -> Response {
     let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
-    #[cfg(feature = "tls")]
-    let peer = peer.or_else(|| request.extensions().get::<ConnectInfo<crate::tls::TlsPeer>>().map(|info| (info.0).0));
     let (mut parts, _body) = request.into_parts();
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws,
