@@ -36,6 +36,31 @@ pub fn decode_call<T: serde::de::DeserializeOwned>(text: bool, bytes: Bytes) -> 
     }
 }
 
+/// Decodes any frame the way the server does, then its payload: what the
+/// fuzz targets drive. Never panics, whatever the input.
+pub fn decode_anything(text: bool, bytes: &[u8], max_size: usize) {
+    let frame = if text {
+        match std::str::from_utf8(bytes) {
+            Ok(text) => Frame::text(text.to_owned()),
+            // The WebSocket layer rejects such text frames before webmesh.
+            Err(_) => return,
+        }
+    } else {
+        Frame::Binary(Bytes::copy_from_slice(bytes))
+    };
+    let Ok(format) = WireFormat::detect(&frame) else { return };
+    if let Ok(incoming) = format.decode(frame, max_size) {
+        use protocol::Incoming::*;
+        let payload = match incoming {
+            Call { payload, .. } | Emit { payload, .. } | Reply { payload, .. } | Push { payload, .. } => payload,
+            Legacy { payload, .. } | Publish { payload, .. } | Event { payload, .. } => payload,
+            Subscribe { options, .. } => options,
+            Error { .. } | Unsubscribe { .. } | Lagged { .. } => return,
+        };
+        let _ = payload.deserialize::<serde_json::Value>();
+    }
+}
+
 /// zlib with the reused per-thread state.
 pub fn compress(bytes: &[u8]) -> Vec<u8> {
     protocol::compress(bytes)

@@ -93,6 +93,29 @@ impl Dialer {
 mod tests {
     use super::*;
 
+    #[tokio::test]
+    async fn dialed_sockets_have_nagle_off() {
+        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let _socket = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            tokio::time::sleep(Duration::from_secs(5)).await;
+        });
+        let dialer = Dialer {
+            request: format!("ws://{addr}").into_client_request().unwrap(),
+            config: WebSocketConfig::default(),
+            #[cfg(feature = "tls")]
+            tls: None,
+        };
+        let socket = dialer.dial().await.unwrap();
+        match socket.get_ref() {
+            tokio_tungstenite::MaybeTlsStream::Plain(tcp) => assert!(tcp.nodelay().unwrap()),
+            _ => panic!("a plain socket for ws://"),
+        }
+    }
+
     #[test]
     fn backoff_doubles_up_to_the_cap_with_at_most_half_jitter() {
         let policy = Reconnect { initial_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };

@@ -88,13 +88,7 @@ impl Server {
             }
             #[cfg(not(feature = "tls"))]
             Some(never) => match never {},
-            None => {
-                // Small request/response messages must not wait for Nagle's algorithm.
-                let listener = self.listener.tap_io(|tcp| {
-                    let _ = tcp.set_nodelay(true);
-                });
-                super::http::serve(listener, app, signal, head_timeout).await;
-            }
+            None => super::http::serve(without_nagle(self.listener), app, signal, head_timeout).await,
         }
         // No new connections; the upgraded WebSockets are ours to wait for.
         let sessions = &self.shared.sessions;
@@ -105,6 +99,13 @@ impl Server {
         }
         Ok(())
     }
+}
+
+/// Small request/response messages must not wait for Nagle's algorithm.
+fn without_nagle(listener: TcpListener) -> impl axum::serve::Listener<Io = tokio::net::TcpStream, Addr = SocketAddr> {
+    listener.tap_io(|tcp| {
+        let _ = tcp.set_nodelay(true);
+    })
 }
 
 impl std::fmt::Debug for Server {
@@ -154,5 +155,22 @@ pub fn router() -> axum::Router {
     match Server::builder().into_router() {
         Ok(router) => router,
         Err(e) => panic!("{e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use axum::serve::Listener;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_have_nagle_off() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let mut listener = without_nagle(listener);
+        let _client = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (accepted, _) = listener.accept().await;
+        assert!(accepted.nodelay().unwrap());
     }
 }
