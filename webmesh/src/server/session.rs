@@ -269,9 +269,10 @@ async fn write(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receive
         loop {
             while let Some(item) = next.take().or_else(|| queue.try_recv().ok()) {
                 let sent = match item {
-                    Outbound::Frame(frame) => sink.feed(frame.into()).await,
+                    Outbound::Frame(frame) => sink.feed((*frame).into()).await,
                     Outbound::Ping => sink.feed(Message::Ping(Default::default())).await,
-                    Outbound::Close { code, reason } => {
+                    Outbound::Close(close) => {
+                        let (code, reason) = *close;
                         let _ = sink.send(Message::Close(Some(CloseFrame { code, reason: reason.into() }))).await;
                         return;
                     }
