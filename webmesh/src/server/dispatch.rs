@@ -56,18 +56,18 @@ pub(crate) async fn dispatch(
         tracing::debug!(outcome, elapsed_us = started.elapsed().as_micros() as u64, "handled");
     }
     let frame = match (mode, &reply.0) {
-        (Mode::Call(id), ReplyKind::Value(data)) => encode(&conn, &format, &Envelope::Reply { id, data }),
-        (Mode::Call(id), ReplyKind::Error(error)) => encode(&conn, &format, &Envelope::error(id, error)),
+        (Mode::Call(id), ReplyKind::Value(data)) => Some(encode(&conn, &format, &Envelope::Reply { id, data })),
+        (Mode::Call(id), ReplyKind::Error(error)) => Some(encode(&conn, &format, &Envelope::error(id, error))),
         (Mode::Emit, ReplyKind::Error(error)) => {
             tracing::debug!(path = %path, %error, "emit failed");
             None
         }
         (Mode::Emit, ReplyKind::Value(_)) => None,
         (Mode::Legacy, ReplyKind::Value(data)) if is_nil(data) => None,
-        (Mode::Legacy, ReplyKind::Value(data)) => encode(&conn, &format, &Envelope::Push { path: &path, data }),
+        (Mode::Legacy, ReplyKind::Value(data)) => Some(encode(&conn, &format, &Envelope::Push { path: &path, data })),
         (Mode::Legacy, ReplyKind::Error(error)) => {
             let data = LegacyError { error: error.code(), message: error.message() };
-            encode(&conn, &format, &Envelope::Push { path: &path, data: &data })
+            Some(encode(&conn, &format, &Envelope::Push { path: &path, data: &data }))
         }
     };
     let frame = match (frame, mode) {
@@ -76,8 +76,8 @@ pub(crate) async fn dispatch(
         (Some(Err(e)), Mode::Call(id)) => {
             tracing::error!(path = %path, "{e}");
             match encode(&conn, &format, &Envelope::error(id, &CallError::internal(e))) {
-                Some(Ok(frame)) => frame,
-                _ => return,
+                Ok(frame) => frame,
+                Err(_) => return,
             }
         }
         (Some(Err(e)), _) => {
@@ -89,10 +89,16 @@ pub(crate) async fn dispatch(
     let _ = conn.send(frame).await;
 }
 
-/// Answers a call whose envelope was unusable beyond its id.
-pub(crate) async fn reject(conn: &Connection, id: u64, message: String) {
-    let error = CallError::new(CallError::BAD_REQUEST, message);
-    if let Some(Ok(frame)) = encode(conn, &conn.format(), &Envelope::error(id, &error)) {
+/// Answers call `id` with an empty reply, or with `error`; used where there
+/// is nothing to send but the outcome (subscriptions, publications, calls
+/// whose envelope was unusable beyond its id).
+pub(crate) async fn answer(conn: &Connection, format: &WireFormat, id: u64, outcome: Result<(), CallError>) {
+    let frame = match &outcome {
+        Ok(()) => encode(conn, format, &Envelope::Reply { id, data: &() }),
+        Err(error) => encode(conn, format, &Envelope::error(id, error)),
+    };
+    if let Ok(frame) = frame {
+        // The client may be gone by now; nothing is left to tell it.
         let _ = conn.send(frame).await;
     }
 }
@@ -101,8 +107,8 @@ fn encode<T: Serialize + ?Sized>(
     conn: &Connection,
     format: &WireFormat,
     envelope: &Envelope<'_, T>,
-) -> Option<Result<Frame, String>> {
-    Some(format.encode(envelope, conn.compression()).map_err(|e| e.to_string()))
+) -> Result<Frame, String> {
+    format.encode(envelope, conn.compression()).map_err(|e| e.to_string())
 }
 
 /// The error of a 0.1.2 exchange, which has no error envelope.

@@ -20,6 +20,7 @@ use super::subscriptions;
 use super::{Connection, DisconnectReason, Shared};
 use crate::heartbeat::{Beat, Liveness};
 use crate::protocol::{Codec, DecodeError, Envelope, Frame, Incoming, WireFormat};
+use crate::CallError;
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
 
@@ -191,7 +192,8 @@ async fn read(
             }
             Ok((_, _)) => return violation(close_code::PROTOCOL, "a client sent a message only servers send".into()),
             Err(DecodeError::BadCall { id, message }) => {
-                super::dispatch::reject(conn, id, message).await;
+                let error = CallError::new(CallError::BAD_REQUEST, message);
+                super::dispatch::answer(conn, &conn.format(), id, Err(error)).await;
                 continue;
             }
             Err(e) => {

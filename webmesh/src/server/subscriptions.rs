@@ -3,10 +3,11 @@
 
 use std::sync::Arc;
 
+use super::dispatch::answer;
 use super::{Connection, Shared};
 use crate::extract::CallParts;
 use crate::handler::ReplyKind;
-use crate::protocol::{Envelope, WireFormat};
+use crate::protocol::WireFormat;
 use crate::pubsub::{validate_topic, SubscribeOptions, TopicPattern};
 use crate::routing::RouteTable;
 use crate::{CallError, Payload};
@@ -83,15 +84,5 @@ async fn authorise(
     match handler.call(parts, payload).await.0 {
         ReplyKind::Error(error) => Err(error),
         ReplyKind::Value(_) => Ok(()),
-    }
-}
-
-async fn answer(conn: &Connection, format: &WireFormat, id: u64, result: Result<(), CallError>) {
-    let frame = match &result {
-        Ok(()) => format.encode(&Envelope::Reply { id, data: &() }, conn.compression()),
-        Err(error) => format.encode(&Envelope::error(id, error), conn.compression()),
-    };
-    if let Ok(frame) = frame {
-        let _ = conn.send(frame).await;
     }
 }
