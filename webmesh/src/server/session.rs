@@ -97,6 +97,10 @@ const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 /// Why reading ended, and the close frame to send, if not a normal one.
 type Ending = (DisconnectReason, Option<(u16, String)>);
 
+fn shutting_down() -> Ending {
+    (DisconnectReason::Shutdown, Some((close_code::GOING_AWAY, "server shutting down".into())))
+}
+
 async fn read(
     mut stream: SplitStream<WebSocket>,
     conn: &Connection,
@@ -115,9 +119,7 @@ async fn read(
         // the peer's socket, not in this server's memory.
         let permit = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|down| *down) => {
-                return (DisconnectReason::Shutdown, Some((close_code::GOING_AWAY, "server shutting down".into())));
-            }
+            _ = shutdown.wait_for(|down| *down) => return shutting_down(),
             permit = in_flight.clone().acquire_owned() => match permit {
                 Ok(permit) => permit,
                 Err(_) => return (DisconnectReason::Gone, None),
@@ -125,9 +127,7 @@ async fn read(
         };
         let next = tokio::select! {
             biased;
-            _ = shutdown.wait_for(|down| *down) => {
-                return (DisconnectReason::Shutdown, Some((close_code::GOING_AWAY, "server shutting down".into())));
-            }
+            _ = shutdown.wait_for(|down| *down) => return shutting_down(),
             () = &mut timer => {
                 match liveness.beat() {
                     Beat::Wait => {}
