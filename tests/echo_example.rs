@@ -9,34 +9,10 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use common::python::{run_client_with, Killed};
-
-/// `target/debug`, where `cargo test` put the example.
-fn build_dir() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(|deps| deps.parent()).unwrap().to_path_buf()
-}
+use common::start_example_with as start_example;
 
 fn start_echo() -> (Killed, u16) {
     start_example("echo", &[])
-}
-
-fn start_example(name: &str, args: &[&str]) -> (Killed, u16) {
-    let example = build_dir().join("examples").join(name);
-    assert!(example.exists(), "{} is missing: cargo test builds it", example.display());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = Command::new(example)
-        .args(args)
-        .env("WEBMESH_ADDR", format!("127.0.0.1:{port}"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let started = Instant::now();
-    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "the {name} example did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    (Killed(child), port)
 }
 
 #[test]

@@ -58,6 +58,39 @@ impl Drop for TestServer {
 
 pub type Raw = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// `target/debug`, where `cargo test` put the examples.
+fn build_dir() -> std::path::PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(|deps| deps.parent()).unwrap().to_path_buf()
+}
+
+/// Starts example `name` on a free port and waits until it listens.
+pub fn start_example(name: &str) -> (python::Killed, u16) {
+    start_example_with(name, &[])
+}
+
+/// Starts example `name` with `args` on a free port and waits until it listens.
+pub fn start_example_with(name: &str, args: &[&str]) -> (python::Killed, u16) {
+    use std::process::{Command, Stdio};
+    use std::time::Instant;
+    let example = build_dir().join("examples").join(name);
+    assert!(example.exists(), "{} is missing: cargo test builds it", example.display());
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(example)
+        .args(args)
+        .env("WEBMESH_ADDR", format!("127.0.0.1:{port}"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the {name} example did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (python::Killed(child), port)
+}
+
 /// Fails the test instead of hanging it when `future` does not finish.
 pub async fn within<F: std::future::Future>(secs: u64, future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), future).await.expect("timed out")

@@ -3,6 +3,7 @@
 usage: server.py msgpack|json
 """
 import sys
+import time
 
 from webmesh.message_serializers import MessagePackSerializer, StandardJsonSerializer
 from webmesh.webmesh_server import WebMeshServer
@@ -20,6 +21,12 @@ def echo(payload, path, client):
 @server.on("/inc")
 def inc(payload, path, client):
     count["n"] += 1
+
+
+@server.on("/delay")
+def delay(payload, path, client):
+    time.sleep(payload["sleep"])
+    return payload["n"]
 
 
 @server.on("/getinc")

@@ -27,8 +27,8 @@ pub enum Error {
         /// The path that was called.
         path: String,
     },
-    /// A payload did not decode into the expected type: the request's on the
-    /// server, or the reply's on the client.
+    /// The server refused the request's payload: it did not decode into the
+    /// type the handler takes. The handler did not run.
     #[error("invalid payload at `{field}`: {message}")]
     BadPayload {
         /// The path to the offending field (`.` for the payload itself).
@@ -36,20 +36,46 @@ pub enum Error {
         /// What was wrong with it.
         message: String,
     },
+    /// What the server sent (a reply, an event or a push) did not decode
+    /// into the type asked for here. For a call, the handler ran.
+    #[error("cannot decode what the server sent, at `{field}`: {message}")]
+    Decode {
+        /// The path to the offending field (`.` for the data itself).
+        field: String,
+        /// What was wrong with it.
+        message: String,
+    },
     /// The handler answered with an error.
     #[error("handler error {0}")]
     Handler(CallError),
-    /// A subscription lost this many events because its subscriber did not
-    /// keep up; the events after it follow the gap.
-    #[error("{missed} events were lost because the subscriber fell behind")]
+    /// A subscription lost events: its subscriber did not keep up
+    /// (`missed` counts them), or the connection was re-established and
+    /// events published meanwhile may be lost (`missed` is `None`: unknown).
+    /// The events after it follow the gap.
+    #[error("{}", match .missed {
+        Some(n) => format!("{n} events were lost because the subscriber fell behind"),
+        None => "events may have been lost while the connection was re-established".to_owned(),
+    })]
     Lagged {
-        /// How many events were lost.
-        missed: u64,
+        /// How many events were lost, when known.
+        missed: Option<u64>,
     },
-    /// No reply came in time.
+    /// The message is larger than the server accepts
+    /// ([`ClientBuilder::max_message_size`](crate::ClientBuilder::max_message_size)):
+    /// it was not sent, and the connection is unharmed.
+    #[error("the message is {size} bytes, over the limit of {limit}; it was not sent")]
+    TooLarge {
+        /// Its size, before compression.
+        size: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// No reply came in time. The call may have run: it is never sent after
+    /// this is returned, but it may have been sent before.
     #[error("no reply within {0:?}")]
     Timeout(Duration),
-    /// The connection is closed, or closed before the reply came.
+    /// The connection is closed, or closed before the reply came. The
+    /// message says whether a call may have run.
     #[error("connection closed{}", .0.as_deref().map(|r| format!(": {r}")).unwrap_or_default())]
     Closed(Option<String>),
     /// The peer broke the protocol, or a message could not be encoded.
@@ -87,9 +113,10 @@ impl Error {
     }
 }
 
+/// Data received that did not decode: [`Error::Decode`].
 impl From<crate::PayloadError> for Error {
     fn from(err: crate::PayloadError) -> Self {
-        Error::BadPayload { field: err.field().to_owned(), message: err.message().to_owned() }
+        Error::Decode { field: err.field().to_owned(), message: err.message().to_owned() }
     }
 }
 

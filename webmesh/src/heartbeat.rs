@@ -56,9 +56,9 @@ impl Liveness {
     /// When to look again; far away when heartbeats are off.
     pub(crate) fn deadline(&self) -> Instant {
         match (self.heartbeat, self.pinged) {
-            (None, _) => self.heard + Duration::from_secs(86_400 * 365),
-            (Some(h), None) => self.heard + h.interval,
-            (Some(h), Some(pinged)) => pinged + h.timeout,
+            (None, _) => crate::deadline::far_future(),
+            (Some(h), None) => crate::deadline::saturating_add(self.heard, h.interval),
+            (Some(h), Some(pinged)) => crate::deadline::saturating_add(pinged, h.timeout),
         }
     }
 
@@ -97,5 +97,12 @@ mod tests {
         assert_eq!(liveness.beat(), Beat::Ping);
         tokio::time::advance(Duration::from_secs(20)).await;
         assert_eq!(liveness.beat(), Beat::Dead);
+    }
+
+    #[tokio::test]
+    async fn a_heartbeat_of_duration_max_never_fires_and_never_overflows() {
+        let mut liveness = Liveness::new(Some(Heartbeat { interval: Duration::MAX, timeout: Duration::MAX }));
+        assert!(liveness.deadline() > Instant::now());
+        assert_eq!(liveness.beat(), Beat::Wait);
     }
 }

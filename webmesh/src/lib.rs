@@ -74,6 +74,7 @@
 pub mod __bench;
 mod call_error;
 mod client;
+mod deadline;
 mod error;
 pub mod extract;
 mod handler;
@@ -92,7 +93,7 @@ pub mod blocking;
 pub use call_error::{CallError, IntoCallError};
 pub use client::{
     Client, ClientBuilder, ConnectionState, Event, Push, Pushes, Reconnect, Subscription, WhileDisconnected,
-    DEFAULT_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_OUTBOUND_BUFFER, DEFAULT_TIMEOUT,
 };
 pub use error::Error;
 pub use extract::State;

@@ -1,13 +1,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::tungstenite::http::{HeaderName, HeaderValue};
+use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
+use super::dial::{Dialer, HeaderProvider, DEFAULT_CONNECT_TIMEOUT};
 use super::driver::Link;
 use super::handle::Client;
-use super::reconnect::{Dialer, Reconnect, WhileDisconnected};
+use super::reconnect::{Reconnect, WhileDisconnected};
 use super::shared::ClientShared;
 use crate::heartbeat::Heartbeat;
 use crate::protocol::{codec_subprotocol, Codec, Compression, LegacyFormat, WireFormat};
@@ -15,6 +15,9 @@ use crate::Error;
 
 /// The default per-call timeout: 30 seconds.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The default bound of the bytes waiting to be written: 8 MiB.
+pub const DEFAULT_OUTBOUND_BUFFER: usize = 8 << 20;
 
 /// Configures a [`Client`]: codec, legacy mode, timeout and limits.
 ///
@@ -36,7 +39,10 @@ pub struct ClientBuilder {
     timeout: Duration,
     compression: Compression,
     max_message_size: usize,
+    outbound_buffer: usize,
+    connect_timeout: Duration,
     headers: Vec<(String, String)>,
+    header_provider: Option<HeaderProvider>,
     heartbeat: Option<Heartbeat>,
     reconnect: Option<Reconnect>,
     while_disconnected: WhileDisconnected,
@@ -52,7 +58,10 @@ impl ClientBuilder {
             timeout: DEFAULT_TIMEOUT,
             compression: Compression::default(),
             max_message_size: crate::server::DEFAULT_MAX_MESSAGE_SIZE,
+            outbound_buffer: DEFAULT_OUTBOUND_BUFFER,
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             headers: Vec::new(),
+            header_provider: None,
             heartbeat: Some(Heartbeat::default()),
             reconnect: Some(Reconnect::default()),
             while_disconnected: WhileDisconnected::default(),
@@ -90,7 +99,8 @@ impl ClientBuilder {
         self
     }
 
-    /// How long a call waits for its reply by default (default [`DEFAULT_TIMEOUT`]).
+    /// How long a call waits for its reply by default (default
+    /// [`DEFAULT_TIMEOUT`]; `Duration::MAX`: no limit).
     pub fn timeout(mut self, timeout: Duration) -> Self {
         self.timeout = timeout;
         self
@@ -103,9 +113,30 @@ impl ClientBuilder {
         self
     }
 
-    /// The largest message accepted from the server, after decompression.
+    /// The largest message sent to or accepted from the server, before
+    /// compression (default 8 MiB, the server's default
+    /// [`DEFAULT_MAX_MESSAGE_SIZE`](crate::DEFAULT_MAX_MESSAGE_SIZE)).
+    ///
+    /// A server closes the connection on a message over its limit, failing
+    /// every call on it; set this to the server's limit so that a larger
+    /// call or emit is refused here instead, with [`Error::TooLarge`].
     pub fn max_message_size(mut self, bytes: usize) -> Self {
         self.max_message_size = bytes;
+        self
+    }
+
+    /// How many bytes of messages may wait to be written (default
+    /// [`DEFAULT_OUTBOUND_BUFFER`]). When they are written more slowly than
+    /// they are made, `call`, `emit` and `publish` wait for room.
+    pub fn outbound_buffer(mut self, bytes: usize) -> Self {
+        self.outbound_buffer = bytes;
+        self
+    }
+
+    /// The time limit of one attempt to connect: TCP, TLS and the WebSocket
+    /// upgrade (default 10 s). Reconnection attempts have it too.
+    pub fn connect_timeout(mut self, timeout: Duration) -> Self {
+        self.connect_timeout = timeout;
         self
     }
 
@@ -162,6 +193,29 @@ impl ClientBuilder {
         self
     }
 
+    /// Sends headers computed anew for each connection request, the first
+    /// and each reconnection, e.g. credentials that are renewed.
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), webmesh::Error> {
+    /// # fn current_token() -> String { String::new() }
+    /// let client = webmesh::Client::builder("ws://127.0.0.1:4269")
+    ///     .headers_with(|| vec![("authorization".into(), format!("Bearer {}", current_token()))])
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn headers_with(mut self, headers: impl Fn() -> Vec<(String, String)> + Send + Sync + 'static) -> Self {
+        self.header_provider = Some(Arc::new(headers));
+        self
+    }
+
+    /// Sends `Authorization: Bearer <token>`, asking `token` for it anew at
+    /// each connection request; see [`headers_with`](Self::headers_with).
+    pub fn bearer_token_with(self, token: impl Fn() -> String + Send + Sync + 'static) -> Self {
+        self.headers_with(move || vec![("authorization".to_owned(), format!("Bearer {}", token()))])
+    }
+
     /// Sends an HTTP header with the connection request, e.g. for a server's
     /// authentication hook.
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
@@ -186,13 +240,7 @@ impl ClientBuilder {
     /// connection limit) makes this fail with [`Error::Refused`], carrying
     /// the HTTP status and the server's message.
     pub async fn connect(self) -> Result<Client, Error> {
-        let mut request = self.url.as_str().into_client_request().map_err(|e| Error::Config(e.to_string()))?;
-        for (name, value) in &self.headers {
-            let name =
-                HeaderName::from_bytes(name.as_bytes()).map_err(|e| Error::Config(format!("header {name}: {e}")))?;
-            let value = HeaderValue::from_str(value).map_err(|e| Error::Config(format!("header {name}: {e}")))?;
-            request.headers_mut().append(name, value);
-        }
+        let mut request = Dialer::request(&self.url, &self.headers)?;
         if let WireFormat::Custom(codec) = &self.format {
             let protocol = HeaderValue::from_str(&codec_subprotocol(codec.as_ref()))
                 .map_err(|e| Error::Config(format!("codec name: {e}")))?;
@@ -209,6 +257,8 @@ impl ClientBuilder {
         let dialer = Dialer {
             request,
             config,
+            timeout: self.connect_timeout,
+            headers: self.header_provider,
             #[cfg(feature = "tls")]
             tls,
         };
@@ -218,6 +268,7 @@ impl ClientBuilder {
             self.compression,
             self.timeout,
             self.max_message_size,
+            self.outbound_buffer,
             self.while_disconnected,
         ));
         Ok(Client::start(socket, shared, Link { heartbeat: self.heartbeat, reconnect: self.reconnect, dialer }))

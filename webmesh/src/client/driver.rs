@@ -1,5 +1,12 @@
 //! The connection task: writes queued frames, reads and routes the server's,
 //! keeps the connection alive, and reconnects when it drops.
+//!
+//! Reading never waits on writing: the reader and the writer are two
+//! futures polled side by side, so a server that stops reading until its
+//! replies are read (as webmesh's does at its in-flight limit) always gets
+//! them read. The task only moves bytes: user code (push handlers) runs
+//! where its panic is caught, and however the task ends, a guard fails every
+//! waiting call and ends every stream.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,11 +14,14 @@ use std::time::Duration;
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::net::TcpStream;
-use tokio::sync::mpsc;
+use tokio::sync::Notify;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 
-use super::reconnect::{ConnectionState, Dialer, Reconnect};
+use super::dial::Dialer;
+use super::reconnect::{ConnectionState, Reconnect};
 use super::shared::ClientShared;
 use crate::heartbeat::{Beat, Heartbeat, Liveness};
 use crate::protocol::{Envelope, Frame};
@@ -20,12 +30,6 @@ use crate::protocol::{Envelope, Frame};
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub(crate) type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
-
-/// A frame waiting to be written, and the call it belongs to, if any.
-pub(crate) struct Queued {
-    pub(crate) id: Option<u64>,
-    pub(crate) frame: Frame,
-}
 
 /// How the connection is kept: heartbeats, and how to open it again.
 pub(crate) struct Link {
@@ -43,77 +47,121 @@ enum Ended {
     Dropped(String),
 }
 
+/// Closes the client however the task ends, a panic or a runtime shutting
+/// down included, so that no caller or stream waits for a dead task.
+struct CloseOnExit<'a> {
+    shared: &'a ClientShared,
+    reason: Option<String>,
+}
+
+impl Drop for CloseOnExit<'_> {
+    fn drop(&mut self) {
+        let reason = self.reason.take().unwrap_or_else(|| "the client's connection task ended".to_owned());
+        self.shared.close(Some(reason));
+    }
+}
+
 /// Runs until the client is closed, reconnecting as `link` allows.
-pub(crate) async fn drive(
-    mut socket: Socket,
-    mut queue: mpsc::Receiver<Queued>,
-    shared: Arc<ClientShared>,
-    link: Link,
-) {
+pub(crate) async fn drive(mut socket: Socket, shared: Arc<ClientShared>, link: Link) {
+    let mut exit = CloseOnExit { shared: &shared, reason: None };
     let reason = loop {
-        let reason = match connection(socket, &mut queue, &shared, link.heartbeat).await {
-            Ended::ByClient(reason) => break Some(reason),
+        let reason = match connection(socket, &shared, link.heartbeat).await {
+            Ended::ByClient(reason) => break reason,
             Ended::Dropped(reason) => reason,
         };
         tracing::debug!(reason, "client connection dropped");
-        let Some(policy) = link.reconnect else { break Some(reason) };
+        let Some(policy) = link.reconnect else { break reason };
         shared.connection_lost(&reason);
-        match reconnect(&mut queue, &shared, &link.dialer, policy).await {
+        match reconnect(&shared, &link.dialer, policy, reason).await {
             Some(next) => socket = next,
-            None => break Some(reason),
+            None => break shared.stop_reason(),
         }
     };
-    // Refuse new calls before failing the waiting ones, so none is left hanging.
-    drop(queue);
-    shared.close(reason);
+    exit.reason = Some(reason);
 }
 
 /// Dials until connected, or until the client is closed meanwhile (`None`).
-async fn reconnect(
-    queue: &mut mpsc::Receiver<Queued>,
-    shared: &ClientShared,
-    dialer: &Dialer,
-    policy: Reconnect,
-) -> Option<Socket> {
+async fn reconnect(shared: &ClientShared, dialer: &Dialer, policy: Reconnect, dropped: String) -> Option<Socket> {
+    let mut last_error = Some(dropped);
     for attempt in 1u32.. {
-        shared.state.send_replace(ConnectionState::Reconnecting { attempt });
-        tokio::select! {
-            () = tokio::time::sleep(policy.delay(attempt)) => {}
-            () = shared.close_requested.notified() => return None,
-        }
-        if queue.is_closed() {
-            // Every handle is gone: nobody is left to reconnect for.
-            return None;
-        }
-        match dialer.dial().await {
-            Ok(mut socket) => {
-                // Subscriptions first, so that no event after them is missed.
-                for (id, pattern, options) in shared.subscriptions.snapshot() {
-                    let envelope = Envelope::Subscribe { id, pattern: &pattern, data: &options };
-                    if let Ok(frame) = shared.format.encode(&envelope, shared.compression) {
-                        let _ = socket.feed(Message::from(frame)).await;
-                    }
-                }
-                if socket.flush().await.is_ok() {
-                    shared.state.send_replace(ConnectionState::Connected);
-                    tracing::debug!(attempt, "client reconnected");
-                    return Some(socket);
-                }
+        shared.state.send_replace(ConnectionState::Reconnecting { attempt, last_error: last_error.take() });
+        let dialled = async {
+            tokio::time::sleep(policy.delay(attempt)).await;
+            let mut socket = dialer.dial().await?;
+            resubscribe(shared, &mut socket).await?;
+            Ok::<_, crate::Error>(socket)
+        };
+        let dialled = tokio::select! {
+            dialled = dialled => dialled,
+            () = shared.stop.cancelled() => return None,
+        };
+        match dialled {
+            Ok(socket) => {
+                // Events published while disconnected are lost: say so
+                // before the first event of the new connection.
+                shared.subscriptions.interrupted();
+                shared.generation.send_modify(|g| *g += 1);
+                shared.state.send_replace(ConnectionState::Connected);
+                tracing::debug!(attempt, "client reconnected");
+                return Some(socket);
             }
-            Err(e) => tracing::debug!(attempt, "reconnecting failed: {e}"),
+            Err(e) => {
+                tracing::debug!(attempt, "reconnecting failed: {e}");
+                last_error = Some(e.to_string());
+            }
         }
     }
     None
 }
 
+/// Makes every subscription again on a new connection, before anything else
+/// is sent, so that no event after them is missed.
+async fn resubscribe(shared: &ClientShared, socket: &mut Socket) -> Result<(), crate::Error> {
+    for (id, pattern, options) in shared.subscriptions.snapshot() {
+        let envelope = Envelope::Subscribe { id, pattern: &pattern, data: &options };
+        let frame = shared.format.encode(&envelope, shared.compression).map_err(|e| crate::Error::Protocol(e.0))?;
+        socket.feed(Message::from(frame)).await?;
+    }
+    socket.flush().await?;
+    Ok(())
+}
+
 /// Serves one connection until it ends.
-async fn connection(
-    socket: Socket,
-    queue: &mut mpsc::Receiver<Queued>,
+async fn connection(socket: Socket, shared: &ClientShared, heartbeat: Option<Heartbeat>) -> Ended {
+    let generation = *shared.generation.borrow();
+    let (mut sink, stream) = socket.split();
+    let ping = Notify::new();
+    let reader = read(stream, shared, heartbeat, &ping);
+    tokio::pin!(reader);
+    let closing = tokio::select! {
+        ended = &mut reader => return ended,
+        written = write(&mut sink, shared, &ping) => match written {
+            Ok(()) => shared.stop_reason(),
+            Err(reason) => return Ended::Dropped(reason),
+        },
+        () = shared.recycled(generation) => {
+            return Ended::Dropped("a legacy call timed out, and its late answer could reach a later call".into())
+        }
+        // A server that never reads cannot hold `close` up for ever.
+        () = async { shared.stop.cancelled().await; tokio::time::sleep(CLOSE_TIMEOUT).await } => {
+            return Ended::ByClient(shared.stop_reason())
+        }
+    };
+    // Everything queued is written: close, and read until the server answers.
+    let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
+    if sink.send(Message::Close(Some(close))).await.is_ok() {
+        let _ = tokio::time::timeout(CLOSE_TIMEOUT, reader).await;
+    }
+    Ended::ByClient(closing)
+}
+
+/// Reads the server's frames and routes them; watches the heartbeat.
+async fn read(
+    mut stream: SplitStream<Socket>,
     shared: &ClientShared,
     heartbeat: Option<Heartbeat>,
+    ping: &Notify,
 ) -> Ended {
-    let (mut sink, mut stream) = socket.split();
     let mut liveness = Liveness::new(heartbeat);
     let timer = tokio::time::sleep_until(liveness.deadline());
     tokio::pin!(timer);
@@ -122,29 +170,10 @@ async fn connection(
             () = &mut timer => {
                 match liveness.beat() {
                     Beat::Wait => {}
-                    Beat::Ping => {
-                        if let Err(e) = sink.send(Message::Ping(Default::default())).await {
-                            return Ended::Dropped(e.to_string());
-                        }
-                    }
+                    Beat::Ping => ping.notify_one(),
                     Beat::Dead => return Ended::Dropped("the server stopped answering pings".to_owned()),
                 }
                 timer.as_mut().reset(liveness.deadline());
-            }
-            queued = queue.recv() => match queued {
-                Some(first) => {
-                    if let Err(e) = write_ready(&mut sink, queue, shared, first).await {
-                        return Ended::Dropped(e);
-                    }
-                }
-                None => {
-                    let _ = sink.send(Message::Close(None)).await;
-                    return Ended::ByClient("the client was dropped".to_owned());
-                }
-            },
-            () = shared.close_requested.notified() => {
-                close(sink, stream, queue).await;
-                return Ended::ByClient("closed by the client".to_owned());
             }
             received = stream.next() => match received.inspect(|_| liveness.heard()) {
                 Some(Ok(Message::Text(text))) => shared.receive(Frame::Text(text.into())),
@@ -164,35 +193,31 @@ async fn connection(
     }
 }
 
-/// Writes `first` and everything else already queued, then flushes once.
-async fn write_ready(
-    sink: &mut SplitSink<Socket, Message>,
-    queue: &mut mpsc::Receiver<Queued>,
-    shared: &ClientShared,
-    first: Queued,
-) -> Result<(), String> {
-    let mut next = Some(first);
-    while let Some(Queued { id, frame }) = next.take().or_else(|| queue.try_recv().ok()) {
-        if let Some(id) = id {
-            shared.mark_sent(id);
+/// Writes queued frames, batching what is ready into one flush, and pings
+/// when the reader asks. Returns `Ok` once asked to stop and everything
+/// queued is written.
+async fn write(sink: &mut SplitSink<Socket, Message>, shared: &ClientShared, ping: &Notify) -> Result<(), String> {
+    loop {
+        let first = tokio::select! {
+            biased;
+            queued = shared.outbox.pop() => queued,
+            () = ping.notified() => {
+                sink.send(Message::Ping(Default::default())).await.map_err(|e| e.to_string())?;
+                continue;
+            }
+            () = shared.stop.cancelled() => match shared.outbox.try_pop() {
+                Some(queued) => queued,
+                None => return Ok(()),
+            },
+        };
+        let mut next = Some(first);
+        while let Some(queued) = next.take().or_else(|| shared.outbox.try_pop()) {
+            // A call whose caller gave up (timeout, cancellation) is never sent.
+            if queued.id.is_some_and(|id| !shared.claim(id)) {
+                continue;
+            }
+            sink.feed(Message::from(queued.frame)).await.map_err(|e| e.to_string())?;
         }
-        sink.feed(Message::from(frame)).await.map_err(|e| e.to_string())?;
+        sink.flush().await.map_err(|e| e.to_string())?;
     }
-    sink.flush().await.map_err(|e| e.to_string())
-}
-
-/// Writes what is queued, then closes and waits for the server's answer.
-async fn close(
-    mut sink: SplitSink<Socket, Message>,
-    mut stream: SplitStream<Socket>,
-    queue: &mut mpsc::Receiver<Queued>,
-) {
-    while let Ok(Queued { frame, .. }) = queue.try_recv() {
-        if sink.feed(Message::from(frame)).await.is_err() {
-            break;
-        }
-    }
-    let _ = sink.send(Message::Close(None)).await;
-    let drain = async { while let Some(Ok(_)) = stream.next().await {} };
-    let _ = tokio::time::timeout(CLOSE_TIMEOUT, drain).await;
 }

@@ -3,19 +3,17 @@ use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
 use super::builder::ClientBuilder;
-use super::driver::{drive, Link, Queued, Socket};
+use super::driver::{drive, Link, Socket};
 use super::push::{Push, Pushes};
 use super::reconnect::{ConnectionState, WhileDisconnected};
 use super::shared::{Answer, ClientShared, Failure, LEGACY_ID};
 use super::subscription::Subscription;
+use crate::deadline;
 use crate::protocol::{Envelope, WireFormat};
 use crate::{Error, Payload, SubscribeOptions};
-
-/// How many frames may wait to be written before callers wait.
-const QUEUE: usize = 1024;
 
 /// What 0.1.2 servers answer for a path without a handler.
 const LEGACY_NOT_FOUND: &str = "Path not found";
@@ -36,7 +34,17 @@ const LEGACY_NOT_FOUND: &str = "Path not found";
 #[derive(Clone)]
 pub struct Client {
     shared: Arc<ClientShared>,
-    queue: mpsc::Sender<Queued>,
+    /// Shared by every clone: when the last one goes, the connection closes.
+    _handle: Arc<Handle>,
+}
+
+/// Tells the connection task when the last handle is dropped.
+struct Handle(Arc<ClientShared>);
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.0.request_stop("the client was dropped");
+    }
 }
 
 impl Client {
@@ -52,14 +60,13 @@ impl Client {
     }
 
     pub(crate) fn start(socket: Socket, shared: Arc<ClientShared>, link: Link) -> Self {
-        let (queue, frames) = mpsc::channel(QUEUE);
-        tokio::spawn(drive(socket, frames, shared.clone(), link));
-        Self { shared, queue }
+        tokio::spawn(drive(socket, shared.clone(), link));
+        Self { _handle: Arc::new(Handle(shared.clone())), shared }
     }
 
     /// Where the connection stands now.
     pub fn state(&self) -> ConnectionState {
-        *self.shared.state.borrow()
+        self.shared.state.borrow().clone()
     }
 
     /// The connection's state changes, as a [`tokio::sync::watch`] receiver:
@@ -82,21 +89,43 @@ impl Client {
         self.call_with_timeout(path, data, self.shared.timeout).await
     }
 
-    /// Calls `path` with `data` and waits for the reply, up to `timeout`.
+    /// Calls `path` with `data` and waits for the reply, up to `timeout`
+    /// (`Duration::MAX`: no limit).
     ///
-    /// On timeout the call is abandoned: a late reply is dropped. The handler
-    /// may still have run.
+    /// On timeout the call is abandoned: if it was not sent yet it never
+    /// will be; if it was, a late reply is dropped and the handler may have
+    /// run. A message larger than
+    /// [`max_message_size`](ClientBuilder::max_message_size) is refused
+    /// here with [`Error::TooLarge`], and the connection is unharmed.
+    ///
+    /// # Cancel safety
+    ///
+    /// Dropping the future abandons the call as a timeout does.
     pub async fn call_with_timeout<R: DeserializeOwned>(
         &self,
         path: &str,
         data: &(impl Serialize + ?Sized),
         timeout: Duration,
     ) -> Result<R, Error> {
-        let payload = match &self.shared.format {
-            WireFormat::Legacy(_) => self.legacy_call(path, data, timeout).await?,
-            _ => self.native_call(path, data, timeout).await?,
-        };
-        Ok(payload.deserialize()?)
+        Ok(self.call_for_payload(path, data, timeout).await?.deserialize()?)
+    }
+
+    /// A call whose reply is left encoded.
+    pub(crate) async fn call_for_payload(
+        &self,
+        path: &str,
+        data: &(impl Serialize + ?Sized),
+        timeout: Duration,
+    ) -> Result<Payload, Error> {
+        match &self.shared.format {
+            WireFormat::Legacy(_) => self.legacy_call(path, data, timeout).await,
+            _ => self.native_call(path, data, timeout).await,
+        }
+    }
+
+    /// The client's default call timeout.
+    pub(crate) fn default_timeout(&self) -> Duration {
+        self.shared.timeout
     }
 
     async fn native_call(
@@ -120,11 +149,11 @@ impl Client {
     ) -> Result<Payload, Error> {
         // Forget the call however this future ends: reply, timeout or drop.
         let _forget = Forget { shared: &self.shared, id };
-        let deadline = tokio::time::Instant::now() + timeout;
-        tokio::time::timeout_at(deadline, self.send_with_id(Some(id), envelope))
+        let deadline = deadline::after(timeout);
+        deadline::until(deadline, self.send_with_id(Some(id), envelope))
             .await
             .map_err(|_| Error::Timeout(timeout))??;
-        answer(path, timeout, tokio::time::timeout_at(deadline, reply).await).map_err(|e| self.or_closed(e))
+        answer(path, timeout, deadline::until(deadline, reply).await).map_err(|e| self.or_closed(e))
     }
 
     /// Subscribes to the topics `pattern` matches; see [`Subscription`].
@@ -180,7 +209,7 @@ impl Client {
     /// Queues a message without waiting; dropped if the queue is full.
     pub(crate) fn try_send_envelope<T: Serialize + ?Sized>(&self, envelope: &Envelope<'_, T>) {
         if let Ok(frame) = self.shared.format.encode(envelope, self.shared.compression) {
-            let _ = self.queue.try_send(Queued { id: None, frame });
+            self.shared.outbox.try_push(None, frame);
         }
     }
 
@@ -190,24 +219,42 @@ impl Client {
         data: &(impl Serialize + ?Sized),
         timeout: Duration,
     ) -> Result<Payload, Error> {
-        let deadline = tokio::time::Instant::now() + timeout;
+        let deadline = deadline::after(timeout);
         // 0.1.2 has no call ids: one call at a time.
-        let _turn = tokio::time::timeout_at(deadline, self.shared.legacy_turn.lock())
-            .await
-            .map_err(|_| Error::Timeout(timeout))?;
+        let _turn =
+            deadline::until(deadline, self.shared.legacy_turn.lock()).await.map_err(|_| Error::Timeout(timeout))?;
         let reply = self.shared.register_legacy(path);
-        let result = match self.send_with_id(Some(LEGACY_ID), &Envelope::Call { id: LEGACY_ID, path, data }).await {
-            Ok(()) => tokio::time::timeout_at(deadline, reply).await,
-            Err(e) => {
+        let call = Envelope::Call { id: LEGACY_ID, path, data };
+        let result = match deadline::until(deadline, self.send_with_id(Some(LEGACY_ID), &call)).await {
+            Ok(Ok(())) => deadline::until(deadline, reply).await,
+            Ok(Err(e)) => {
                 self.shared.forget_legacy();
                 return Err(e);
             }
+            Err(deadline::Elapsed) => Err(deadline::Elapsed),
         };
         self.shared.forget_legacy();
+        if result.is_err() {
+            // Its answer may still come, and would look like the next call's:
+            // drop this connection before the next call may start.
+            self.recycle_after_legacy_timeout().await;
+        }
         let payload = answer(path, timeout, result).map_err(|e| self.or_closed(e))?;
         match payload.deserialize::<String>() {
             Ok(text) if text == LEGACY_NOT_FOUND => Err(Error::NotFound { path: path.to_owned() }),
             _ => Ok(payload),
+        }
+    }
+
+    /// Drops the connection and waits until a new one replaced it, or the
+    /// client closed, holding the legacy turn meanwhile.
+    async fn recycle_after_legacy_timeout(&self) {
+        let mut generations = self.shared.generation.subscribe();
+        let mut finished = self.shared.finished.subscribe();
+        let generation = self.shared.recycle_connection();
+        tokio::select! {
+            _ = generations.wait_for(|g| *g > generation) => {}
+            _ = finished.wait_for(|done| *done) => {}
         }
     }
 
@@ -222,20 +269,40 @@ impl Client {
         self.send_with_id(None, envelope).await
     }
 
-    /// Queues a message; `id` is the call it belongs to, if any.
+    /// Queues a message, waiting for room; `id` is the call it belongs to, if any.
     async fn send_with_id<T: Serialize + ?Sized>(
         &self,
         id: Option<u64>,
         envelope: &Envelope<'_, T>,
     ) -> Result<(), Error> {
+        if self.shared.closed().is_some() {
+            return Err(self.closed_error());
+        }
         if self.shared.while_disconnected == WhileDisconnected::FailFast {
-            if let ConnectionState::Reconnecting { .. } = self.state() {
-                return Err(Error::Closed(Some("not connected: reconnecting".into())));
+            if let ConnectionState::Reconnecting { .. } = *self.shared.state.borrow() {
+                return Err(Error::Closed(Some("not connected (reconnecting); it was not sent".into())));
             }
         }
-        let frame =
-            self.shared.format.encode(envelope, self.shared.compression).map_err(|e| Error::Protocol(e.to_string()))?;
-        self.queue.send(Queued { id, frame }).await.map_err(|_| self.closed_error())
+        let (frame, size) = self
+            .shared
+            .format
+            .encode_sized(envelope, self.shared.compression)
+            .map_err(|e| Error::Protocol(e.to_string()))?;
+        let limit = self.shared.max_message_size;
+        if size > limit {
+            return Err(Error::TooLarge { size, limit });
+        }
+        self.shared.outbox.push(id, frame).await.map_err(|_| self.closed_error())?;
+        // Under FailFast, a call that waited for room while the connection
+        // dropped must not wait for the next one.
+        if let (Some(id), WhileDisconnected::FailFast) = (id, self.shared.while_disconnected) {
+            if let ConnectionState::Reconnecting { .. } = *self.shared.state.borrow() {
+                if self.shared.outbox.remove(id) {
+                    return Err(Error::Closed(Some("not connected (reconnecting); it was not sent".into())));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// A closed channel means a closed client: say why.
@@ -249,7 +316,9 @@ impl Client {
     /// Runs `handler` for every push the server sends on `path`.
     ///
     /// The handler runs on the connection's task: keep it short, or spawn.
-    /// Pushes whose data does not decode as `T` are logged and skipped.
+    /// Pushes whose data does not decode as `T` are logged and skipped. A
+    /// handler that panics is logged and skipped too: the connection and the
+    /// other handlers carry on.
     ///
     /// ```no_run
     /// # async fn demo(client: webmesh::Client) {
@@ -275,17 +344,18 @@ impl Client {
     }
 
     /// Sends what is queued, closes the connection for every clone of this
-    /// client, and waits until it is closed. Calls still waiting fail with
-    /// [`Error::Closed`].
+    /// client (close code 1000), and waits until it is closed, at most a few
+    /// seconds after the queue is written. Calls still waiting fail with
+    /// [`Error::Closed`]. A reconnection under way is abandoned.
     pub async fn close(self) {
         let mut finished = self.shared.finished.subscribe();
-        self.shared.close_requested.notify_one();
+        self.shared.request_stop("closed by the client");
         let _ = finished.wait_for(|done| *done).await;
     }
 
-    /// Whether the connection is closed.
+    /// Whether the client is closed, or closing.
     pub fn is_closed(&self) -> bool {
-        self.queue.is_closed()
+        self.shared.closed().is_some()
     }
 
     fn closed_error(&self) -> Error {
@@ -303,7 +373,7 @@ impl std::fmt::Debug for Client {
 fn answer(
     path: &str,
     timeout: Duration,
-    got: Result<Result<Answer, oneshot::error::RecvError>, tokio::time::error::Elapsed>,
+    got: Result<Result<Answer, oneshot::error::RecvError>, deadline::Elapsed>,
 ) -> Result<Payload, Error> {
     match got {
         Err(_) => Err(Error::Timeout(timeout)),

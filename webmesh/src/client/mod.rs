@@ -1,14 +1,17 @@
 //! The client: calls and emits to a webmesh server over one multiplexed connection.
 
 mod builder;
+mod dial;
 mod driver;
 mod handle;
+mod outbox;
 mod push;
 mod reconnect;
 mod shared;
 mod subscription;
 
-pub use builder::{ClientBuilder, DEFAULT_TIMEOUT};
+pub use builder::{ClientBuilder, DEFAULT_OUTBOUND_BUFFER, DEFAULT_TIMEOUT};
+pub use dial::DEFAULT_CONNECT_TIMEOUT;
 pub use handle::Client;
 pub use push::{Push, Pushes};
 pub use reconnect::{ConnectionState, Reconnect, WhileDisconnected};

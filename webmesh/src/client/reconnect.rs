@@ -2,12 +2,6 @@
 
 use std::time::Duration;
 
-use tokio_tungstenite::tungstenite::handshake::client::Request;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
-
-use super::driver::Socket;
-use crate::Error;
-
 /// How a client reconnects after its connection drops.
 ///
 /// The delay before attempt `n` is `initial * 2^(n-1)`, capped at `max`,
@@ -44,12 +38,14 @@ pub enum WhileDisconnected {
     /// default). Emits and calls made meanwhile are sent once reconnected.
     #[default]
     Wait,
-    /// Fail at once with [`Error::Closed`].
+    /// Fail at once with [`Error::Closed`](crate::Error::Closed): calls
+    /// made while reconnecting, and calls still queued (not sent) when the
+    /// connection drops. Emits already queued are sent once reconnected.
     FailFast,
 }
 
 /// Where a client's connection stands; see [`Client::state`](super::Client::state).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum ConnectionState {
     /// Connected.
@@ -58,63 +54,19 @@ pub enum ConnectionState {
     Reconnecting {
         /// The attempt under way, from 1.
         attempt: u32,
+        /// Why the previous attempt failed, e.g. `connection refused with
+        /// 403: ...` after a credential expired; on the first attempt, why
+        /// the connection dropped.
+        last_error: Option<String>,
     },
     /// Closed for good: by [`Client::close`](super::Client::close), by
     /// dropping every handle, or after a drop without reconnection.
     Closed,
 }
 
-/// Everything needed to open the connection again.
-#[derive(Clone)]
-pub(crate) struct Dialer {
-    pub(crate) request: Request,
-    pub(crate) config: WebSocketConfig,
-    /// How `wss://` is checked; `None` for `ws://`.
-    #[cfg(feature = "tls")]
-    pub(crate) tls: Option<std::sync::Arc<rustls::ClientConfig>>,
-}
-
-impl Dialer {
-    pub(crate) async fn dial(&self) -> Result<Socket, Error> {
-        let request = self.request.clone();
-        #[cfg(feature = "tls")]
-        let (socket, _response) = {
-            let connector = self.tls.clone().map(tokio_tungstenite::Connector::Rustls);
-            tokio_tungstenite::connect_async_tls_with_config(request, Some(self.config), true, connector).await?
-        };
-        #[cfg(not(feature = "tls"))]
-        let (socket, _response) =
-            tokio_tungstenite::connect_async_with_config(request, Some(self.config), true).await?;
-        Ok(socket)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[tokio::test]
-    async fn dialed_sockets_have_nagle_off() {
-        use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move {
-            let (tcp, _) = listener.accept().await.unwrap();
-            let _socket = tokio_tungstenite::accept_async(tcp).await.unwrap();
-            tokio::time::sleep(Duration::from_secs(5)).await;
-        });
-        let dialer = Dialer {
-            request: format!("ws://{addr}").into_client_request().unwrap(),
-            config: WebSocketConfig::default(),
-            #[cfg(feature = "tls")]
-            tls: None,
-        };
-        let socket = dialer.dial().await.unwrap();
-        match socket.get_ref() {
-            tokio_tungstenite::MaybeTlsStream::Plain(tcp) => assert!(tcp.nodelay().unwrap()),
-            _ => panic!("a plain socket for ws://"),
-        }
-    }
 
     #[test]
     fn backoff_doubles_up_to_the_cap_with_at_most_half_jitter() {

@@ -1,12 +1,15 @@
 //! State shared by a client's handles and its connection task.
 
 use std::collections::HashMap;
+use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
 use tokio::sync::{broadcast, oneshot, watch, Notify};
+use tokio_util::sync::CancellationToken;
 
+use super::outbox::Outbox;
 use super::push::Push;
 use super::reconnect::{ConnectionState, WhileDisconnected};
 use super::subscription::Subscriptions;
@@ -20,7 +23,8 @@ pub(crate) type PushHandler = Arc<dyn Fn(&Push) + Send + Sync>;
 pub(crate) enum Failure {
     /// The server answered with an error.
     Reply(CallError),
-    /// The connection dropped after the call was sent: it may have run.
+    /// The connection dropped after the call was sent: it may have run;
+    /// or before, under [`WhileDisconnected::FailFast`]: it did not.
     Lost(String),
 }
 
@@ -39,9 +43,11 @@ pub(crate) struct ClientShared {
     pub(crate) format: WireFormat,
     pub(crate) compression: Compression,
     pub(crate) timeout: Duration,
-    max_message_size: usize,
+    pub(crate) max_message_size: usize,
     next_id: AtomicU64,
     pending: Mutex<HashMap<u64, Waiter>>,
+    /// Frames waiting to be written.
+    pub(crate) outbox: Outbox,
     /// Legacy mode: the one call under way, by path.
     pub(crate) legacy_turn: tokio::sync::Mutex<()>,
     legacy_waiter: Mutex<Option<(String, Waiter)>>,
@@ -52,8 +58,16 @@ pub(crate) struct ClientShared {
     pub(crate) pushes: broadcast::Sender<Push>,
     closed: Mutex<Option<Option<String>>>,
     pub(crate) subscriptions: Subscriptions,
-    /// Asks the connection task to close the connection.
-    pub(crate) close_requested: Notify,
+    /// Asks the connection task to end: [`Client::close`](super::Client::close),
+    /// or the last handle dropped. The reason is in `stop_reason`.
+    pub(crate) stop: CancellationToken,
+    stop_reason: Mutex<Option<String>>,
+    /// Counts connections: the first is 1, each reconnection adds one.
+    pub(crate) generation: watch::Sender<u64>,
+    /// Legacy mode: the generation of a connection to drop, because a late
+    /// answer on it could be taken for another call's.
+    pub(crate) recycle_generation: AtomicU64,
+    pub(crate) recycle: Notify,
     /// Becomes `true` when the connection task has ended.
     pub(crate) finished: watch::Sender<bool>,
 }
@@ -67,6 +81,7 @@ impl ClientShared {
         compression: Compression,
         timeout: Duration,
         max_message_size: usize,
+        outbound_buffer: usize,
         while_disconnected: WhileDisconnected,
     ) -> Self {
         Self {
@@ -76,6 +91,7 @@ impl ClientShared {
             max_message_size,
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
+            outbox: Outbox::new(outbound_buffer),
             legacy_turn: tokio::sync::Mutex::new(()),
             legacy_waiter: Mutex::new(None),
             state: watch::Sender::new(ConnectionState::Connected),
@@ -84,8 +100,44 @@ impl ClientShared {
             pushes: broadcast::channel(PUSH_BUFFER).0,
             closed: Mutex::new(None),
             subscriptions: Subscriptions::default(),
-            close_requested: Notify::new(),
+            stop: CancellationToken::new(),
+            stop_reason: Mutex::new(None),
+            generation: watch::Sender::new(1),
+            recycle_generation: AtomicU64::new(0),
+            recycle: Notify::new(),
             finished: watch::Sender::new(false),
+        }
+    }
+
+    /// Asks the connection task to end, for `reason` (the first one given wins).
+    pub(crate) fn request_stop(&self, reason: &str) {
+        self.stop_reason.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert_with(|| reason.to_owned());
+        self.stop.cancel();
+    }
+
+    /// Why the connection task was asked to end.
+    pub(crate) fn stop_reason(&self) -> String {
+        let reason = self.stop_reason.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        reason.unwrap_or_else(|| "closed by the client".to_owned())
+    }
+
+    /// Legacy mode: drops the current connection, so that no late answer on
+    /// it reaches a later call.
+    pub(crate) fn recycle_connection(&self) -> u64 {
+        let generation = *self.generation.borrow();
+        self.recycle_generation.store(generation, Ordering::Release);
+        self.recycle.notify_waiters();
+        generation
+    }
+
+    /// Resolves once connection `generation` was asked to be dropped.
+    pub(crate) async fn recycled(&self, generation: u64) {
+        loop {
+            let notified = self.recycle.notified();
+            if self.recycle_generation.load(Ordering::Acquire) >= generation {
+                return;
+            }
+            notified.await;
         }
     }
 
@@ -97,39 +149,65 @@ impl ClientShared {
         (id, rx)
     }
 
-    /// Notes that call `id` was written to the socket.
-    pub(crate) fn mark_sent(&self, id: u64) {
+    /// Claims call `id` for writing: `false` if its caller gave up on it,
+    /// in which case it must not be sent.
+    pub(crate) fn claim(&self, id: u64) -> bool {
         if id == LEGACY_ID {
-            if let Some((_, waiter)) = self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
-                waiter.sent = true;
+            match self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
+                Some((_, waiter)) => {
+                    waiter.sent = true;
+                    true
+                }
+                None => false,
             }
-        } else if let Some(waiter) = self.pending.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&id) {
-            waiter.sent = true;
+        } else {
+            match self.pending.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&id) {
+                Some(waiter) => {
+                    waiter.sent = true;
+                    true
+                }
+                None => false,
+            }
         }
     }
 
     /// The connection dropped: the calls that were sent fail, since they may
-    /// or may not have run; those not sent yet wait for the next connection.
+    /// or may not have run. Those not sent yet wait for the next connection,
+    /// or fail at once under [`WhileDisconnected::FailFast`].
     pub(crate) fn connection_lost(&self, reason: &str) {
-        let message = format!("the connection dropped while the call was under way ({reason}); it may have run");
-        let lost: Vec<Waiter> = {
+        // First, so that a call that gets into the outbox from now on sees it.
+        self.state.send_replace(ConnectionState::Reconnecting { attempt: 1, last_error: Some(reason.to_owned()) });
+        let fail_fast = self.while_disconnected == WhileDisconnected::FailFast;
+        let lost = format!("the connection dropped while the call was under way ({reason}); it may have run");
+        let unsent = format!("the connection dropped ({reason}) before the call was sent; it was not sent");
+        let failed: Vec<Waiter> = {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
-            let sent: Vec<u64> = pending.iter().filter(|(_, w)| w.sent).map(|(id, _)| *id).collect();
-            sent.into_iter().filter_map(|id| pending.remove(&id)).collect()
+            let ids: Vec<u64> = pending.iter().filter(|(_, w)| w.sent || fail_fast).map(|(id, _)| *id).collect();
+            ids.into_iter().filter_map(|id| pending.remove(&id)).collect()
         };
-        for waiter in lost {
+        if fail_fast {
+            self.outbox.remove_calls();
+        }
+        for waiter in failed {
+            let message = if waiter.sent { &lost } else { &unsent };
             let _ = waiter.answer.send(Err(Failure::Lost(message.clone())));
         }
         let mut legacy = self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner);
-        if legacy.as_ref().is_some_and(|(_, w)| w.sent) {
+        if legacy.as_ref().is_some_and(|(_, w)| w.sent || fail_fast) {
             if let Some((_, waiter)) = legacy.take() {
+                let message = if waiter.sent { lost } else { unsent };
                 let _ = waiter.answer.send(Err(Failure::Lost(message)));
             }
         }
     }
 
+    /// The caller of call `id` is done with it: take it out of the outbox if
+    /// it was not sent, so that it never is.
     pub(crate) fn forget(&self, id: u64) {
-        self.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        let waiter = self.pending.lock().unwrap_or_else(PoisonError::into_inner).remove(&id);
+        if waiter.is_some_and(|w| !w.sent) {
+            self.outbox.remove(id);
+        }
     }
 
     pub(crate) fn register_legacy(&self, path: &str) -> oneshot::Receiver<Answer> {
@@ -140,7 +218,10 @@ impl ClientShared {
     }
 
     pub(crate) fn forget_legacy(&self) {
-        self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner).take();
+        let waiter = self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner).take();
+        if waiter.is_some_and(|(_, w)| !w.sent) {
+            self.outbox.remove(LEGACY_ID);
+        }
     }
 
     fn complete(&self, id: u64, result: Result<Payload, CallError>) {
@@ -202,7 +283,10 @@ impl ClientShared {
     fn push(&self, push: Push) {
         let handlers = self.push_handlers.read().unwrap_or_else(PoisonError::into_inner).get(push.path()).cloned();
         for handler in handlers.into_iter().flatten() {
-            handler(&push);
+            // A handler is user code: its panic must not end the connection.
+            if catch_unwind(AssertUnwindSafe(|| handler(&push))).is_err() {
+                tracing::error!(path = push.path(), "a push handler panicked; the push is skipped");
+            }
         }
         // No receiver is fine: nobody asked for a stream.
         let _ = self.pushes.send(push);
@@ -211,6 +295,8 @@ impl ClientShared {
     /// Marks the connection closed and fails every call still waiting.
     pub(crate) fn close(&self, reason: Option<String>) {
         self.closed.lock().unwrap_or_else(PoisonError::into_inner).get_or_insert(reason.clone());
+        self.stop.cancel();
+        self.outbox.close();
         let waiting: Vec<Waiter> =
             self.pending.lock().unwrap_or_else(PoisonError::into_inner).drain().map(|(_, w)| w).collect();
         let legacy = self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner).take();
@@ -219,12 +305,21 @@ impl ClientShared {
         drop(legacy);
         // Ends every subscription's stream.
         self.subscriptions.clear();
+        // Handlers may hold clients (the blocking client's do): let them go.
+        self.push_handlers.write().unwrap_or_else(PoisonError::into_inner).clear();
         self.state.send_replace(ConnectionState::Closed);
         self.finished.send_replace(true);
     }
 
-    /// `Some(reason)` once the connection is closed.
+    /// `Some(reason)` once the connection is closed, or asked to close.
     pub(crate) fn closed(&self) -> Option<Option<String>> {
-        self.closed.lock().unwrap_or_else(PoisonError::into_inner).clone()
+        let closed = self.closed.lock().unwrap_or_else(PoisonError::into_inner).clone();
+        closed.or_else(|| self.stop.is_cancelled().then(|| Some(self.stop_reason())))
+    }
+
+    /// How many calls wait for an answer, and how many frames to be written.
+    #[cfg(test)]
+    pub(crate) fn backlog(&self) -> (usize, usize) {
+        (self.pending.lock().unwrap_or_else(PoisonError::into_inner).len(), self.outbox.len())
     }
 }

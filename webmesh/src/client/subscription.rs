@@ -4,13 +4,13 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::{Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
+use tokio::sync::mpsc::error::TrySendError;
 
 use super::handle::Client;
 use crate::pubsub::TopicPattern;
@@ -26,7 +26,8 @@ pub(crate) enum Item {
         topic: String,
         payload: Payload,
     },
-    Lagged(u64),
+    /// Events were lost: how many, when known.
+    Lagged(Option<u64>),
     /// The server refused the subscription when it was restored.
     Ended(crate::CallError),
 }
@@ -43,8 +44,36 @@ struct Local {
     raw: String,
     options: SubscribeOptions,
     items: mpsc::Sender<Item>,
-    /// Events lost because the subscriber did not read its stream.
-    missed: Arc<AtomicU64>,
+    /// Events lost and not reported yet, because the stream was full: how
+    /// many, when known. Reported before the next item that fits.
+    gap: Option<Option<u64>>,
+}
+
+impl Local {
+    /// Queues `item` after the report of any gap before it; on a full
+    /// stream, `item` joins the gap.
+    fn offer(&mut self, item: Item) {
+        if let Some(missed) = self.gap {
+            match self.items.try_send(Item::Lagged(missed)) {
+                Ok(()) => self.gap = None,
+                Err(TrySendError::Full(_)) => return self.widen_gap(&item),
+                Err(TrySendError::Closed(_)) => return,
+            }
+        }
+        if let Err(TrySendError::Full(item)) = self.items.try_send(item) {
+            self.widen_gap(&item);
+        }
+    }
+
+    fn widen_gap(&mut self, lost: &Item) {
+        let lost = match lost {
+            Item::Event { .. } => Some(1),
+            Item::Lagged(missed) => *missed,
+            Item::Ended(_) => Some(0),
+        };
+        let gap = self.gap.unwrap_or(Some(0));
+        self.gap = Some(gap.zip(lost).map(|(a, b)| a.saturating_add(b)));
+    }
 }
 
 impl Subscriptions {
@@ -52,18 +81,11 @@ impl Subscriptions {
         self.local.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn add(
-        &self,
-        id: u64,
-        pattern: TopicPattern,
-        raw: &str,
-        options: SubscribeOptions,
-    ) -> (mpsc::Receiver<Item>, Arc<AtomicU64>) {
+    fn add(&self, id: u64, pattern: TopicPattern, raw: &str, options: SubscribeOptions) -> mpsc::Receiver<Item> {
         let (items, receiver) = mpsc::channel(BUFFER);
-        let missed = Arc::new(AtomicU64::new(0));
-        let local = Local { pattern, raw: raw.to_owned(), options, items, missed: missed.clone() };
+        let local = Local { pattern, raw: raw.to_owned(), options, items, gap: None };
         self.local().insert(id, local);
-        (receiver, missed)
+        receiver
     }
 
     /// Every subscription, to make again on a new connection.
@@ -88,20 +110,23 @@ impl Subscriptions {
 
     /// Hands an event to every local subscription whose pattern matches.
     pub(crate) fn deliver(&self, topic: &str, payload: &Payload) {
-        for local in self.local().values().filter(|l| l.pattern.matches(topic)) {
-            let item = Item::Event { topic: topic.to_owned(), payload: payload.clone() };
-            if local.items.try_send(item).is_err() {
-                local.missed.fetch_add(1, Ordering::Relaxed);
-            }
+        for local in self.local().values_mut().filter(|l| l.pattern.matches(topic)) {
+            local.offer(Item::Event { topic: topic.to_owned(), payload: payload.clone() });
         }
     }
 
     /// Passes on the server's notice that subscription `id` lost events.
     pub(crate) fn lagged(&self, id: u64, missed: u64) {
-        if let Some(local) = self.local().get(&id) {
-            if local.items.try_send(Item::Lagged(missed)).is_err() {
-                local.missed.fetch_add(missed, Ordering::Relaxed);
-            }
+        if let Some(local) = self.local().get_mut(&id) {
+            local.offer(Item::Lagged(Some(missed)));
+        }
+    }
+
+    /// The connection was re-established: every subscription may have lost
+    /// events published meanwhile.
+    pub(crate) fn interrupted(&self) {
+        for local in self.local().values_mut() {
+            local.offer(Item::Lagged(None));
         }
     }
 
@@ -123,15 +148,17 @@ pub struct Event<T> {
 ///
 /// Read it with [`recv`](Self::recv) or as a [`Stream`]. Each item is an
 /// [`Event`] or an error: [`Error::Lagged`] when events were lost (see
-/// below), [`Error::BadPayload`] when an event's data does not fit `T`.
+/// below), [`Error::Decode`] when an event's data does not fit `T`.
 ///
 /// ## Lagging
 ///
-/// Events are lost in two places, each reported in-band as
-/// `Err(Error::Lagged { missed })` before the events that follow the gap:
-/// on the server, when the connection's event queue is full (what is dropped
-/// depends on the subscription's [`LagPolicy`](crate::LagPolicy)); and here,
-/// when 1024 events wait unread, in which case the newest are dropped.
+/// Events are lost in three places, each reported in-band as
+/// `Err(Error::Lagged { missed })`, in order, before the events that follow
+/// the gap: on the server, when the connection's event queue is full (what
+/// is dropped depends on the subscription's [`LagPolicy`](crate::LagPolicy));
+/// here, when 1024 events wait unread, in which case the newest are dropped;
+/// and while the client reconnects, when events published meanwhile are
+/// lost (`missed` is then `None`: how many is unknown).
 ///
 /// ## Closing
 ///
@@ -143,7 +170,6 @@ pub struct Subscription<T> {
     id: u64,
     pattern: String,
     items: mpsc::Receiver<Item>,
-    missed: Arc<AtomicU64>,
     client: Client,
     /// Set once the server has been told, so that drop does not tell it again.
     ended: bool,
@@ -157,19 +183,18 @@ impl<T: DeserializeOwned> Subscription<T> {
     }
 
     fn poll_item(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Event<T>, Error>>> {
-        let missed = self.missed.swap(0, Ordering::Relaxed);
-        if missed > 0 {
-            return Poll::Ready(Some(Err(Error::Lagged { missed })));
+        self.items.poll_recv(cx).map(|item| item.map(|item| self.decode(item)))
+    }
+
+    /// Turns an item of the stream into what the subscriber reads.
+    pub(crate) fn decode(&self, item: Item) -> Result<Event<T>, Error> {
+        match item {
+            Item::Event { topic, payload } => {
+                payload.deserialize().map(|data| Event { topic, data }).map_err(Error::from)
+            }
+            Item::Lagged(missed) => Err(Error::Lagged { missed }),
+            Item::Ended(error) => Err(Error::from_reply(&self.pattern, error)),
         }
-        self.items.poll_recv(cx).map(|item| {
-            item.map(|item| match item {
-                Item::Event { topic, payload } => {
-                    payload.deserialize().map(|data| Event { topic, data }).map_err(Error::from)
-                }
-                Item::Lagged(missed) => Err(Error::Lagged { missed }),
-                Item::Ended(error) => Err(Error::from_reply(&self.pattern, error)),
-            })
-        })
     }
 }
 
@@ -179,12 +204,11 @@ impl<T> Subscription<T> {
         let shared = client.shared();
         let (id, reply) = shared.register();
         // Registered before asking, so that no early event is missed.
-        let (items, missed) = shared.subscriptions.add(id, parsed, pattern, options);
+        let items = shared.subscriptions.add(id, parsed, pattern, options);
         let subscription = Subscription {
             id,
             pattern: pattern.to_owned(),
             items,
-            missed,
             client: client.clone(),
             ended: false,
             _type: PhantomData,
@@ -193,6 +217,11 @@ impl<T> Subscription<T> {
         // On failure, dropping `subscription` undoes the registration.
         client.request(id, reply, pattern, &envelope, shared.timeout).await?;
         Ok(subscription)
+    }
+
+    /// The next item, still encoded.
+    pub(crate) async fn recv_item(&mut self) -> Option<Item> {
+        self.items.recv().await
     }
 
     /// The pattern subscribed to.

@@ -13,6 +13,13 @@ impl Frame {
     pub(crate) fn text(s: String) -> Self {
         Frame::Text(Bytes::from(s))
     }
+
+    /// Its size in bytes.
+    pub(crate) fn len(&self) -> usize {
+        match self {
+            Frame::Text(b) | Frame::Binary(b) => b.len(),
+        }
+    }
 }
 
 impl From<Frame> for axum::extract::ws::Message {

@@ -120,18 +120,33 @@ impl WireFormat {
         envelope: &Envelope<'_, T>,
         compression: Compression,
     ) -> Result<Frame, EncodeError> {
-        match self {
+        self.encode_sized(envelope, compression).map(|(frame, _)| frame)
+    }
+
+    /// Encodes one envelope as a frame, with the size a server's message
+    /// limit applies to: before decompression for native MessagePack, the
+    /// frame's otherwise.
+    pub(crate) fn encode_sized<T: Serialize + ?Sized>(
+        &self,
+        envelope: &Envelope<'_, T>,
+        compression: Compression,
+    ) -> Result<(Frame, usize), EncodeError> {
+        let frame = match self {
             WireFormat::MsgPack => {
                 let bytes = msgpack::encode(envelope)?;
-                if bytes.len() >= compression.threshold {
-                    Ok(Frame::Binary(compression::compress(&bytes).into()))
+                let size = bytes.len();
+                let frame = if size >= compression.threshold {
+                    Frame::Binary(compression::compress(&bytes).into())
                 } else {
-                    Ok(Frame::Binary(bytes.into()))
-                }
+                    Frame::Binary(bytes.into())
+                };
+                return Ok((frame, size));
             }
-            WireFormat::Json => json::encode(envelope),
-            WireFormat::Custom(codec) => codec::encode(codec.as_ref(), envelope),
-            WireFormat::Legacy(format) => legacy::encode(*format, envelope),
-        }
+            WireFormat::Json => json::encode(envelope)?,
+            WireFormat::Custom(codec) => codec::encode(codec.as_ref(), envelope)?,
+            WireFormat::Legacy(format) => legacy::encode(*format, envelope)?,
+        };
+        let size = frame.len();
+        Ok((frame, size))
     }
 }
