@@ -89,3 +89,38 @@ async fn the_rust_client_in_legacy_mode_calls_a_python_server() {
         assert_eq!(echoed.await.unwrap(), "blocking");
     }
 }
+
+/// A 0.1.2 server sends no call ids: a late answer to a call that timed out
+/// would look like the answer to the next call on that path. The client
+/// drops such a connection, so no later call ever gets another's answer.
+#[tokio::test(flavor = "multi_thread")]
+async fn legacy_mode_never_gives_a_call_another_calls_answer() {
+    for (codec, format) in [("msgpack", LegacyFormat::MsgPack), ("json", LegacyFormat::Json)] {
+        let (_server, port) = tokio::task::spawn_blocking(move || start_server(codec)).await.unwrap();
+        let client = Client::builder(format!("ws://127.0.0.1:{port}"))
+            .legacy(format)
+            .reconnect(webmesh::Reconnect {
+                initial_delay: Duration::from_millis(10),
+                max_delay: Duration::from_millis(100),
+            })
+            .timeout(Duration::from_secs(10))
+            .connect()
+            .await
+            .unwrap();
+        for round in 0..3 {
+            // Answered after 150 ms, after the caller gave up, while the
+            // quick calls below are under way.
+            let started = std::time::Instant::now();
+            let late = client
+                .call_with_timeout::<i64>("/delay", &json!({"n": -1, "sleep": 0.15}), Duration::from_millis(50))
+                .await;
+            assert!(matches!(late, Err(Error::Timeout(_))), "{codec}: {late:?}");
+            let mut n = 0i64;
+            while n < 200 || started.elapsed() < Duration::from_millis(600) {
+                let got: i64 = client.call("/delay", &json!({"n": n, "sleep": 0})).await.unwrap();
+                assert_eq!(got, n, "{codec}, round {round}: call {n} got another call's answer");
+                n += 1;
+            }
+        }
+    }
+}
