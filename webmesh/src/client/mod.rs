@@ -8,6 +8,8 @@ mod outbox;
 mod push;
 mod reconnect;
 mod shared;
+#[cfg(test)]
+mod stress_tests;
 mod subscription;
 
 pub use builder::{ClientBuilder, DEFAULT_OUTBOUND_BUFFER, DEFAULT_TIMEOUT};

@@ -130,6 +130,12 @@ impl Subscriptions {
         }
     }
 
+    /// How many subscriptions there are.
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.local().len()
+    }
+
     pub(crate) fn clear(&self) {
         self.local().clear();
     }
