@@ -11,6 +11,9 @@ async fn start() -> String {
         .on("/", |data: Value| async move { data })
         .on("/echo", |data: Value| async move { data })
         .on("/fail", || async { Err::<(), _>(CallError::new("nope", "always fails")) })
+        .on("/fail-with-data", || async {
+            Err::<(), _>(CallError::new("nope", "always fails").with_data(serde_json::json!({"retry_in": 5})))
+        })
         .on("/slow", || async { tokio::time::sleep(Duration::from_secs(30)).await });
     let server = Server::builder().registered_handlers(false).router(router).addr("127.0.0.1:0").bind().await.unwrap();
     let url = format!("ws://{}", server.local_addr());
@@ -85,6 +88,23 @@ async fn nothing_listening_is_a_clean_error() {
     let out = cli(&["call", "--timeout", "5", &format!("ws://127.0.0.1:{port}"), "/echo"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).starts_with("error: could not connect"), "{}", stderr(&out));
+}
+
+#[tokio::test]
+async fn errors_carry_their_data_and_hide_credentials() {
+    let url = start().await;
+    let out = cli(&["call", &url, "/fail-with-data"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains(r#"(data: {"retry_in":5})"#), "{}", stderr(&out));
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let out = cli(&["call", &format!("ws://127.0.0.1:{port}?token=hunter2"), "/echo"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!stderr(&out).contains("hunter2") && stderr(&out).contains("token=***"), "{}", stderr(&out));
+    let out = cli(&["subscribe", &url, "/news", r#"{"lag": "bogus"}"#]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("invalid subscription options"), "{}", stderr(&out));
+    let out = cli(&["subscribe", "--timeout", "3", &url, "/news"]).await;
+    assert_ne!(out.status.code(), Some(0), "subscribe has no --timeout");
 }
 
 /// Starts the echo example of the root package on a free port, and waits

@@ -26,38 +26,93 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Call PATH with a JSON payload and print the reply as JSON.
-    Call(Target),
+    Call(Call),
     /// Send a JSON payload to PATH without waiting for an answer.
-    Emit(Target),
-    /// Subscribe to the topics PATH matches (a pattern such as `/news/{*rest}`)
-    /// and print each event as one JSON line, `{"topic": .., "data": ..}`,
-    /// until interrupted.
-    Subscribe(Target),
-    /// Publish a JSON payload to the topic PATH.
-    Publish(Target),
+    Emit(Emit),
+    /// Subscribe to the topics PATTERN matches (e.g. `/news/{*rest}`) and
+    /// print each event as one JSON line, `{"topic": .., "data": ..}`, until
+    /// interrupted.
+    Subscribe(Subscribe),
+    /// Publish a JSON payload to the topic TOPIC.
+    Publish(Publish),
 }
 
+/// How to reach the server.
 #[derive(Args)]
-struct Target {
+struct Server {
     /// The server, e.g. ws://127.0.0.1:4269.
     url: String,
-    /// The path of the handler, e.g. /echo.
-    path: String,
-    /// The payload as JSON (default: null); options for `subscribe`.
-    json: Option<String>,
     /// The wire format of native webmesh.
     #[arg(long, value_enum, default_value_t = CodecArg::Msgpack)]
     codec: CodecArg,
-    /// Talk to a Python webmesh 0.1.2 server using its serializer.
-    #[arg(long, value_enum, conflicts_with = "codec")]
-    legacy: Option<CodecArg>,
-    /// Seconds to wait for the reply.
-    #[arg(long, default_value_t = 30.0)]
-    timeout: f64,
     /// For wss:// URLs: trust only the CA certificate(s) in this PEM file,
     /// instead of the system's roots.
     #[arg(long, value_name = "PEM")]
     ca: Option<std::path::PathBuf>,
+    /// Seconds to wait for the connection to open.
+    #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
+    connect_timeout: f64,
+}
+
+#[derive(Args)]
+struct Call {
+    #[command(flatten)]
+    server: Server,
+    /// The path of the handler, e.g. /echo.
+    path: String,
+    /// The payload as JSON (default: null).
+    json: Option<String>,
+    /// Talk to a Python webmesh 0.1.2 server using its serializer.
+    #[arg(long, value_enum)]
+    legacy: Option<CodecArg>,
+    /// Seconds to wait for the reply.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    timeout: f64,
+}
+
+#[derive(Args)]
+struct Emit {
+    #[command(flatten)]
+    server: Server,
+    /// The path of the handler, e.g. /inc.
+    path: String,
+    /// The payload as JSON (default: null).
+    json: Option<String>,
+    /// Talk to a Python webmesh 0.1.2 server using its serializer.
+    #[arg(long, value_enum)]
+    legacy: Option<CodecArg>,
+}
+
+#[derive(Args)]
+struct Subscribe {
+    #[command(flatten)]
+    server: Server,
+    /// The topic pattern, e.g. /news/{*rest}.
+    pattern: String,
+    /// Subscription options as JSON, e.g. '{"lag": "disconnect"}' (lag:
+    /// drop_oldest, drop_newest or disconnect).
+    options: Option<String>,
+}
+
+#[derive(Args)]
+struct Publish {
+    #[command(flatten)]
+    server: Server,
+    /// The topic, e.g. /news/rust.
+    topic: String,
+    /// The payload as JSON (default: null).
+    json: Option<String>,
+    /// Seconds to wait for the server to accept it.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    timeout: f64,
+}
+
+/// What `subscribe` accepts as options: unknown keys are refused.
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SubscribeArgs {
+    #[serde(default)]
+    lag: webmesh::LagPolicy,
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -79,50 +134,98 @@ async fn main() -> ExitCode {
 }
 
 async fn run(command: Command) -> Result<(), String> {
-    let target = match &command {
-        Command::Call(t) | Command::Emit(t) | Command::Subscribe(t) | Command::Publish(t) => t,
-    };
-    let payload: Value = match &target.json {
-        Some(text) => serde_json::from_str(text).map_err(|e| format!("the payload is not JSON: {e}"))?,
-        None => Value::Null,
-    };
-    let timeout = Duration::try_from_secs_f64(target.timeout).map_err(|e| format!("--timeout: {e}"))?;
-    let mut builder = Client::builder(&target.url).timeout(timeout).no_reconnect();
-    if let Some(ca) = &target.ca {
+    match command {
+        Command::Call(call) => {
+            let payload = json_arg(call.json.as_deref())?;
+            let client = connect(&call.server, call.legacy, Some(call.timeout)).await?;
+            let reply: Value = client.call(&call.path, &payload).await.map_err(describe)?;
+            println!("{reply}");
+        }
+        Command::Emit(emit) => {
+            let payload = json_arg(emit.json.as_deref())?;
+            let client = connect(&emit.server, emit.legacy, None).await?;
+            client.emit(&emit.path, &payload).await.map_err(describe)?;
+            client.close().await;
+        }
+        Command::Publish(publish) => {
+            let payload = json_arg(publish.json.as_deref())?;
+            let client = connect(&publish.server, None, Some(publish.timeout)).await?;
+            client.publish(&publish.topic, &payload).await.map_err(describe)?;
+            client.close().await;
+        }
+        Command::Subscribe(subscribe) => {
+            let options = match subscribe.options.as_deref() {
+                Some(text) => serde_json::from_str::<SubscribeArgs>(text)
+                    .map_err(|e| format!("invalid subscription options: {e}"))?,
+                None => SubscribeArgs { lag: webmesh::LagPolicy::default() },
+            };
+            let client = connect(&subscribe.server, None, None).await?;
+            let options = webmesh::SubscribeOptions::default().lag(options.lag);
+            follow(&client, &subscribe.pattern, options).await?;
+        }
+    }
+    Ok(())
+}
+
+fn json_arg(text: Option<&str>) -> Result<Value, String> {
+    match text {
+        Some(text) => serde_json::from_str(text).map_err(|e| format!("the payload is not JSON: {e}")),
+        None => Ok(Value::Null),
+    }
+}
+
+fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
+    Duration::try_from_secs_f64(value).map_err(|e| format!("--{flag}: {e}"))
+}
+
+async fn connect(server: &Server, legacy: Option<CodecArg>, timeout: Option<f64>) -> Result<Client, String> {
+    let url = redact(&server.url);
+    let mut builder = Client::builder(&server.url)
+        .connect_timeout(seconds("connect-timeout", server.connect_timeout)?)
+        .no_reconnect();
+    if let Some(timeout) = timeout {
+        builder = builder.timeout(seconds("timeout", timeout)?);
+    }
+    if let Some(ca) = &server.ca {
         let tls = webmesh::ClientTls::default().ca_pem_file(ca).map_err(|e| e.to_string())?;
         builder = builder.tls(tls);
     }
-    builder = match (target.legacy, target.codec) {
+    builder = match (legacy, server.codec) {
         (Some(CodecArg::Msgpack), _) => builder.legacy(LegacyFormat::MsgPack),
         (Some(CodecArg::Json), _) => builder.legacy(LegacyFormat::Json),
         (None, CodecArg::Msgpack) => builder.msgpack(),
         (None, CodecArg::Json) => builder.json(),
     };
-    let client = tokio::time::timeout(timeout, builder.connect())
-        .await
-        .map_err(|_| format!("could not connect to {} within {timeout:?}", target.url))?
-        .map_err(|e| format!("could not connect to {}: {e}", target.url))?;
-    match &command {
-        Command::Call(_) => {
-            let reply: Value = client.call(&target.path, &payload).await.map_err(|e| e.to_string())?;
-            println!("{reply}");
-        }
-        Command::Emit(_) => {
-            client.emit(&target.path, &payload).await.map_err(|e| e.to_string())?;
-            client.close().await;
-        }
-        Command::Publish(_) => {
-            client.publish(&target.path, &payload).await.map_err(|e| e.to_string())?;
-            client.close().await;
-        }
-        Command::Subscribe(_) => subscribe(&client, &target.path).await?,
-    }
-    Ok(())
+    builder.connect().await.map_err(|e| format!("could not connect to {url}: {}", describe(e)))
 }
 
-async fn subscribe(client: &Client, pattern: &str) -> Result<(), String> {
+/// An error as one line, with a handler error's data.
+fn describe(error: webmesh::Error) -> String {
+    match &error {
+        webmesh::Error::Handler(e) => match e.data() {
+            Some(data) => format!("{error} (data: {data})"),
+            None => error.to_string(),
+        },
+        _ => error.to_string(),
+    }
+}
+
+/// The URL with its query's values hidden: they may be credentials.
+fn redact(url: &str) -> String {
+    let Some((base, query)) = url.split_once('?') else { return url.to_owned() };
+    let hidden: Vec<String> = query
+        .split('&')
+        .map(|pair| match pair.split_once('=') {
+            Some((name, _)) => format!("{name}=***"),
+            None => pair.to_owned(),
+        })
+        .collect();
+    format!("{base}?{}", hidden.join("&"))
+}
+
+async fn follow(client: &Client, pattern: &str, options: webmesh::SubscribeOptions) -> Result<(), String> {
     use std::io::Write;
-    let mut events = client.subscribe::<Value>(pattern).await.map_err(|e| e.to_string())?;
+    let mut events = client.subscribe_with::<Value>(pattern, options).await.map_err(describe)?;
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
@@ -140,5 +243,39 @@ async fn subscribe(client: &Client, pattern: &str) -> Result<(), String> {
             Some(Err(e)) => eprintln!("warning: {e}"),
             None => return Err("the connection closed".into()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    #[test]
+    fn the_command_line_is_well_formed() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn each_subcommand_has_its_own_help() {
+        let mut cli = Cli::command();
+        let subscribe = cli.find_subcommand_mut("subscribe").unwrap().render_long_help().to_string();
+        assert!(subscribe.contains("PATTERN") && !subscribe.contains("--timeout"), "{subscribe}");
+        let call = cli.find_subcommand_mut("call").unwrap().render_long_help().to_string();
+        assert!(call.contains("--timeout") && call.contains("--legacy"), "{call}");
+    }
+
+    #[test]
+    fn subscription_options_are_checked() {
+        assert!(serde_json::from_str::<SubscribeArgs>(r#"{"lag": "disconnect"}"#).is_ok());
+        assert!(serde_json::from_str::<SubscribeArgs>(r#"{"lag": "bogus"}"#).is_err());
+        assert!(serde_json::from_str::<SubscribeArgs>(r#"{"lagg": "drop_newest"}"#).is_err());
+    }
+
+    #[test]
+    fn query_values_are_redacted() {
+        assert_eq!(redact("ws://h:1/?token=secret&x=1"), "ws://h:1/?token=***&x=***");
+        assert_eq!(redact("ws://h:1/"), "ws://h:1/");
     }
 }
