@@ -4,9 +4,7 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::python::{run_client_with, Killed};
 use common::start_example_with as start_example;
