@@ -533,3 +533,73 @@ async fn urls_and_close_codes() {
     let reason = within(10, got_code).await.unwrap();
     assert!(reason.contains("1000"), "{reason}");
 }
+
+/// Smaller: a refused reconnection says why in the state, and credentials
+/// computed for each dial let a renewed token in.
+#[tokio::test]
+async fn a_refused_reconnection_says_why_and_renewed_credentials_get_in() {
+    use std::sync::Mutex;
+    use webmesh::{AuthError, Handshake};
+
+    async fn start_with(
+        addr: String,
+        accepted: &'static str,
+    ) -> Option<(SocketAddr, tokio::sync::oneshot::Sender<()>)> {
+        let server = Server::builder()
+            .registered_handlers(false)
+            .router(Router::new().on("/echo", |v: Value| async move { v }))
+            .authenticate(move |handshake: Handshake| {
+                let ok = handshake.bearer_token() == Some(accepted);
+                async move {
+                    if ok {
+                        Ok(())
+                    } else {
+                        Err(AuthError::forbidden("token expired"))
+                    }
+                }
+            })
+            .shutdown_timeout(Duration::ZERO)
+            .addr(addr)
+            .bind()
+            .await
+            .ok()?;
+        let addr = server.local_addr();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server.serve_with_shutdown(async move {
+            let _ = stopped.await;
+        }));
+        Some((addr, stop))
+    }
+
+    let (addr, stop) = start_with("127.0.0.1:0".into(), "old").await.unwrap();
+    let token = Arc::new(Mutex::new("old".to_owned()));
+    let current = token.clone();
+    let client = Client::builder(format!("ws://{addr}"))
+        .reconnect(fast())
+        .bearer_token_with(move || current.lock().unwrap().clone())
+        .connect()
+        .await
+        .unwrap();
+    assert_eq!(client.call::<u32>("/echo", &1).await.unwrap(), 1);
+    // The server restarts and now wants the new token.
+    stop.send(()).unwrap();
+    wait_for_state(&client, |s| matches!(s, ConnectionState::Reconnecting { .. })).await;
+    // The port may linger for a moment after the stop.
+    let (_, _stop) = within(10, async {
+        loop {
+            match start_with(addr.to_string(), "new").await {
+                Some(started) => break started,
+                None => tokio::time::sleep(Duration::from_millis(20)).await,
+            }
+        }
+    })
+    .await;
+    wait_for_state(
+        &client,
+        |s| matches!(s, ConnectionState::Reconnecting { last_error: Some(why), .. } if why.contains("403")),
+    )
+    .await;
+    *token.lock().unwrap() = "new".to_owned();
+    wait_for_state(&client, |s| *s == ConnectionState::Connected).await;
+    assert_eq!(client.call::<u32>("/echo", &2).await.unwrap(), 2);
+}
