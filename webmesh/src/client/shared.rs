@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, oneshot, watch, Notify};
+use tokio::sync::{broadcast, oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::outbox::Outbox;
@@ -36,7 +36,8 @@ struct Waiter {
     sent: bool,
 }
 
-/// The id under which legacy calls (which have none) are queued.
+/// The id under which the legacy call under way (0.1.2 has no ids) waits
+/// and is queued; native ids start at 1.
 pub(crate) const LEGACY_ID: u64 = 0;
 
 pub(crate) struct ClientShared {
@@ -48,9 +49,10 @@ pub(crate) struct ClientShared {
     pending: Mutex<HashMap<u64, Waiter>>,
     /// Frames waiting to be written.
     pub(crate) outbox: Outbox,
-    /// Legacy mode: the one call under way, by path.
+    /// Legacy mode: one call at a time; it waits as [`LEGACY_ID`], and the
+    /// next message on its path is its answer.
     pub(crate) legacy_turn: tokio::sync::Mutex<()>,
-    legacy_waiter: Mutex<Option<(String, Waiter)>>,
+    legacy_path: Mutex<Option<String>>,
     /// Where the connection stands.
     pub(crate) state: watch::Sender<ConnectionState>,
     pub(crate) while_disconnected: WhileDisconnected,
@@ -66,8 +68,7 @@ pub(crate) struct ClientShared {
     pub(crate) generation: watch::Sender<u64>,
     /// Legacy mode: the generation of a connection to drop, because a late
     /// answer on it could be taken for another call's.
-    pub(crate) recycle_generation: AtomicU64,
-    pub(crate) recycle: Notify,
+    recycle: watch::Sender<u64>,
     /// Becomes `true` when the connection task has ended.
     pub(crate) finished: watch::Sender<bool>,
 }
@@ -93,7 +94,7 @@ impl ClientShared {
             pending: Mutex::new(HashMap::new()),
             outbox: Outbox::new(outbound_buffer),
             legacy_turn: tokio::sync::Mutex::new(()),
-            legacy_waiter: Mutex::new(None),
+            legacy_path: Mutex::new(None),
             state: watch::Sender::new(ConnectionState::Connected),
             while_disconnected,
             push_handlers: RwLock::new(HashMap::new()),
@@ -103,8 +104,7 @@ impl ClientShared {
             stop: CancellationToken::new(),
             stop_reason: Mutex::new(None),
             generation: watch::Sender::new(1),
-            recycle_generation: AtomicU64::new(0),
-            recycle: Notify::new(),
+            recycle: watch::Sender::new(0),
             finished: watch::Sender::new(false),
         }
     }
@@ -125,20 +125,14 @@ impl ClientShared {
     /// it reaches a later call.
     pub(crate) fn recycle_connection(&self) -> u64 {
         let generation = *self.generation.borrow();
-        self.recycle_generation.store(generation, Ordering::Release);
-        self.recycle.notify_waiters();
+        self.recycle.send_replace(generation);
         generation
     }
 
     /// Resolves once connection `generation` was asked to be dropped.
     pub(crate) async fn recycled(&self, generation: u64) {
-        loop {
-            let notified = self.recycle.notified();
-            if self.recycle_generation.load(Ordering::Acquire) >= generation {
-                return;
-            }
-            notified.await;
-        }
+        // The sender lives in `self`, so this ends only when asked.
+        let _ = self.recycle.subscribe().wait_for(|asked| *asked >= generation).await;
     }
 
     /// Registers a call; the reply completes the returned receiver.
@@ -152,22 +146,12 @@ impl ClientShared {
     /// Claims call `id` for writing: `false` if its caller gave up on it,
     /// in which case it must not be sent.
     pub(crate) fn claim(&self, id: u64) -> bool {
-        if id == LEGACY_ID {
-            match self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner).as_mut() {
-                Some((_, waiter)) => {
-                    waiter.sent = true;
-                    true
-                }
-                None => false,
+        match self.pending.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&id) {
+            Some(waiter) => {
+                waiter.sent = true;
+                true
             }
-        } else {
-            match self.pending.lock().unwrap_or_else(PoisonError::into_inner).get_mut(&id) {
-                Some(waiter) => {
-                    waiter.sent = true;
-                    true
-                }
-                None => false,
-            }
+            None => false,
         }
     }
 
@@ -192,13 +176,6 @@ impl ClientShared {
             let message = if waiter.sent { &lost } else { &unsent };
             let _ = waiter.answer.send(Err(Failure::Lost(message.clone())));
         }
-        let mut legacy = self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner);
-        if legacy.as_ref().is_some_and(|(_, w)| w.sent || fail_fast) {
-            if let Some((_, waiter)) = legacy.take() {
-                let message = if waiter.sent { lost } else { unsent };
-                let _ = waiter.answer.send(Err(Failure::Lost(message)));
-            }
-        }
     }
 
     /// The caller of call `id` is done with it: take it out of the outbox if
@@ -210,18 +187,17 @@ impl ClientShared {
         }
     }
 
+    /// Registers the legacy call to `path`: the next message on it answers.
     pub(crate) fn register_legacy(&self, path: &str) -> oneshot::Receiver<Answer> {
         let (answer, rx) = oneshot::channel();
-        let waiter = Waiter { answer, sent: false };
-        *self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner) = Some((path.to_owned(), waiter));
+        *self.legacy_path.lock().unwrap_or_else(PoisonError::into_inner) = Some(path.to_owned());
+        self.pending.lock().unwrap_or_else(PoisonError::into_inner).insert(LEGACY_ID, Waiter { answer, sent: false });
         rx
     }
 
     pub(crate) fn forget_legacy(&self) {
-        let waiter = self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner).take();
-        if waiter.is_some_and(|(_, w)| !w.sent) {
-            self.outbox.remove(LEGACY_ID);
-        }
+        self.legacy_path.lock().unwrap_or_else(PoisonError::into_inner).take();
+        self.forget(LEGACY_ID);
     }
 
     fn complete(&self, id: u64, result: Result<Payload, CallError>) {
@@ -256,16 +232,14 @@ impl ClientShared {
             Incoming::Error { id, error } => self.complete(id, Err(error)),
             Incoming::Push { path, payload } => self.push(Push::new(path, payload)),
             Incoming::Legacy { path, payload } => {
-                let mut waiter = self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner);
-                match waiter.take() {
-                    Some((expected, waiter)) if expected == path => {
-                        let _ = waiter.answer.send(Ok(payload));
-                    }
-                    other => {
-                        *waiter = other;
-                        drop(waiter);
-                        self.push(Push::new(path, payload));
-                    }
+                let mut expected = self.legacy_path.lock().unwrap_or_else(PoisonError::into_inner);
+                if expected.as_deref() == Some(path.as_str()) {
+                    expected.take();
+                    drop(expected);
+                    self.complete(LEGACY_ID, Ok(payload));
+                } else {
+                    drop(expected);
+                    self.push(Push::new(path, payload));
                 }
             }
             Incoming::Event { topic, payload } => self.subscriptions.deliver(&topic, &payload),
@@ -299,10 +273,8 @@ impl ClientShared {
         self.outbox.close();
         let waiting: Vec<Waiter> =
             self.pending.lock().unwrap_or_else(PoisonError::into_inner).drain().map(|(_, w)| w).collect();
-        let legacy = self.legacy_waiter.lock().unwrap_or_else(PoisonError::into_inner).take();
         // Dropping a waiter tells its caller the connection closed.
         drop(waiting);
-        drop(legacy);
         // Ends every subscription's stream.
         self.subscriptions.clear();
         // Handlers may hold clients (the blocking client's do): let them go.
