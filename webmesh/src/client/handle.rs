@@ -278,10 +278,8 @@ impl Client {
         if self.shared.closed().is_some() {
             return Err(self.closed_error());
         }
-        if self.shared.while_disconnected == WhileDisconnected::FailFast {
-            if let ConnectionState::Reconnecting { .. } = *self.shared.state.borrow() {
-                return Err(Error::Closed(Some("not connected (reconnecting); it was not sent".into())));
-            }
+        if self.fails_fast_now() {
+            return Err(not_sent_while_reconnecting());
         }
         let (frame, size) = self
             .shared
@@ -295,14 +293,16 @@ impl Client {
         self.shared.outbox.push(id, frame).await.map_err(|_| self.closed_error())?;
         // Under FailFast, a call that waited for room while the connection
         // dropped must not wait for the next one.
-        if let (Some(id), WhileDisconnected::FailFast) = (id, self.shared.while_disconnected) {
-            if let ConnectionState::Reconnecting { .. } = *self.shared.state.borrow() {
-                if self.shared.outbox.remove(id) {
-                    return Err(Error::Closed(Some("not connected (reconnecting); it was not sent".into())));
-                }
-            }
+        match id {
+            Some(id) if self.fails_fast_now() && self.shared.outbox.remove(id) => Err(not_sent_while_reconnecting()),
+            _ => Ok(()),
         }
-        Ok(())
+    }
+
+    /// Whether a call must fail now rather than wait for the connection.
+    fn fails_fast_now(&self) -> bool {
+        self.shared.while_disconnected == WhileDisconnected::FailFast
+            && matches!(*self.shared.state.borrow(), ConnectionState::Reconnecting { .. })
     }
 
     /// A closed channel means a closed client: say why.
@@ -367,6 +367,10 @@ impl std::fmt::Debug for Client {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Client").field("format", &self.shared.format).finish_non_exhaustive()
     }
+}
+
+fn not_sent_while_reconnecting() -> Error {
+    Error::Closed(Some("not connected (reconnecting); it was not sent".into()))
 }
 
 /// Turns what a waiting call got into its result.
