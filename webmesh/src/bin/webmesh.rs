@@ -54,8 +54,9 @@ struct Server {
     connect_timeout: f64,
 }
 
+/// A message to a handler: what `call` and `emit` take.
 #[derive(Args)]
-struct Call {
+struct Emit {
     #[command(flatten)]
     server: Server,
     /// The path of the handler, e.g. /echo.
@@ -65,22 +66,15 @@ struct Call {
     /// Talk to a Python webmesh 0.1.2 server using its serializer.
     #[arg(long, value_enum)]
     legacy: Option<CodecArg>,
-    /// Seconds to wait for the reply.
-    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
-    timeout: f64,
 }
 
 #[derive(Args)]
-struct Emit {
+struct Call {
     #[command(flatten)]
-    server: Server,
-    /// The path of the handler, e.g. /inc.
-    path: String,
-    /// The payload as JSON (default: null).
-    json: Option<String>,
-    /// Talk to a Python webmesh 0.1.2 server using its serializer.
-    #[arg(long, value_enum)]
-    legacy: Option<CodecArg>,
+    message: Emit,
+    /// Seconds to wait for the reply.
+    #[arg(long, default_value_t = 30.0, value_name = "SECONDS")]
+    timeout: f64,
 }
 
 #[derive(Args)]
@@ -135,9 +129,9 @@ async fn main() -> ExitCode {
 
 async fn run(command: Command) -> Result<(), String> {
     match command {
-        Command::Call(call) => {
+        Command::Call(Call { message: call, timeout }) => {
             let payload = json_arg(call.json.as_deref())?;
-            let client = connect(&call.server, call.legacy, Some(call.timeout)).await?;
+            let client = connect(&call.server, call.legacy, Some(timeout)).await?;
             let reply: Value = client.call(&call.path, &payload).await.map_err(describe)?;
             println!("{reply}");
         }
