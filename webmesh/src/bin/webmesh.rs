@@ -64,7 +64,7 @@ struct Emit {
     /// The payload as JSON (default: null).
     json: Option<String>,
     /// Talk to a Python webmesh 0.1.2 server using its serializer.
-    #[arg(long, value_enum)]
+    #[arg(long, value_enum, conflicts_with = "codec")]
     legacy: Option<CodecArg>,
 }
 
