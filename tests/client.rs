@@ -9,9 +9,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::{within, TestServer};
+use common::{within, Restartable, Silent, TestServer};
 use serde_json::{json, Value};
-use webmesh::{Client, Connection, ConnectionState, Error, Hub, Reconnect, Router, Server, WhileDisconnected};
+use webmesh::{Client, Connection, ConnectionState, Error, Reconnect, Router, Server, WhileDisconnected};
 
 fn fast() -> Reconnect {
     Reconnect { initial_delay: Duration::from_millis(20), max_delay: Duration::from_millis(200) }
@@ -32,18 +32,10 @@ fn incompressible(len: usize) -> String {
 }
 
 /// A server on `addr` that counts the calls it ran, and can be stopped.
-struct Counting {
-    addr: SocketAddr,
-    hub: Hub,
-    stop: tokio::sync::oneshot::Sender<()>,
-    serving: tokio::task::JoinHandle<Result<(), Error>>,
-}
-
-async fn counting(addr: &str, ran: Arc<AtomicU64>) -> Counting {
-    let count = ran.clone();
+async fn counting(addr: &str, ran: Arc<AtomicU64>) -> Restartable {
     let router = Router::new()
         .on("/count", move || {
-            let n = count.fetch_add(1, Ordering::SeqCst) + 1;
+            let n = ran.fetch_add(1, Ordering::SeqCst) + 1;
             async move { n }
         })
         .on("/echo", |v: Value| async move { v })
@@ -51,23 +43,7 @@ async fn counting(addr: &str, ran: Arc<AtomicU64>) -> Counting {
             tokio::time::sleep(Duration::from_millis(300)).await;
             "slow"
         });
-    let mut builder = Server::builder().registered_handlers(false).router(router).shutdown_timeout(Duration::ZERO);
-    let hub = builder.hub();
-    let server = builder.addr(addr).bind().await.unwrap();
-    let addr = server.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.serve_with_shutdown(async move {
-        let _ = stopped.await;
-    }));
-    Counting { addr, hub, stop, serving }
-}
-
-impl Counting {
-    async fn stop(self) -> SocketAddr {
-        self.stop.send(()).unwrap();
-        within(10, self.serving).await.unwrap().unwrap();
-        self.addr
-    }
+    Restartable::start(addr, router).await
 }
 
 async fn wait_for_state(client: &Client, wanted: impl FnMut(&ConnectionState) -> bool) {
@@ -107,15 +83,8 @@ async fn thousands_of_large_calls_never_deadlock_the_connection() {
 /// server that never reads, emits stop returning once the buffer is full.
 #[tokio::test]
 async fn a_full_outbound_buffer_makes_emits_wait() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let never_reads = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let socket = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        drop(socket);
-    });
-    let client = Client::builder(format!("ws://{addr}"))
+    let never_reads = Silent::start().await;
+    let client = Client::builder(never_reads.url())
         .outbound_buffer(256 << 10)
         .compression_threshold(usize::MAX)
         .no_reconnect()
@@ -135,7 +104,7 @@ async fn a_full_outbound_buffer_makes_emits_wait() {
         }
     }
     assert!(queued < 10_000, "emits never waited: {queued} queued to a server that never reads");
-    never_reads.abort();
+    drop(never_reads);
 }
 
 /// 2. A panicking push handler is logged and skipped: the connection, the
@@ -271,18 +240,10 @@ async fn calls_given_up_while_disconnected_are_never_run() {
 /// at once, saying they were not sent, and are never run.
 #[tokio::test]
 async fn fail_fast_fails_queued_calls_at_once_and_never_sends_them() {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
     // A server that never reads, then vanishes.
-    let (vanish, vanished) = tokio::sync::oneshot::channel::<()>();
-    let never_reads = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let socket = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        let _ = vanished.await;
-        drop(socket);
-        drop(listener);
-    });
-    let client = Client::builder(format!("ws://{addr}"))
+    let never_reads = Silent::start().await;
+    let addr = never_reads.addr;
+    let client = Client::builder(never_reads.url())
         .outbound_buffer(64 << 10)
         .compression_threshold(usize::MAX)
         .reconnect(Reconnect { initial_delay: Duration::from_millis(300), max_delay: Duration::from_millis(300) })
@@ -299,8 +260,7 @@ async fn fail_fast_fails_queued_calls_at_once_and_never_sends_them() {
         })
         .collect();
     tokio::time::sleep(Duration::from_millis(500)).await;
-    vanish.send(()).unwrap();
-    never_reads.await.unwrap();
+    never_reads.vanish().await;
     let mut not_sent = 0;
     for call in calls {
         // Within seconds, not the calls' 120 s timeout.

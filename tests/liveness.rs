@@ -46,16 +46,9 @@ async fn a_live_but_quiet_client_is_kept() {
 #[tokio::test]
 async fn the_client_gives_up_on_a_server_that_stops_answering() {
     // A server that completes the handshake, then never reads again.
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let stuck = tokio::spawn(async move {
-        let (tcp, _) = listener.accept().await.unwrap();
-        let socket = tokio_tungstenite::accept_async(tcp).await.unwrap();
-        tokio::time::sleep(Duration::from_secs(60)).await;
-        drop(socket);
-    });
+    let stuck = common::Silent::start().await;
     let (interval, timeout) = quick();
-    let client = Client::builder(format!("ws://{addr}"))
+    let client = Client::builder(stuck.url())
         .heartbeat(interval, timeout)
         .timeout(Duration::from_secs(60))
         .connect()
@@ -66,5 +59,5 @@ async fn the_client_gives_up_on_a_server_that_stops_answering() {
         Err(Error::Closed(Some(reason))) => assert!(reason.contains("the server stopped answering pings"), "{reason}"),
         other => panic!("{other:?}"),
     }
-    stuck.abort();
+    drop(stuck);
 }

@@ -3,42 +3,16 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
-use common::within;
-use webmesh::{Client, ConnectionState, Error, Hub, Reconnect, Router, Server, WhileDisconnected};
+use common::{within, Restartable};
+use webmesh::{Client, ConnectionState, Error, Reconnect, Router, WhileDisconnected};
 
-/// A server on `addr` that can be stopped; its hub publishes to its subscribers.
-struct Running {
-    addr: SocketAddr,
-    hub: Hub,
-    stop: tokio::sync::oneshot::Sender<()>,
-    serving: tokio::task::JoinHandle<Result<(), Error>>,
-}
-
-async fn start(addr: &str) -> Running {
+async fn start(addr: &str) -> Restartable {
     let router = Router::new()
         .on("/ping", || async { "pong" })
         .on("/slow", || async { tokio::time::sleep(Duration::from_secs(30)).await });
-    // Shutting down abandons calls under way at once, like a crash would.
-    let mut builder = Server::builder().registered_handlers(false).router(router).shutdown_timeout(Duration::ZERO);
-    let hub = builder.hub();
-    let server = builder.addr(addr).bind().await.unwrap();
-    let addr = server.local_addr();
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let serving = tokio::spawn(server.serve_with_shutdown(async move {
-        let _ = stopped.await;
-    }));
-    Running { addr, hub, stop, serving }
-}
-
-impl Running {
-    async fn stop(self) -> SocketAddr {
-        self.stop.send(()).unwrap();
-        within(10, self.serving).await.unwrap().unwrap();
-        self.addr
-    }
+    Restartable::start(addr, router).await
 }
 
 fn fast() -> Reconnect {

@@ -91,6 +91,80 @@ pub fn start_example_with(name: &str, args: &[&str]) -> (python::Killed, u16) {
     (python::Killed(child), port)
 }
 
+/// A WebSocket server that accepts one connection and never reads from it
+/// (for at most a minute). [`Silent::vanish`] drops the connection and the
+/// listener, freeing the port.
+pub struct Silent {
+    pub addr: SocketAddr,
+    vanish: Option<oneshot::Sender<()>>,
+    task: JoinHandle<()>,
+}
+
+impl Silent {
+    pub async fn start() -> Self {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (vanish, vanished) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            let (tcp, _) = listener.accept().await.unwrap();
+            let socket = tokio_tungstenite::accept_async(tcp).await.unwrap();
+            let _ = tokio::time::timeout(Duration::from_secs(60), vanished).await;
+            drop(socket);
+            drop(listener);
+        });
+        Self { addr, vanish: Some(vanish), task }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}", self.addr)
+    }
+
+    /// Closes the connection and the listener, and waits until they are gone.
+    pub async fn vanish(mut self) {
+        if let Some(vanish) = self.vanish.take() {
+            let _ = vanish.send(());
+        }
+        within(10, &mut self.task).await.unwrap();
+    }
+}
+
+impl Drop for Silent {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// A server on `addr` that can be stopped and started again on the same
+/// port; stopping abandons calls under way at once, as a crash would.
+pub struct Restartable {
+    pub addr: SocketAddr,
+    pub hub: webmesh::Hub,
+    stop: oneshot::Sender<()>,
+    serving: JoinHandle<Result<(), webmesh::Error>>,
+}
+
+impl Restartable {
+    pub async fn start(addr: &str, router: Router) -> Self {
+        let builder = Server::builder().registered_handlers(false).router(router);
+        let mut builder = builder.shutdown_timeout(Duration::ZERO);
+        let hub = builder.hub();
+        let server = builder.addr(addr).bind().await.unwrap();
+        let addr = server.local_addr();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let serving = tokio::spawn(server.serve_with_shutdown(async move {
+            let _ = stopped.await;
+        }));
+        Self { addr, hub, stop, serving }
+    }
+
+    /// Stops the server and returns its address, to start another there.
+    pub async fn stop(self) -> SocketAddr {
+        self.stop.send(()).unwrap();
+        within(10, self.serving).await.unwrap().unwrap();
+        self.addr
+    }
+}
+
 /// Fails the test instead of hanging it when `future` does not finish.
 pub async fn within<F: std::future::Future>(secs: u64, future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), future).await.expect("timed out")
