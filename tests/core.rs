@@ -412,6 +412,11 @@ async fn webmesh_mounts_in_an_axum_app_beside_http_routes() {
 
     let client = Client::connect(&format!("ws://{addr}/mesh")).await.unwrap();
     assert_eq!(client.call::<Value>("/echo", &json!("hi")).await.unwrap(), json!("hi"));
+    // A wrong path is refused with 404, and the error says what to check.
+    match Client::connect(&format!("ws://{addr}/wrong")).await {
+        Err(Error::Refused { status: 404, message }) => assert!(message.contains("check the URL's path"), "{message}"),
+        other => panic!("expected a 404, got {other:?}"),
+    }
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut http = tokio::net::TcpStream::connect(addr).await.unwrap();

@@ -65,7 +65,15 @@ async fn an_unknown_server_certificate_or_plain_ws_is_refused() {
     let other = ClientTls::default().ca_pem(another_ca.as_bytes()).unwrap();
     let err = Client::builder(&url).tls(other).connect().await.unwrap_err();
     assert!(err.to_string().contains("certificate"), "{err}");
-    assert!(Client::connect(&url.replace("wss://", "ws://")).await.is_err());
+    // A wrong scheme says which to use, both ways.
+    let err = Client::connect(&url.replace("wss://", "ws://")).await.unwrap_err();
+    assert!(err.to_string().contains("use wss://"), "{err}");
+    let plain = Server::builder().registered_handlers(false).router(router()).addr("127.0.0.1:0").bind().await.unwrap();
+    let plain_url = format!("wss://{}", plain.local_addr());
+    tokio::spawn(plain.serve());
+    let trusting = ClientTls::default().ca_pem(pki.ca.as_bytes()).unwrap();
+    let err = Client::builder(&plain_url).tls(trusting).connect().await.unwrap_err();
+    assert!(err.to_string().contains("use ws://"), "{err}");
 }
 
 #[tokio::test]

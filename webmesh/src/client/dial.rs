@@ -91,26 +91,28 @@ fn normalize(url: &str) -> String {
     }
 }
 
-/// Adds what to try to the errors of a wrong path or a wrong scheme.
+/// Adds what to try to the errors of a wrong path or a wrong scheme: a TLS
+/// server answers a plain request with bytes that are not HTTP, or hangs
+/// up; a plain server answers a TLS hello with HTTP, which rustls reports
+/// as a record of an invalid content type.
 fn with_hint(error: Error, tls: bool) -> Error {
+    use std::io::{Error as IoError, ErrorKind};
+    const USE_WSS: &str = "if the server uses TLS, use wss://";
+    const USE_WS: &str = "if the server does not use TLS, use ws://";
     match error {
         Error::Refused { status: 404, message } => Error::Refused {
             status: 404,
             message: format!("{message} (no WebSocket endpoint at this path: check the URL's path)"),
         },
-        Error::Io(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Error::Io(e),
-        Error::Io(e) if !tls => {
-            Error::Io(std::io::Error::new(e.kind(), format!("{e} (if the server uses TLS, use wss://)")))
-        }
-        Error::Protocol(m) if !tls => Error::Protocol(format!("{m} (if the server uses TLS, use wss://)")),
+        Error::Protocol(m) if !tls => Error::Protocol(format!("{m} ({USE_WSS})")),
         Error::Closed(_) if !tls => {
-            Error::Protocol("the server closed the connection during the handshake (if it uses TLS, use wss://)".into())
+            Error::Protocol(format!("the server closed the connection during the handshake ({USE_WSS})"))
         }
-        Error::Io(e) if e.to_string().contains("corrupt") || e.to_string().contains("InvalidContentType") => {
-            Error::Io(std::io::Error::new(e.kind(), format!("{e} (if the server does not use TLS, use ws://)")))
+        Error::Io(e) if !tls && matches!(e.kind(), ErrorKind::UnexpectedEof | ErrorKind::ConnectionReset) => {
+            Error::Io(IoError::new(e.kind(), format!("{e} ({USE_WSS})")))
         }
-        Error::Protocol(m) if m.contains("corrupt") || m.contains("InvalidContentType") => {
-            Error::Protocol(format!("{m} (if the server does not use TLS, use ws://)"))
+        Error::Io(e) if tls && e.to_string().contains("InvalidContentType") => {
+            Error::Io(IoError::new(e.kind(), format!("{e} ({USE_WS})")))
         }
         other => other,
     }
