@@ -169,7 +169,8 @@ async fn a_blocking_push_handler_may_emit() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     // Closing lets the handler's clone go too (dropped here, off the runtime).
-    std::thread::spawn(move || client.close()).join().unwrap();
+    let closing = std::thread::spawn(move || client.close());
+    within(20, loop_until_finished(&closing)).await;
 }
 
 async fn loop_until_finished<T>(thread: &std::thread::JoinHandle<T>) {
@@ -562,4 +563,39 @@ async fn a_refused_reconnection_says_why_and_renewed_credentials_get_in() {
     *token.lock().unwrap() = "new".to_owned();
     wait_for_state(&client, |s| *s == ConnectionState::Connected).await;
     assert_eq!(client.call::<u32>("/echo", &2).await.unwrap(), 2);
+}
+
+/// A blocking call from the blocking client's own runtime thread (a
+/// handler registered through `as_async`) would wait for the thread that
+/// has to read its answer: it is refused at once, and the client carries on.
+#[tokio::test]
+async fn a_blocking_call_on_the_clients_own_runtime_is_refused_not_deadlocked() {
+    let router = Router::new()
+        .on("/poke", |conn: Connection| async move {
+            let _ = conn.emit("/poked", &()).await;
+        })
+        .on("/echo", |v: Value| async move { v });
+    let server = TestServer::with_router(router).await;
+    let url = server.url();
+    let probe = std::thread::spawn(move || {
+        let client = webmesh::blocking::Client::connect(&url).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let inside = client.clone();
+        client.as_async().on("/poked", move |(): ()| {
+            let _ = tx.send(inside.call_with_timeout::<u32>("/echo", &1, Duration::from_secs(1)));
+        });
+        client.emit("/poke", &()).unwrap();
+        let refused = rx.recv_timeout(Duration::from_secs(10)).expect("the handler never returned");
+        // The client still works, within its timeouts.
+        let after = client.call_with_timeout::<u32>("/echo", &2, Duration::from_secs(5));
+        client.close();
+        (refused, after)
+    });
+    within(30, loop_until_finished(&probe)).await;
+    let (refused, after) = probe.join().unwrap();
+    match refused {
+        Err(Error::Config(message)) => assert!(message.contains("own runtime"), "{message}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+    assert_eq!(after.unwrap(), 2);
 }

@@ -1,5 +1,6 @@
 //! A client for synchronous code, like the original Python client.
 
+use std::cell::Cell;
 use std::future::Future;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
@@ -18,6 +19,12 @@ const DROP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 const PUSH_JOBS: usize = 1024;
 
 type Job = Box<dyn FnOnce() + Send>;
+
+thread_local! {
+    /// Set on the threads of blocking clients' runtimes, where blocking on
+    /// a client would stop the very thread that has to answer.
+    static ON_CLIENT_RUNTIME: Cell<bool> = const { Cell::new(false) };
+}
 
 /// A blocking [`Client`](crate::Client): the same operations, for code that
 /// is not async.
@@ -71,9 +78,10 @@ impl Client {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .thread_name("webmesh-blocking")
+            .on_thread_start(|| ON_CLIENT_RUNTIME.with(|on| on.set(true)))
             .enable_all()
             .build()?;
-        let client = block_on(&runtime, builder.connect())?;
+        let client = block_on(&runtime, builder.connect())??;
         let (push_jobs, jobs) = sync_channel::<Job>(PUSH_JOBS);
         std::thread::Builder::new().name("webmesh-push-handlers".into()).spawn(move || {
             for job in jobs {
@@ -89,7 +97,7 @@ impl Client {
         self.inner.client.as_ref().expect("taken only on drop")
     }
 
-    fn block_on<F: Future + Send>(&self, future: F) -> F::Output
+    fn block_on<F: Future + Send>(&self, future: F) -> Result<F::Output, Error>
     where
         F::Output: Send,
     {
@@ -110,13 +118,13 @@ impl Client {
         timeout: Duration,
     ) -> Result<R, Error> {
         // Decoded here, so that `R` need not be `Send`.
-        Ok(self.block_on(self.client().call_for_payload(path, data, timeout))?.deserialize()?)
+        Ok(self.block_on(self.client().call_for_payload(path, data, timeout))??.deserialize()?)
     }
 
     /// Sends `data` to `path` without waiting for an answer; returns once
     /// it is queued for sending.
     pub fn emit(&self, path: &str, data: &(impl Serialize + Sync + ?Sized)) -> Result<(), Error> {
-        self.block_on(self.client().emit(path, data))
+        self.block_on(self.client().emit(path, data))?
     }
 
     /// Subscribes to the topics `pattern` matches; the events come as an
@@ -139,13 +147,13 @@ impl Client {
         pattern: &str,
         options: SubscribeOptions,
     ) -> Result<Subscription<T>, Error> {
-        let inner = self.block_on(self.client().subscribe_with(pattern, options))?;
-        Ok(Subscription { inner, client: self.clone() })
+        let inner = self.block_on(self.client().subscribe_with(pattern, options))??;
+        Ok(Subscription { inner, client: self.clone(), refused: false })
     }
 
     /// Publishes `data` to `topic`; see [`crate::Client::publish`].
     pub fn publish(&self, topic: &str, data: &(impl Serialize + Sync + ?Sized)) -> Result<(), Error> {
-        self.block_on(self.client().publish(topic, data))
+        self.block_on(self.client().publish(topic, data))?
     }
 
     /// Runs `handler` for every push on `path`, on the client's push
@@ -189,10 +197,14 @@ impl Client {
     }
 
     /// Writes what is queued, closes the connection for every clone, and
-    /// waits until it is closed; see [`crate::Client::close`].
+    /// waits until it is closed; see [`crate::Client::close`]. On a blocking
+    /// client's own runtime thread it only asks for the close, and returns.
     pub fn close(self) {
         let client = self.client().clone();
-        self.block_on(client.close());
+        if let Err(refused) = self.block_on(client.clone().close()) {
+            tracing::debug!("{refused}: closing without waiting");
+            drop(client.close());
+        }
     }
 
     /// The async client this one drives, for use from async code.
@@ -220,16 +232,26 @@ impl Drop for Inner {
 
 /// Runs `future` on `runtime` and waits for it. A thread that has a Tokio
 /// context (a `spawn_blocking` task, or async code) may not start another
-/// runtime: there the future is driven from a scoped thread of its own.
-fn block_on<F: Future + Send>(runtime: &tokio::runtime::Runtime, future: F) -> F::Output
+/// runtime: there the future is driven from a scoped thread of its own. A
+/// thread of a blocking client's runtime may not wait at all: it may be the
+/// one that has to read the answer (a handler registered through
+/// [`Client::as_async`]), so that is refused.
+fn block_on<F: Future + Send>(runtime: &tokio::runtime::Runtime, future: F) -> Result<F::Output, Error>
 where
     F::Output: Send,
 {
+    if ON_CLIENT_RUNTIME.with(Cell::get) {
+        return Err(Error::Config(
+            "a blocking client cannot wait on its own runtime's thread (a handler registered through \
+             `as_async`): use the blocking client's `on`, whose handlers run on a thread of their own"
+                .into(),
+        ));
+    }
     if tokio::runtime::Handle::try_current().is_err() {
-        return runtime.block_on(future);
+        return Ok(runtime.block_on(future));
     }
     std::thread::scope(|scope| match scope.spawn(|| runtime.block_on(future)).join() {
-        Ok(output) => output,
+        Ok(output) => Ok(output),
         Err(panic) => std::panic::resume_unwind(panic),
     })
 }
@@ -247,6 +269,8 @@ impl std::fmt::Debug for Client {
 pub struct Subscription<T> {
     inner: crate::Subscription<T>,
     client: Client,
+    /// Set once iterating was refused, so that a loop over it ends.
+    refused: bool,
 }
 
 impl<T: DeserializeOwned> Subscription<T> {
@@ -254,7 +278,7 @@ impl<T: DeserializeOwned> Subscription<T> {
     /// subscription ended, [`Error::Timeout`] when nothing came in time.
     pub fn recv_timeout(&mut self, timeout: Duration) -> Result<Option<Result<Event<T>, Error>>, Error> {
         let client = self.client.clone();
-        let item = client.block_on(tokio::time::timeout(timeout, self.inner.recv_item()));
+        let item = client.block_on(tokio::time::timeout(timeout, self.inner.recv_item()))?;
         Ok(item.map_err(|_| Error::Timeout(timeout))?.map(|item| self.inner.decode(item)))
     }
 
@@ -269,8 +293,16 @@ impl<T: DeserializeOwned> Iterator for Subscription<T> {
 
     fn next(&mut self) -> Option<Self::Item> {
         let client = self.client.clone();
-        let item = client.block_on(self.inner.recv_item())?;
-        Some(self.inner.decode(item))
+        if self.refused {
+            return None;
+        }
+        match client.block_on(self.inner.recv_item()) {
+            Ok(item) => Some(self.inner.decode(item?)),
+            Err(refused) => {
+                self.refused = true;
+                Some(Err(refused))
+            }
+        }
     }
 }
 
@@ -292,7 +324,7 @@ impl Iterator for Pushes {
 
     fn next(&mut self) -> Option<Push> {
         let client = self.client.clone();
-        client.block_on(self.inner.next())
+        client.block_on(self.inner.next()).ok().flatten()
     }
 }
 
