@@ -10,12 +10,14 @@ use std::time::Duration;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::client::Budget;
 use crate::{ClientBuilder, ConnectionState, Error, Event, Push, SubscribeOptions};
 
 /// How long dropping the last handle waits to write what is queued.
 const DROP_FLUSH_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// How many pushes may wait for the push handlers' thread before new ones are dropped.
+/// How many pushes may wait for the push handlers' thread before new ones
+/// are dropped (their bytes are bounded too, by the receive buffer).
 const PUSH_JOBS: usize = 1024;
 
 type Job = Box<dyn FnOnce() + Send>;
@@ -65,6 +67,8 @@ struct Inner {
     client: Option<crate::Client>,
     runtime: Option<tokio::runtime::Runtime>,
     push_jobs: SyncSender<Job>,
+    /// Bounds the bytes of the pushes waiting for the push handlers' thread.
+    push_budget: Arc<Budget>,
 }
 
 impl Client {
@@ -90,7 +94,9 @@ impl Client {
                 }
             }
         })?;
-        Ok(Client { inner: Arc::new(Inner { client: Some(client), runtime: Some(runtime), push_jobs }) })
+        let push_budget = Arc::new(Budget::new(client.receive_buffer()));
+        let inner = Inner { client: Some(client), runtime: Some(runtime), push_jobs, push_budget };
+        Ok(Client { inner: Arc::new(inner) })
     }
 
     fn client(&self) -> &crate::Client {
@@ -168,15 +174,24 @@ impl Client {
         F: Fn(T) + Send + Sync + 'static,
     {
         let handler = Arc::new(handler);
-        let jobs = self.inner.push_jobs.clone();
-        let path_name = path.to_owned();
-        self.client().on(path, move |data: T| {
-            let handler = handler.clone();
-            match jobs.try_send(Box::new(move || handler(data))) {
-                Ok(()) | Err(TrySendError::Disconnected(_)) => {}
-                Err(TrySendError::Full(_)) => {
-                    tracing::warn!(path = path_name, "a push was dropped: the push handlers are behind");
+        let (jobs, budget) = (self.inner.push_jobs.clone(), self.inner.push_budget.clone());
+        self.client().on_push(path, move |push: &Push| {
+            let bytes = push.payload().len();
+            if !budget.take(bytes) {
+                return tracing::warn!(path = push.path(), "a push was dropped: the push handlers are behind");
+            }
+            let (handler, held, push) = (handler.clone(), budget.clone(), push.clone());
+            // Decoded on the handlers' thread, not the connection's.
+            let job = Box::new(move || {
+                held.give_back(bytes);
+                match push.deserialize::<T>() {
+                    Ok(data) => handler(data),
+                    Err(e) => tracing::warn!(path = push.path(), "skipping a push: {e}"),
                 }
+            });
+            if let Err(TrySendError::Full(_) | TrySendError::Disconnected(_)) = jobs.try_send(job) {
+                budget.give_back(bytes);
+                tracing::warn!("a push was dropped: the push handlers are behind");
             }
         });
     }

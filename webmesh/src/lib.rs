@@ -93,7 +93,7 @@ pub mod blocking;
 pub use call_error::{CallError, IntoCallError};
 pub use client::{
     Client, ClientBuilder, ConnectionState, Event, Push, Pushes, Reconnect, Subscription, WhileDisconnected,
-    DEFAULT_CONNECT_TIMEOUT, DEFAULT_OUTBOUND_BUFFER, DEFAULT_TIMEOUT,
+    DEFAULT_CONNECT_TIMEOUT, DEFAULT_OUTBOUND_BUFFER, DEFAULT_RECEIVE_BUFFER, DEFAULT_TIMEOUT,
 };
 pub use error::Error;
 pub use extract::State;

@@ -19,6 +19,10 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 /// The default bound of the bytes waiting to be written: 8 MiB.
 pub const DEFAULT_OUTBOUND_BUFFER: usize = 8 << 20;
 
+/// The default bound of the bytes received and not read yet, per
+/// subscription or `Pushes` stream: 16 MiB.
+pub const DEFAULT_RECEIVE_BUFFER: usize = 16 << 20;
+
 /// Configures a [`Client`]: codec, legacy mode, timeout and limits.
 ///
 /// ```no_run
@@ -40,6 +44,7 @@ pub struct ClientBuilder {
     compression: Compression,
     max_message_size: usize,
     outbound_buffer: usize,
+    receive_buffer: usize,
     connect_timeout: Duration,
     headers: Vec<(String, String)>,
     header_provider: Option<HeaderProvider>,
@@ -59,6 +64,7 @@ impl ClientBuilder {
             compression: Compression::default(),
             max_message_size: crate::server::DEFAULT_MAX_MESSAGE_SIZE,
             outbound_buffer: DEFAULT_OUTBOUND_BUFFER,
+            receive_buffer: DEFAULT_RECEIVE_BUFFER,
             connect_timeout: DEFAULT_CONNECT_TIMEOUT,
             headers: Vec::new(),
             header_provider: None,
@@ -130,6 +136,16 @@ impl ClientBuilder {
     /// they are made, `call`, `emit` and `publish` wait for room.
     pub fn outbound_buffer(mut self, bytes: usize) -> Self {
         self.outbound_buffer = bytes;
+        self
+    }
+
+    /// How many bytes of received data a subscription, a
+    /// [`Pushes`](crate::Pushes) stream or (in the blocking client) the push
+    /// handlers may hold unread (default [`DEFAULT_RECEIVE_BUFFER`]; at most
+    /// 1024 messages too). What arrives beyond that is dropped and reported
+    /// (as [`Error::Lagged`] on a subscription) instead of growing memory.
+    pub fn receive_buffer(mut self, bytes: usize) -> Self {
+        self.receive_buffer = bytes;
         self
     }
 
@@ -269,6 +285,7 @@ impl ClientBuilder {
             self.timeout,
             self.max_message_size,
             self.outbound_buffer,
+            self.receive_buffer,
             self.while_disconnected,
         ));
         Ok(Client::start(socket, shared, Link { heartbeat: self.heartbeat, reconnect: self.reconnect, dialer }))

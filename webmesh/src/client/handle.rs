@@ -330,17 +330,26 @@ impl Client {
         T: DeserializeOwned,
         F: Fn(T) + Send + Sync + 'static,
     {
-        let handler = move |push: &Push| match push.deserialize::<T>() {
+        self.on_push(path, move |push: &Push| match push.deserialize::<T>() {
             Ok(data) => handler(data),
             Err(e) => tracing::warn!(path = push.path(), "skipping a push: {e}"),
-        };
+        });
+    }
+
+    /// Runs `handler` for every push on `path`, still encoded.
+    pub(crate) fn on_push(&self, path: &str, handler: impl Fn(&Push) + Send + Sync + 'static) {
         let mut handlers = self.shared.push_handlers.write().unwrap_or_else(std::sync::PoisonError::into_inner);
         handlers.entry(path.to_owned()).or_default().push(Arc::new(handler));
     }
 
+    /// How many bytes of received data each stream may hold unread.
+    pub(crate) fn receive_buffer(&self) -> usize {
+        self.shared.receive_buffer
+    }
+
     /// A stream of every push the server sends from now on, on any path.
     pub fn pushes(&self) -> Pushes {
-        Pushes::new(self.shared.pushes.subscribe(), self.shared.finished.subscribe())
+        self.shared.pushes()
     }
 
     /// Sends what is queued, closes the connection for every clone of this

@@ -1,5 +1,6 @@
 //! The client: calls and emits to a webmesh server over one multiplexed connection.
 
+mod budget;
 mod builder;
 mod dial;
 mod driver;
@@ -12,7 +13,8 @@ mod shared;
 mod stress_tests;
 mod subscription;
 
-pub use builder::{ClientBuilder, DEFAULT_OUTBOUND_BUFFER, DEFAULT_TIMEOUT};
+pub(crate) use budget::Budget;
+pub use builder::{ClientBuilder, DEFAULT_OUTBOUND_BUFFER, DEFAULT_RECEIVE_BUFFER, DEFAULT_TIMEOUT};
 pub use dial::DEFAULT_CONNECT_TIMEOUT;
 pub use handle::Client;
 pub use push::{Push, Pushes};

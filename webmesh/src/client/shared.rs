@@ -6,11 +6,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::Duration;
 
-use tokio::sync::{broadcast, oneshot, watch};
+use tokio::sync::{oneshot, watch};
 use tokio_util::sync::CancellationToken;
 
 use super::outbox::Outbox;
-use super::push::Push;
+use super::push::{Push, PushStream, Pushes};
 use super::reconnect::{ConnectionState, WhileDisconnected};
 use super::subscription::Subscriptions;
 use crate::protocol::{Compression, Frame, Incoming, WireFormat};
@@ -57,7 +57,10 @@ pub(crate) struct ClientShared {
     pub(crate) state: watch::Sender<ConnectionState>,
     pub(crate) while_disconnected: WhileDisconnected,
     pub(crate) push_handlers: RwLock<HashMap<String, Vec<PushHandler>>>,
-    pub(crate) pushes: broadcast::Sender<Push>,
+    /// The open [`Pushes`] streams.
+    push_streams: Mutex<Vec<PushStream>>,
+    /// The bytes each stream of received data may hold unread.
+    pub(crate) receive_buffer: usize,
     closed: Mutex<Option<Option<String>>>,
     pub(crate) subscriptions: Subscriptions,
     /// Asks the connection task to end: [`Client::close`](super::Client::close),
@@ -73,9 +76,6 @@ pub(crate) struct ClientShared {
     pub(crate) finished: watch::Sender<bool>,
 }
 
-/// How many pushes a [`Pushes`](super::Pushes) stream buffers before it lags.
-const PUSH_BUFFER: usize = 1024;
-
 impl ClientShared {
     pub(crate) fn new(
         format: WireFormat,
@@ -83,6 +83,7 @@ impl ClientShared {
         timeout: Duration,
         max_message_size: usize,
         outbound_buffer: usize,
+        receive_buffer: usize,
         while_disconnected: WhileDisconnected,
     ) -> Self {
         Self {
@@ -98,9 +99,10 @@ impl ClientShared {
             state: watch::Sender::new(ConnectionState::Connected),
             while_disconnected,
             push_handlers: RwLock::new(HashMap::new()),
-            pushes: broadcast::channel(PUSH_BUFFER).0,
+            push_streams: Mutex::new(Vec::new()),
+            receive_buffer,
             closed: Mutex::new(None),
-            subscriptions: Subscriptions::default(),
+            subscriptions: Subscriptions::new(receive_buffer),
             stop: CancellationToken::new(),
             stop_reason: Mutex::new(None),
             generation: watch::Sender::new(1),
@@ -262,8 +264,18 @@ impl ClientShared {
                 tracing::error!(path = push.path(), "a push handler panicked; the push is skipped");
             }
         }
-        // No receiver is fine: nobody asked for a stream.
-        let _ = self.pushes.send(push);
+        self.push_streams.lock().unwrap_or_else(PoisonError::into_inner).retain(|stream| stream.offer(&push));
+    }
+
+    /// A new stream of the pushes that arrive from now on.
+    pub(crate) fn pushes(&self) -> Pushes {
+        let (stream, pushes) = Pushes::new(self.receive_buffer);
+        let mut streams = self.push_streams.lock().unwrap_or_else(PoisonError::into_inner);
+        // A stream made after the close ends at once.
+        if self.closed.lock().unwrap_or_else(PoisonError::into_inner).is_none() {
+            streams.push(stream);
+        }
+        pushes
     }
 
     /// Marks the connection closed and fails every call still waiting.
@@ -275,8 +287,9 @@ impl ClientShared {
             self.pending.lock().unwrap_or_else(PoisonError::into_inner).drain().map(|(_, w)| w).collect();
         // Dropping a waiter tells its caller the connection closed.
         drop(waiting);
-        // Ends every subscription's stream.
+        // Ends every subscription's stream, and every `Pushes`.
         self.subscriptions.clear();
+        self.push_streams.lock().unwrap_or_else(PoisonError::into_inner).clear();
         // Handlers may hold clients (the blocking client's do): let them go.
         self.push_handlers.write().unwrap_or_else(PoisonError::into_inner).clear();
         self.state.send_replace(ConnectionState::Closed);

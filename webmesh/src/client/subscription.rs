@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::marker::PhantomData;
 use std::pin::Pin;
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::task::{Context, Poll};
 
 use futures_util::Stream;
@@ -12,6 +12,7 @@ use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio::sync::mpsc::error::TrySendError;
 
+use super::budget::Budget;
 use super::handle::Client;
 use crate::pubsub::TopicPattern;
 use crate::{Error, Payload, SubscribeOptions};
@@ -33,9 +34,10 @@ pub(crate) enum Item {
 }
 
 /// The subscriptions of one client, by the id of their SUBSCRIBE.
-#[derive(Default)]
 pub(crate) struct Subscriptions {
     local: Mutex<HashMap<u64, Local>>,
+    /// The bytes of events each subscription may hold unread.
+    receive_buffer: usize,
 }
 
 struct Local {
@@ -44,23 +46,30 @@ struct Local {
     raw: String,
     options: SubscribeOptions,
     items: mpsc::Sender<Item>,
+    /// Bounds the bytes of events held unread.
+    budget: Arc<Budget>,
     /// Events lost and not reported yet, because the stream was full: how
     /// many, when known. Reported before the next item that fits.
     gap: Option<Option<u64>>,
 }
 
 impl Local {
-    /// Queues `item` after the report of any gap before it; on a full
-    /// stream, `item` joins the gap.
+    /// Queues `item` after the report of any gap before it; when the stream
+    /// is full (in items or bytes), `item` joins the gap instead.
     fn offer(&mut self, item: Item) {
-        if let Some(missed) = self.gap {
-            match self.items.try_send(Item::Lagged(missed)) {
-                Ok(()) => self.gap = None,
-                Err(TrySendError::Full(_)) => return self.widen_gap(&item),
-                Err(TrySendError::Closed(_)) => return,
-            }
+        let bytes = item.bytes();
+        if !self.budget.take(bytes) {
+            return self.widen_gap(&item);
         }
-        if let Err(TrySendError::Full(item)) = self.items.try_send(item) {
+        if let Some(missed) = self.gap {
+            if self.items.try_send(Item::Lagged(missed)).is_err() {
+                self.budget.give_back(bytes);
+                return self.widen_gap(&item);
+            }
+            self.gap = None;
+        }
+        if let Err(TrySendError::Full(item) | TrySendError::Closed(item)) = self.items.try_send(item) {
+            self.budget.give_back(bytes);
             self.widen_gap(&item);
         }
     }
@@ -76,16 +85,37 @@ impl Local {
     }
 }
 
+impl Item {
+    /// The bytes it holds against its subscription's budget.
+    fn bytes(&self) -> usize {
+        match self {
+            Item::Event { payload, .. } => payload.len(),
+            Item::Lagged(_) | Item::Ended(_) => 0,
+        }
+    }
+}
+
 impl Subscriptions {
+    pub(crate) fn new(receive_buffer: usize) -> Self {
+        Self { local: Mutex::default(), receive_buffer }
+    }
+
     fn local(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Local>> {
         self.local.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn add(&self, id: u64, pattern: TopicPattern, raw: &str, options: SubscribeOptions) -> mpsc::Receiver<Item> {
+    fn add(
+        &self,
+        id: u64,
+        pattern: TopicPattern,
+        raw: &str,
+        options: SubscribeOptions,
+    ) -> (mpsc::Receiver<Item>, Arc<Budget>) {
         let (items, receiver) = mpsc::channel(BUFFER);
-        let local = Local { pattern, raw: raw.to_owned(), options, items, gap: None };
+        let budget = Arc::new(Budget::new(self.receive_buffer));
+        let local = Local { pattern, raw: raw.to_owned(), options, items, budget: budget.clone(), gap: None };
         self.local().insert(id, local);
-        receiver
+        (receiver, budget)
     }
 
     /// Every subscription, to make again on a new connection.
@@ -162,7 +192,9 @@ pub struct Event<T> {
 /// `Err(Error::Lagged { missed })`, in order, before the events that follow
 /// the gap: on the server, when the connection's event queue is full (what
 /// is dropped depends on the subscription's [`LagPolicy`](crate::LagPolicy));
-/// here, when 1024 events wait unread, in which case the newest are dropped;
+/// here, when 1024 events or the client's
+/// [`receive_buffer`](crate::ClientBuilder::receive_buffer) in bytes wait
+/// unread, in which case the newest are dropped;
 /// and while the client reconnects, when events published meanwhile are
 /// lost (`missed` is then `None`: how many is unknown).
 ///
@@ -176,6 +208,7 @@ pub struct Subscription<T> {
     id: u64,
     pattern: String,
     items: mpsc::Receiver<Item>,
+    budget: Arc<Budget>,
     client: Client,
     /// Set once the server has been told, so that drop does not tell it again.
     ended: bool,
@@ -194,6 +227,7 @@ impl<T: DeserializeOwned> Subscription<T> {
 
     /// Turns an item of the stream into what the subscriber reads.
     pub(crate) fn decode(&self, item: Item) -> Result<Event<T>, Error> {
+        self.budget.give_back(item.bytes());
         match item {
             Item::Event { topic, payload } => {
                 payload.deserialize().map(|data| Event { topic, data }).map_err(Error::from)
@@ -210,11 +244,12 @@ impl<T> Subscription<T> {
         let shared = client.shared();
         let (id, reply) = shared.register();
         // Registered before asking, so that no early event is missed.
-        let items = shared.subscriptions.add(id, parsed, pattern, options);
+        let (items, budget) = shared.subscriptions.add(id, parsed, pattern, options);
         let subscription = Subscription {
             id,
             pattern: pattern.to_owned(),
             items,
+            budget,
             client: client.clone(),
             ended: false,
             _type: PhantomData,
@@ -263,5 +298,39 @@ impl<T> Drop for Subscription<T> {
 impl<T> std::fmt::Debug for Subscription<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Subscription").field("id", &self.id).field("pattern", &self.pattern).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(bytes: usize) -> Payload {
+        Payload::msgpack(vec![0xc0; bytes].into())
+    }
+
+    #[test]
+    fn unread_events_are_bounded_in_bytes_and_the_loss_is_reported_in_order() {
+        let subscriptions = Subscriptions::new(64 << 10);
+        let pattern = TopicPattern::parse("/t").unwrap();
+        let (mut items, budget) = subscriptions.add(1, pattern, "/t", SubscribeOptions::default());
+        // 50 events of 16 KiB for a reader that does not read: 4 fit.
+        for _ in 0..50 {
+            subscriptions.deliver("/t", &event(16 << 10));
+        }
+        let mut held = 0;
+        while let Ok(item) = items.try_recv() {
+            assert!(matches!(item, Item::Event { .. }));
+            held += 1;
+        }
+        assert_eq!(held, 4, "64 KiB hold four events of 16 KiB");
+        // The reader took them (without giving the bytes back here): the
+        // budget is still full, so the next events join the gap.
+        subscriptions.deliver("/t", &event(16 << 10));
+        assert!(items.try_recv().is_err());
+        budget.give_back(64 << 10);
+        subscriptions.deliver("/t", &event(1));
+        assert!(matches!(items.try_recv(), Ok(Item::Lagged(Some(47)))), "46 + 1 lost, before the next event");
+        assert!(matches!(items.try_recv(), Ok(Item::Event { .. })));
     }
 }

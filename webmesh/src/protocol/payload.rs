@@ -36,6 +36,13 @@ impl Payload {
         Self { repr: Repr::Json(bytes) }
     }
 
+    /// Its size, encoded.
+    pub(crate) fn len(&self) -> usize {
+        match &self.repr {
+            Repr::MsgPack(bytes) | Repr::Json(bytes) => bytes.len(),
+        }
+    }
+
     /// The payload of a message that carried none (`nil`).
     pub(crate) fn nil() -> Self {
         Self::msgpack(Bytes::from_static(MSGPACK_NIL))
