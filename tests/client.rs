@@ -599,3 +599,50 @@ async fn a_blocking_call_on_the_clients_own_runtime_is_refused_not_deadlocked() 
     }
     assert_eq!(after.unwrap(), 2);
 }
+
+/// Dropping subscriptions while the outbound buffer is full still ends
+/// them on the server: the unsubscribe is never lost to backpressure.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropped_subscriptions_end_on_the_server_even_under_backpressure() {
+    let router = Router::new().on("/slow", |s: String| async move {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        s.len()
+    });
+    // Two calls in flight, 5 ms each: the server reads slowly, the socket
+    // buffers fill (400 x 32 KiB is more than they hold), then the client's.
+    let mut builder = Server::builder().registered_handlers(false).router(router).max_calls_in_flight(2);
+    let hub = builder.hub();
+    let server = TestServer::start(builder).await;
+    let client = Client::builder(server.url())
+        .outbound_buffer(64 << 10)
+        .compression_threshold(usize::MAX)
+        .connect()
+        .await
+        .unwrap();
+    let mut subscriptions = Vec::new();
+    for i in 0..50 {
+        subscriptions.push(client.subscribe::<u32>(&format!("/t/{i}")).await.unwrap());
+    }
+    assert_eq!(hub.subscription_count(), 50);
+    let payload = Arc::new(incompressible(32 << 10));
+    let calls: Vec<_> = (0..400)
+        .map(|_| {
+            let (client, payload) = (client.clone(), payload.clone());
+            tokio::spawn(async move { client.call::<usize>("/slow", payload.as_str()).await })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    drop(subscriptions);
+    for call in calls {
+        assert_eq!(within(60, call).await.unwrap().unwrap(), 32 << 10);
+    }
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    while hub.subscription_count() > 0 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{} subscriptions left on the server",
+            hub.subscription_count()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -202,14 +202,10 @@ impl Client {
         &self.shared
     }
 
-    pub(crate) async fn send_envelope<T: Serialize + ?Sized>(&self, envelope: &Envelope<'_, T>) -> Result<(), Error> {
-        self.send(envelope).await
-    }
-
-    /// Queues a message without waiting; dropped if the queue is full.
-    pub(crate) fn try_send_envelope<T: Serialize + ?Sized>(&self, envelope: &Envelope<'_, T>) {
+    /// Queues a control message (an unsubscribe) at once, whatever the room.
+    pub(crate) fn send_control<T: Serialize + ?Sized>(&self, envelope: &Envelope<'_, T>) {
         if let Ok(frame) = self.shared.format.encode(envelope, self.shared.compression) {
-            self.shared.outbox.try_push(None, frame);
+            self.shared.outbox.push_control(frame);
         }
     }
 

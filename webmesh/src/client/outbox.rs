@@ -18,8 +18,9 @@ const ENTRY_OVERHEAD: usize = 64;
 pub(crate) struct Queued {
     pub(crate) id: Option<u64>,
     pub(crate) frame: Frame,
-    /// The room it takes in the outbox, given back when it is written or dropped.
-    _room: OwnedSemaphorePermit,
+    /// The room it takes in the outbox, given back when it is written or
+    /// dropped; none for a control message.
+    _room: Option<OwnedSemaphorePermit>,
 }
 
 pub(crate) struct Outbox {
@@ -52,18 +53,20 @@ impl Outbox {
     pub(crate) async fn push(&self, id: Option<u64>, frame: Frame) -> Result<(), OutboxClosed> {
         let cost = (frame.len() + ENTRY_OVERHEAD).min(self.capacity) as u32;
         let room = self.room.clone().acquire_many_owned(cost).await.map_err(|_| OutboxClosed)?;
-        self.entries().push_back(Queued { id, frame, _room: room });
+        self.entries().push_back(Queued { id, frame, _room: Some(room) });
         self.ready.notify_one();
         Ok(())
     }
 
-    /// Queues `frame` if there is room now; `false` if not.
-    pub(crate) fn try_push(&self, id: Option<u64>, frame: Frame) -> bool {
-        let cost = (frame.len() + ENTRY_OVERHEAD).min(self.capacity) as u32;
-        let Ok(room) = self.room.clone().try_acquire_many_owned(cost) else { return false };
-        self.entries().push_back(Queued { id, frame, _room: room });
+    /// Queues a small control message (an unsubscribe) without waiting for
+    /// room: it must not be lost to a full outbox, and there is at most one
+    /// per subscription ever made. Dropped once the outbox is closed.
+    pub(crate) fn push_control(&self, frame: Frame) {
+        if self.room.is_closed() {
+            return;
+        }
+        self.entries().push_back(Queued { id: None, frame, _room: None });
         self.ready.notify_one();
-        true
     }
 
     /// The next frame, waiting for one.
@@ -125,7 +128,7 @@ mod tests {
     async fn a_full_outbox_makes_pushers_wait_until_frames_are_taken() {
         let outbox = Arc::new(Outbox::new(1000));
         outbox.push(None, frame(500)).await.unwrap();
-        assert!(!outbox.try_push(None, frame(500)), "over the byte bound");
+        assert!(outbox.room.available_permits() < 500, "over the byte bound");
         let waiting = tokio::spawn({
             let outbox = outbox.clone();
             async move { outbox.push(Some(7), frame(500)).await }
@@ -141,20 +144,25 @@ mod tests {
     async fn a_frame_larger_than_the_whole_outbox_goes_in_alone() {
         let outbox = Outbox::new(100);
         outbox.push(None, frame(10_000)).await.unwrap();
-        assert!(!outbox.try_push(None, frame(1)));
+        assert_eq!(outbox.room.available_permits(), 0);
         drop(outbox.try_pop());
-        assert!(outbox.try_push(None, frame(1)));
+        assert_eq!(outbox.room.available_permits(), 100);
     }
 
     #[tokio::test]
     async fn removed_calls_give_their_room_back() {
         let outbox = Outbox::new(1000);
         outbox.push(Some(1), frame(800)).await.unwrap();
-        assert!(!outbox.try_push(Some(2), frame(800)));
+        assert!(outbox.room.available_permits() < 800);
         assert!(outbox.remove(1));
         assert!(!outbox.remove(1));
-        assert!(outbox.try_push(Some(2), frame(800)));
+        assert_eq!(outbox.room.available_permits(), 1000);
+        // Control messages go in even when the outbox is full, never after it closed.
+        outbox.push(Some(2), frame(1000)).await.unwrap();
+        outbox.push_control(frame(10));
+        assert_eq!(outbox.len(), 2);
         outbox.close();
+        outbox.push_control(frame(10));
         assert!(outbox.push(None, frame(1)).await.is_err());
         assert_eq!(outbox.len(), 0);
     }

@@ -270,10 +270,11 @@ impl<T> Subscription<T> {
         &self.pattern
     }
 
-    /// Ends the subscription, waiting until the server has been told.
+    /// Ends the subscription. The server is told before anything sent
+    /// after this, however full the outbound buffer is.
     pub async fn unsubscribe(mut self) {
         self.client.shared().subscriptions.remove(self.id);
-        let _ = self.client.send_envelope(&crate::protocol::Envelope::unsubscribe(self.id)).await;
+        self.client.send_control(&crate::protocol::Envelope::unsubscribe(self.id));
         self.ended = true;
     }
 }
@@ -290,7 +291,7 @@ impl<T> Drop for Subscription<T> {
     fn drop(&mut self) {
         if !self.ended {
             self.client.shared().subscriptions.remove(self.id);
-            self.client.try_send_envelope(&crate::protocol::Envelope::unsubscribe(self.id));
+            self.client.send_control(&crate::protocol::Envelope::unsubscribe(self.id));
         }
     }
 }
