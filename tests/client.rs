@@ -646,3 +646,22 @@ async fn dropped_subscriptions_end_on_the_server_even_under_backpressure() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A message from the server that cannot be decoded (here a reply over the
+/// client's limit once inflated) breaks the connection at once: the call
+/// fails saying why, instead of waiting its whole timeout for an answer
+/// that was thrown away.
+#[tokio::test]
+async fn an_undecodable_reply_fails_the_call_at_once() {
+    let router = Router::new().on("/big", || async { "x".repeat(10 << 20) });
+    let server =
+        TestServer::start(Server::builder().registered_handlers(false).router(router).max_message_size(32 << 20)).await;
+    let client =
+        Client::builder(server.url()).timeout(Duration::from_secs(120)).no_reconnect().connect().await.unwrap();
+    match within(30, client.call::<String>("/big", &())).await {
+        Err(Error::Closed(Some(reason))) => {
+            assert!(reason.contains("invalid message") && reason.contains("larger than"), "{reason}")
+        }
+        other => panic!("expected the connection to break, got {:?}", other.map(|s| s.len())),
+    }
+}

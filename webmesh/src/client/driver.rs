@@ -24,7 +24,7 @@ use super::dial::Dialer;
 use super::reconnect::{ConnectionState, Reconnect};
 use super::shared::ClientShared;
 use crate::heartbeat::{Beat, Heartbeat, Liveness};
-use crate::protocol::{Envelope, Frame};
+use crate::protocol::{close_code, Envelope, Frame};
 
 /// How long [`Client::close`](super::Client::close) waits for the server to answer the close.
 const CLOSE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -45,6 +45,8 @@ enum Ended {
     /// The connection dropped (the server closed it, the network failed,
     /// the server stopped answering pings).
     Dropped(String),
+    /// The server broke the protocol: close with this code, then as `Dropped`.
+    Broken(u16, String),
 }
 
 /// Closes the client however the task ends, a panic or a runtime shutting
@@ -67,7 +69,7 @@ pub(crate) async fn drive(mut socket: Socket, shared: Arc<ClientShared>, link: L
     let reason = loop {
         let reason = match connection(socket, &shared, link.heartbeat).await {
             Ended::ByClient(reason) => break reason,
-            Ended::Dropped(reason) => reason,
+            Ended::Dropped(reason) | Ended::Broken(_, reason) => reason,
         };
         tracing::debug!(reason, "client connection dropped");
         let Some(policy) = link.reconnect else { break reason };
@@ -134,9 +136,12 @@ async fn connection(socket: Socket, shared: &ClientShared, heartbeat: Option<Hea
     let reader = read(stream, shared, heartbeat, &ping);
     tokio::pin!(reader);
     let closing = tokio::select! {
-        ended = &mut reader => return ended,
+        ended = &mut reader => match ended {
+            Ended::Broken(code, reason) => Err((code, reason)),
+            ended => return ended,
+        },
         written = write(&mut sink, shared, &ping) => match written {
-            Ok(()) => shared.stop_reason(),
+            Ok(()) => Ok(shared.stop_reason()),
             Err(reason) => return Ended::Dropped(reason),
         },
         () = shared.recycled(generation) => {
@@ -147,12 +152,21 @@ async fn connection(socket: Socket, shared: &ClientShared, heartbeat: Option<Hea
             return Ended::ByClient(shared.stop_reason())
         }
     };
-    // Everything queued is written: close, and read until the server answers.
-    let close = CloseFrame { code: CloseCode::Normal, reason: "".into() };
-    if sink.send(Message::Close(Some(close))).await.is_ok() {
+    let (code, reason) = match closing {
+        // Everything queued is written: close, and read until the server answers.
+        Ok(closing) => (close_code::NORMAL, closing),
+        Err(broken) => broken,
+    };
+    let close = CloseFrame { code: CloseCode::from(code), reason: close_code::reason(&reason).into() };
+    // A peer that never reads cannot hold the close up for ever.
+    let sent = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(close)))).await;
+    if code != close_code::NORMAL {
+        return Ended::Broken(code, reason);
+    }
+    if let Ok(Ok(())) = sent {
         let _ = tokio::time::timeout(CLOSE_TIMEOUT, reader).await;
     }
-    Ended::ByClient(closing)
+    Ended::ByClient(reason)
 }
 
 /// Reads the server's frames and routes them; watches the heartbeat.
@@ -175,20 +189,26 @@ async fn read(
                 }
                 timer.as_mut().reset(liveness.deadline());
             }
-            received = stream.next() => match received.inspect(|_| liveness.heard()) {
-                Some(Ok(Message::Text(text))) => shared.receive(Frame::Text(text.into())),
-                Some(Ok(Message::Binary(bytes))) => shared.receive(Frame::Binary(bytes)),
-                Some(Ok(Message::Close(close))) => {
-                    let reason = close.map(|c| {
-                        let separator = if c.reason.is_empty() { "" } else { ": " };
-                        format!("closed by the server ({}{separator}{})", u16::from(c.code), c.reason)
-                    });
-                    return Ended::Dropped(reason.unwrap_or_else(|| "closed by the server".to_owned()));
+            received = stream.next() => {
+                let frame = match received.inspect(|_| liveness.heard()) {
+                    Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
+                    Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
+                    Some(Ok(Message::Close(close))) => {
+                        let reason = close.map(|c| {
+                            let separator = if c.reason.is_empty() { "" } else { ": " };
+                            format!("closed by the server ({}{separator}{})", u16::from(c.code), c.reason)
+                        });
+                        return Ended::Dropped(reason.unwrap_or_else(|| "closed by the server".to_owned()));
+                    }
+                    Some(Ok(_)) => continue,
+                    Some(Err(e)) => return Ended::Dropped(e.to_string()),
+                    None => return Ended::Dropped("the connection ended".to_owned()),
+                };
+                // A frame that does not decode ends the connection as a protocol violation.
+                if let Err(e) = shared.receive(frame) {
+                    return Ended::Broken(e.close_code(), format!("the server sent an invalid message: {e}"));
                 }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return Ended::Dropped(e.to_string()),
-                None => return Ended::Dropped("the connection ended".to_owned()),
-            },
+            }
         }
     }
 }

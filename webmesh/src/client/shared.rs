@@ -13,7 +13,7 @@ use super::outbox::Outbox;
 use super::push::{Push, PushStream, Pushes};
 use super::reconnect::{ConnectionState, WhileDisconnected};
 use super::subscription::Subscriptions;
-use crate::protocol::{Compression, Frame, Incoming, WireFormat};
+use crate::protocol::{Compression, DecodeError, Frame, Incoming, WireFormat};
 use crate::{CallError, Payload};
 
 pub(crate) type PushHandler = Arc<dyn Fn(&Push) + Send + Sync>;
@@ -216,19 +216,15 @@ impl ClientShared {
         }
     }
 
-    /// Handles one frame from the server.
-    pub(crate) fn receive(&self, frame: Frame) {
+    /// Handles one frame from the server. A frame that cannot be decoded
+    /// breaks the connection: it may have been an answer, and a call must
+    /// not wait its whole timeout for an answer that was thrown away.
+    pub(crate) fn receive(&self, frame: Frame) -> Result<(), DecodeError> {
         let format = match &self.format {
             WireFormat::MsgPack | WireFormat::Json => WireFormat::detect(&frame),
             other => Ok(other.clone()),
         };
-        let incoming = match format.and_then(|f| f.decode(frame, self.max_message_size)) {
-            Ok(incoming) => incoming,
-            Err(e) => {
-                tracing::warn!("ignoring a message from the server: {e}");
-                return;
-            }
-        };
+        let incoming = format.and_then(|f| f.decode(frame, self.max_message_size))?;
         match incoming {
             Incoming::Reply { id, payload } => self.complete(id, Ok(payload)),
             Incoming::Error { id, error } => self.complete(id, Err(error)),
@@ -251,9 +247,10 @@ impl ClientShared {
             | Incoming::Subscribe { .. }
             | Incoming::Unsubscribe { .. }
             | Incoming::Publish { .. } => {
-                tracing::warn!("ignoring a message only clients send");
+                return Err(DecodeError::Envelope("the server sent a message only clients send".into()));
             }
         }
+        Ok(())
     }
 
     fn push(&self, push: Push) {

@@ -3,6 +3,7 @@
 //! `PROTOCOL.md` at the repository root is the normative description; this
 //! module is its implementation.
 
+pub(crate) mod close_code;
 mod codec;
 mod compression;
 mod envelope;

@@ -52,6 +52,17 @@ pub(crate) enum DecodeError {
     TooLarge { limit: usize },
 }
 
+impl DecodeError {
+    /// The close code for a peer that sent such a frame.
+    pub(crate) fn close_code(&self) -> u16 {
+        match self {
+            DecodeError::TooLarge { .. } => super::close_code::TOO_BIG,
+            DecodeError::Envelope(_) | DecodeError::BadCall { .. } => super::close_code::PROTOCOL,
+            DecodeError::Malformed(_) | DecodeError::Compression(_) => super::close_code::INVALID_DATA,
+        }
+    }
+}
+
 impl fmt::Display for DecodeError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

@@ -19,19 +19,10 @@ use super::dispatch::{dispatch, Mode};
 use super::subscriptions;
 use super::{Connection, DisconnectReason, Shared};
 use crate::heartbeat::{Beat, Liveness};
-use crate::protocol::{Codec, DecodeError, Envelope, Frame, Incoming, WireFormat};
+use crate::protocol::{close_code, Codec, DecodeError, Envelope, Frame, Incoming, WireFormat};
 use crate::CallError;
 
 static NEXT_CONNECTION_ID: AtomicU64 = AtomicU64::new(1);
-
-/// WebSocket close codes (RFC 6455 section 7.4.1).
-mod close_code {
-    pub(super) const GOING_AWAY: u16 = 1001;
-    pub(super) const PROTOCOL: u16 = 1002;
-    pub(super) const POLICY: u16 = 1008;
-    pub(super) const INVALID_DATA: u16 = 1007;
-    pub(super) const TOO_BIG: u16 = 1009;
-}
 
 pub(crate) async fn run(
     socket: WebSocket,
@@ -196,14 +187,7 @@ async fn read(
                 super::dispatch::answer(conn, &conn.format(), id, Err(error)).await;
                 continue;
             }
-            Err(e) => {
-                let code = match e {
-                    DecodeError::TooLarge { .. } => close_code::TOO_BIG,
-                    DecodeError::Envelope(_) => close_code::PROTOCOL,
-                    _ => close_code::INVALID_DATA,
-                };
-                return violation(code, e.to_string());
-            }
+            Err(e) => return violation(e.close_code(), e.to_string()),
         };
         let span = tracing::debug_span!("call", path = %path, mode = ?mode);
         let task = dispatch(shared.clone(), conn.clone(), format, mode, path, payload).instrument(span);
@@ -249,11 +233,7 @@ fn run_in_order(handlers: &TaskTracker, task: impl Future<Output = ()> + Send + 
 
 fn violation(code: u16, message: String) -> Ending {
     tracing::debug!(code, %message, "closing a connection that broke the protocol");
-    // A close reason has at most 123 bytes.
-    let mut reason = message.clone();
-    while reason.len() > 123 {
-        reason.pop();
-    }
+    let reason = close_code::reason(&message);
     (DisconnectReason::Protocol(message), Some((code, reason)))
 }
 
