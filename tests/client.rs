@@ -665,3 +665,48 @@ async fn an_undecodable_reply_fails_the_call_at_once() {
         other => panic!("expected the connection to break, got {:?}", other.map(|s| s.len())),
     }
 }
+
+/// A server that reads slowly (each emit costs it a millisecond) and sends
+/// nothing is alive: the client's pings wait behind megabytes it has not
+/// read yet, but it keeps taking bytes, and that counts.
+#[tokio::test]
+async fn a_server_busy_reading_is_not_declared_dead() {
+    let ran = Arc::new(AtomicU64::new(0));
+    let count = ran.clone();
+    // On a runtime of its own, as a server in another process would be: its
+    // blocking handler must not starve the client's task.
+    let (addr_tx, addr_rx) = tokio::sync::oneshot::channel();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let serving = std::thread::spawn(move || {
+        let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        runtime.block_on(async move {
+            let router = Router::new().on("/work", move |_: String| {
+                std::thread::sleep(Duration::from_millis(1));
+                count.fetch_add(1, Ordering::SeqCst);
+            });
+            let server = TestServer::with_router(router).await;
+            addr_tx.send(server.url()).unwrap();
+            let _ = stopped.await;
+        });
+    });
+    let client = Client::builder(addr_rx.await.unwrap())
+        .heartbeat(Duration::from_secs(1), Duration::from_secs(1))
+        .compression_threshold(usize::MAX)
+        .connect()
+        .await
+        .unwrap();
+    let mut states = client.state_changes();
+    let payload = incompressible(4 << 10);
+    // Megabytes wait in the socket buffers, so a ping waits more than the
+    // heartbeat allows; the kernel lets bytes in by bursts of about half a
+    // buffer, far more often than that.
+    let until = tokio::time::Instant::now() + Duration::from_secs(4);
+    while tokio::time::Instant::now() < until {
+        within(10, client.emit("/work", payload.as_str())).await.unwrap();
+    }
+    let changed = states.has_changed().unwrap();
+    assert!(!changed, "the connection dropped: {:?}", *states.borrow());
+    assert!(ran.load(Ordering::SeqCst) > 0);
+    stop.send(()).unwrap();
+    within(10, loop_until_finished(&serving)).await;
+}

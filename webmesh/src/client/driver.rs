@@ -8,7 +8,7 @@
 //! where its panic is caught, and however the task ends, a guard fails every
 //! waiting call and ends every stream.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use futures_util::stream::{SplitSink, SplitStream};
@@ -47,6 +47,24 @@ enum Ended {
     Dropped(String),
     /// The server broke the protocol: close with this code, then as `Dropped`.
     Broken(u16, String),
+}
+
+/// Whether the server is alive, as the reader and the writer of one
+/// connection see it: it is while it sends, and while it takes what is sent
+/// (a server busy reading is not dead). The writer pings when asked.
+struct Pulse {
+    liveness: Mutex<Liveness>,
+    ping: Notify,
+}
+
+impl Pulse {
+    fn liveness(&self) -> std::sync::MutexGuard<'_, Liveness> {
+        self.liveness.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    fn deadline(&self) -> tokio::time::Instant {
+        self.liveness().deadline()
+    }
 }
 
 /// Closes the client however the task ends, a panic or a runtime shutting
@@ -132,15 +150,15 @@ async fn resubscribe(shared: &ClientShared, socket: &mut Socket) -> Result<(), c
 async fn connection(socket: Socket, shared: &ClientShared, heartbeat: Option<Heartbeat>) -> Ended {
     let generation = *shared.generation.borrow();
     let (mut sink, stream) = socket.split();
-    let ping = Notify::new();
-    let reader = read(stream, shared, heartbeat, &ping);
+    let pulse = Pulse { liveness: Mutex::new(Liveness::new(heartbeat)), ping: Notify::new() };
+    let reader = read(stream, shared, &pulse);
     tokio::pin!(reader);
     let closing = tokio::select! {
         ended = &mut reader => match ended {
             Ended::Broken(code, reason) => Err((code, reason)),
             ended => return ended,
         },
-        written = write(&mut sink, shared, &ping) => match written {
+        written = write(&mut sink, shared, &pulse) => match written {
             Ok(()) => Ok(shared.stop_reason()),
             Err(reason) => return Ended::Dropped(reason),
         },
@@ -170,27 +188,21 @@ async fn connection(socket: Socket, shared: &ClientShared, heartbeat: Option<Hea
 }
 
 /// Reads the server's frames and routes them; watches the heartbeat.
-async fn read(
-    mut stream: SplitStream<Socket>,
-    shared: &ClientShared,
-    heartbeat: Option<Heartbeat>,
-    ping: &Notify,
-) -> Ended {
-    let mut liveness = Liveness::new(heartbeat);
-    let timer = tokio::time::sleep_until(liveness.deadline());
+async fn read(mut stream: SplitStream<Socket>, shared: &ClientShared, pulse: &Pulse) -> Ended {
+    let timer = tokio::time::sleep_until(pulse.deadline());
     tokio::pin!(timer);
     loop {
         tokio::select! {
             () = &mut timer => {
-                match liveness.beat() {
+                match pulse.liveness().beat() {
                     Beat::Wait => {}
-                    Beat::Ping => ping.notify_one(),
+                    Beat::Ping => pulse.ping.notify_one(),
                     Beat::Dead => return Ended::Dropped("the server stopped answering pings".to_owned()),
                 }
-                timer.as_mut().reset(liveness.deadline());
+                timer.as_mut().reset(pulse.deadline());
             }
             received = stream.next() => {
-                let frame = match received.inspect(|_| liveness.heard()) {
+                let frame = match received.inspect(|_| pulse.liveness().heard()) {
                     Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
                     Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
                     Some(Ok(Message::Close(close))) => {
@@ -216,12 +228,12 @@ async fn read(
 /// Writes queued frames, batching what is ready into one flush, and pings
 /// when the reader asks. Returns `Ok` once asked to stop and everything
 /// queued is written.
-async fn write(sink: &mut SplitSink<Socket, Message>, shared: &ClientShared, ping: &Notify) -> Result<(), String> {
+async fn write(sink: &mut SplitSink<Socket, Message>, shared: &ClientShared, pulse: &Pulse) -> Result<(), String> {
     loop {
         let first = tokio::select! {
             biased;
             queued = shared.outbox.pop() => queued,
-            () = ping.notified() => {
+            () = pulse.ping.notified() => {
                 sink.send(Message::Ping(Default::default())).await.map_err(|e| e.to_string())?;
                 continue;
             }
@@ -237,7 +249,11 @@ async fn write(sink: &mut SplitSink<Socket, Message>, shared: &ClientShared, pin
                 continue;
             }
             sink.feed(Message::from(queued.frame)).await.map_err(|e| e.to_string())?;
+            // Past the sink's buffer, a frame goes in only as the server
+            // takes bytes: it is alive, even if too busy to answer a ping.
+            pulse.liveness().heard();
         }
         sink.flush().await.map_err(|e| e.to_string())?;
+        pulse.liveness().heard();
     }
 }
