@@ -695,7 +695,7 @@ async fn a_server_busy_reading_is_not_declared_dead() {
         .connect()
         .await
         .unwrap();
-    let mut states = client.state_changes();
+    let states = client.state_changes();
     let payload = incompressible(4 << 10);
     // Megabytes wait in the socket buffers, so a ping waits more than the
     // heartbeat allows; the kernel lets bytes in by bursts of about half a
