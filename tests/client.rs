@@ -710,3 +710,45 @@ async fn a_server_busy_reading_is_not_declared_dead() {
     stop.send(()).unwrap();
     within(10, loop_until_finished(&serving)).await;
 }
+
+/// Callers waiting for room in the outbound buffer do not each hold an
+/// encoded copy of their message: they wait in line before encoding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn callers_waiting_for_room_hold_no_encoded_copies() {
+    /// Counts how often it is encoded.
+    struct Counted(Arc<AtomicU64>, Arc<String>);
+    impl serde::Serialize for Counted {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            self.0.fetch_add(1, Ordering::SeqCst);
+            self.1.serialize(serializer)
+        }
+    }
+    let never_reads = Silent::start().await;
+    let client = Client::builder(never_reads.url())
+        .outbound_buffer(64 << 10)
+        .compression_threshold(usize::MAX)
+        .no_reconnect()
+        .connect()
+        .await
+        .unwrap();
+    let encoded = Arc::new(AtomicU64::new(0));
+    let payload = Arc::new(incompressible(256 << 10));
+    // 100 x 256 KiB = 25 MiB: the socket buffers take a few MiB, the rest waits.
+    let calls: Vec<_> = (0..100)
+        .map(|_| {
+            let (client, message) = (client.clone(), Counted(encoded.clone(), payload.clone()));
+            tokio::spawn(async move { client.call::<Value>("/x", &message).await })
+        })
+        .collect();
+    // However long they wait, the waiting ones stay unencoded.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let encoded = encoded.load(Ordering::SeqCst);
+    assert!(encoded < 60, "{encoded} of 100 waiting messages were encoded");
+    for call in &calls {
+        assert!(!call.is_finished());
+    }
+    within(20, client.close()).await;
+    for call in calls {
+        assert!(matches!(within(10, call).await.unwrap(), Err(Error::Closed(_))));
+    }
+}

@@ -277,6 +277,16 @@ impl Client {
         if self.fails_fast_now() {
             return Err(not_sent_while_reconnecting());
         }
+        // Callers that would wait for room wait in line before encoding: of
+        // them, only the first holds its message encoded, whatever its size.
+        let _turn = match self.shared.outbox.has_room() {
+            true => None,
+            false => {
+                let turn = self.shared.send_turn.lock().await;
+                self.shared.outbox.room_freed().await;
+                Some(turn)
+            }
+        };
         let (frame, size) = self
             .shared
             .format

@@ -58,6 +58,16 @@ impl Outbox {
         Ok(())
     }
 
+    /// Whether some room is free now.
+    pub(crate) fn has_room(&self) -> bool {
+        self.room.available_permits() > 0
+    }
+
+    /// Waits until some room is free, or the outbox closes.
+    pub(crate) async fn room_freed(&self) {
+        let _ = self.room.acquire().await;
+    }
+
     /// Queues a small control message (an unsubscribe) without waiting for
     /// room: it must not be lost to a full outbox, and there is at most one
     /// per subscription ever made. Dropped once the outbox is closed.

@@ -49,6 +49,8 @@ pub(crate) struct ClientShared {
     pending: Mutex<HashMap<u64, Waiter>>,
     /// Frames waiting to be written.
     pub(crate) outbox: Outbox,
+    /// The line of callers waiting for room in the outbox.
+    pub(crate) send_turn: tokio::sync::Mutex<()>,
     /// Legacy mode: one call at a time; it waits as [`LEGACY_ID`], and the
     /// next message on its path is its answer.
     pub(crate) legacy_turn: tokio::sync::Mutex<()>,
@@ -94,6 +96,7 @@ impl ClientShared {
             next_id: AtomicU64::new(1),
             pending: Mutex::new(HashMap::new()),
             outbox: Outbox::new(outbound_buffer),
+            send_turn: tokio::sync::Mutex::new(()),
             legacy_turn: tokio::sync::Mutex::new(()),
             legacy_path: Mutex::new(None),
             state: watch::Sender::new(ConnectionState::Connected),
