@@ -40,6 +40,13 @@ impl CallError {
     pub const FORBIDDEN: &'static str = "forbidden";
     /// The code of an error given as a bare message (`Result<T, String>`).
     pub const HANDLER: &'static str = "handler_error";
+    /// The code of a message refused because handling it would take more
+    /// memory than its connection may hold
+    /// ([`ServerBuilder::connection_memory`](crate::ServerBuilder::connection_memory)).
+    pub const TOO_LARGE: &'static str = "too_large";
+    /// The code of a subscription cancelled by an UNSUBSCRIBE before it was
+    /// in place.
+    pub const UNSUBSCRIBED: &'static str = "unsubscribed";
     /// The code of a failure inside the server (a handler panicked, state is missing).
     pub const INTERNAL: &'static str = "internal";
 

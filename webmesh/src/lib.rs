@@ -81,6 +81,7 @@ mod handler;
 mod heartbeat;
 #[doc(hidden)]
 pub mod marker;
+mod memory;
 mod protocol;
 mod pubsub;
 mod routing;
@@ -104,8 +105,9 @@ pub use pubsub::{Hub, LagPolicy, SubscribeOptions};
 pub use routing::Router;
 pub use server::{
     router, serve, AuthError, Connection, DisconnectReason, Handshake, Server, ServerBuilder, DEFAULT_ADDR,
-    DEFAULT_EVENT_QUEUE, DEFAULT_MAX_CALLS_IN_FLIGHT, DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_SIZE,
-    DEFAULT_OUTBOUND_QUEUE, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_UPGRADE_TIMEOUT,
+    DEFAULT_CONNECTION_MEMORY, DEFAULT_EVENT_QUEUE, DEFAULT_MAX_CALLS_IN_FLIGHT, DEFAULT_MAX_CONNECTIONS,
+    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, DEFAULT_OUTBOUND_QUEUE, DEFAULT_READ_BUFFER_SIZE,
+    DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_UPGRADE_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
 };
 #[cfg(feature = "tls")]
 pub use tls::{ClientTls, TlsConfig};

@@ -15,6 +15,7 @@ mod msgpack;
 mod payload;
 #[cfg(test)]
 mod properties;
+mod weight;
 mod wire;
 
 pub use codec::{Codec, CodecError, IncomingMessage, OutgoingMessage};

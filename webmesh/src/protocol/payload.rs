@@ -43,6 +43,14 @@ impl Payload {
         }
     }
 
+    /// The memory it may take once decoded; see `weight.rs`.
+    pub(crate) fn weight(&self) -> usize {
+        match &self.repr {
+            Repr::MsgPack(bytes) => super::weight::msgpack(bytes),
+            Repr::Json(bytes) => super::weight::json(bytes),
+        }
+    }
+
     /// The payload of a message that carried none (`nil`).
     pub(crate) fn nil() -> Self {
         Self::msgpack(Bytes::from_static(MSGPACK_NIL))

@@ -1,10 +1,11 @@
 //! The registry of subscriptions, and publishing to them.
 
 use std::collections::HashMap;
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use serde::Serialize;
 
+use super::grants::{self, Gate};
 use super::{validate_topic, LagPolicy, Pushed, TopicPattern};
 use crate::protocol::{Compression, Envelope, Frame, WireFormat};
 use crate::{Connection, Error};
@@ -39,6 +40,8 @@ pub struct Hub {
 struct Inner {
     registry: RwLock<Registry>,
     compression: Compression,
+    /// The server's subscribe handlers, once it runs.
+    gate: OnceLock<Arc<dyn Gate>>,
 }
 
 /// A subscription's connection and wishes; keyed by (connection, subscription) id.
@@ -46,6 +49,8 @@ struct Inner {
 struct Subscriber {
     connection: Connection,
     lag: LagPolicy,
+    /// A wildcard that may match guarded topics: checked at delivery.
+    gated: bool,
 }
 
 type Key = (u64, u64);
@@ -55,6 +60,7 @@ struct Target {
     connection: Connection,
     subscription: u64,
     lag: LagPolicy,
+    gated: bool,
 }
 
 #[derive(Default)]
@@ -69,7 +75,12 @@ struct Registry {
 
 impl Hub {
     pub(crate) fn new(compression: Compression) -> Self {
-        Self { inner: Arc::new(Inner { registry: RwLock::default(), compression }) }
+        Self { inner: Arc::new(Inner { registry: RwLock::default(), compression, gate: OnceLock::new() }) }
+    }
+
+    /// Puts the server's subscribe handlers in charge of wildcard deliveries.
+    pub(crate) fn set_gate(&self, gate: Arc<dyn Gate>) {
+        let _ = self.inner.gate.set(gate);
     }
 
     fn read(&self) -> std::sync::RwLockReadGuard<'_, Registry> {
@@ -83,6 +94,11 @@ impl Hub {
     /// Sends `data` to every subscription whose pattern matches `topic`, and
     /// returns how many connections it was queued for.
     ///
+    /// A connection subscribed only with wildcards receives the event only
+    /// if the subscribe handler guarding `topic`, if any, allows it; see
+    /// [`#[webmesh::subscribe]`](crate::subscribe). It is counted when allowed
+    /// at once.
+    ///
     /// Fails if `topic` has wildcards or `data` cannot be encoded.
     pub fn publish<T: Serialize + ?Sized>(&self, topic: &str, data: &T) -> Result<usize, Error> {
         validate_topic(topic).map_err(Error::Config)?;
@@ -92,12 +108,16 @@ impl Hub {
         let mut frames: Vec<(WireFormat, Frame)> = Vec::new();
         let mut reached = 0;
         let mut subs = Vec::new();
+        let gate = self.inner.gate.get();
+        // Whether a subscribe handler guards the topic, looked up once, if needed.
+        let mut covered = None;
         for (i, target) in targets.iter().enumerate() {
             subs.push(target.subscription);
-            let lag = targets[i + 1 - subs.len()..=i].iter().fold(target.lag, |lag, t| lag.strictest(t.lag));
             if targets.get(i + 1).is_some_and(|next| next.connection.id() == target.connection.id()) {
                 continue;
             }
+            let group = &targets[i + 1 - subs.len()..=i];
+            let lag = group.iter().fold(target.lag, |lag, t| lag.strictest(t.lag));
             let connection = &target.connection;
             let format = connection.format();
             let frame = match frames.iter().find(|(f, _)| f.same_as(&format)) {
@@ -110,9 +130,20 @@ impl Hub {
                     frame
                 }
             };
-            match connection.push_event(frame, &subs, lag) {
-                Pushed::Queued | Pushed::DroppedOldest => reached += 1,
-                Pushed::DroppedNewest | Pushed::Overflow => {}
+            // An exact subscription was authorised when made, and one that
+            // cannot match a guarded topic needs none: only a connection
+            // whose every matching subscription is a gated wildcard waits.
+            let gated = group.iter().all(|t| t.gated);
+            match gate {
+                Some(gate) if gated && *covered.get_or_insert_with(|| gate.covers(topic)) => {
+                    if grants::deliver(gate, connection, topic, frame, &subs, lag) {
+                        reached += 1;
+                    }
+                }
+                _ => match connection.push_event(frame, &subs, lag) {
+                    Pushed::Queued | Pushed::DroppedOldest => reached += 1,
+                    Pushed::DroppedNewest | Pushed::Overflow => {}
+                },
             }
             subs.clear();
         }
@@ -126,15 +157,26 @@ impl Hub {
         let wild = registry.patterns.iter().filter(|(_, (p, _))| p.matches(topic)).map(|(key, (_, sub))| (key, sub));
         exact
             .chain(wild)
-            .map(|(&(_, subscription), s)| Target { connection: s.connection.clone(), subscription, lag: s.lag })
+            .map(|(&(_, subscription), s)| Target {
+                connection: s.connection.clone(),
+                subscription,
+                lag: s.lag,
+                gated: s.gated,
+            })
             .collect()
     }
 
     /// Adds a subscription; a second one with the same id replaces the first.
+    /// Does nothing once the connection was removed.
     pub(crate) fn subscribe(&self, connection: &Connection, id: u64, pattern: TopicPattern, raw: &str, lag: LagPolicy) {
         let key = (connection.id(), id);
-        let subscriber = Subscriber { connection: connection.clone(), lag };
+        let gated = !pattern.is_exact() && self.inner.gate.get().is_some_and(|gate| gate.guards(&pattern));
+        let subscriber = Subscriber { connection: connection.clone(), lag, gated };
         let mut registry = self.write();
+        // Read under the lock `remove_connection` sets it under.
+        if connection.is_unsubscribed_all() {
+            return;
+        }
         registry.remove(key);
         if pattern.is_exact() {
             registry.exact.entry(raw.to_owned()).or_default().insert(key, subscriber);
@@ -149,13 +191,15 @@ impl Hub {
         self.write().remove((connection, id))
     }
 
-    /// Removes every subscription of a connection.
-    pub(crate) fn remove_connection(&self, connection: u64) {
+    /// Removes every subscription of a connection, for good: a subscription
+    /// that its handler allows later is not made.
+    pub(crate) fn remove_connection(&self, connection: &Connection) {
         let mut registry = self.write();
-        let ids: Vec<u64> =
-            registry.by_connection.get(&connection).map(|s| s.keys().copied().collect()).unwrap_or_default();
-        for id in ids {
-            registry.remove((connection, id));
+        connection.mark_unsubscribed_all();
+        let id = connection.id();
+        let ids: Vec<u64> = registry.by_connection.get(&id).map(|s| s.keys().copied().collect()).unwrap_or_default();
+        for sub in ids {
+            registry.remove((id, sub));
         }
     }
 

@@ -14,6 +14,12 @@
 //! | `/prices/*/usd` | `/prices/btc/eur` | no |
 //! | `/{*all}` | `/any/topic/at/all` | yes |
 
+/// The longest pattern or topic, in bytes.
+pub(crate) const MAX_TOPIC_LENGTH: usize = 1024;
+
+/// The most segments in a pattern or topic.
+pub(crate) const MAX_TOPIC_SEGMENTS: usize = 32;
+
 /// A parsed subscription pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct TopicPattern {
@@ -32,6 +38,16 @@ enum Segment {
 
 impl TopicPattern {
     pub(crate) fn parse(pattern: &str) -> Result<Self, String> {
+        // Checked before anything is split or copied: a compressed message
+        // can carry megabytes of `/a/a/a...`.
+        if pattern.len() > MAX_TOPIC_LENGTH {
+            let head: String = pattern.chars().take(32).collect();
+            return Err(format!("`{head}...` is {} bytes long, more than {MAX_TOPIC_LENGTH}", pattern.len()));
+        }
+        let segments = pattern.bytes().filter(|b| *b == b'/').count();
+        if segments > MAX_TOPIC_SEGMENTS {
+            return Err(format!("`{pattern}` has {segments} segments, more than {MAX_TOPIC_SEGMENTS}"));
+        }
         let Some(rest) = pattern.strip_prefix('/') else {
             return Err(format!("pattern `{pattern}` must start with `/`"));
         };
@@ -62,6 +78,29 @@ impl TopicPattern {
     /// Whether the pattern has no wildcard, i.e. names one topic.
     pub(crate) fn is_exact(&self) -> bool {
         self.segments.iter().all(|s| matches!(s, Segment::Literal(_)))
+    }
+
+    /// Whether some topic could match both this pattern and `route`, a
+    /// subscribe handler's route. Never `false` when one could: a route's
+    /// `{*rest}` is taken to match even nothing, whatever the router does.
+    pub(crate) fn overlaps(&self, route: &TopicPattern) -> bool {
+        fn overlap(pattern: &[Segment], route: &[Segment]) -> bool {
+            match (pattern.split_first(), route.split_first()) {
+                (None, None) => true,
+                (_, Some((Segment::Rest, _))) => true,
+                (None, Some(_)) | (Some(_), None) => false,
+                (Some((Segment::Rest, _)), Some(_)) => true,
+                (Some((p, pattern)), Some((r, route))) => {
+                    let fits = match (p, r) {
+                        (Segment::Literal(a), Segment::Literal(b)) => a == b,
+                        (Segment::Literal(a), Segment::One) | (Segment::One, Segment::Literal(a)) => !a.is_empty(),
+                        _ => true,
+                    };
+                    fits && overlap(pattern, route)
+                }
+            }
+        }
+        overlap(&self.segments, &route.segments)
     }
 
     pub(crate) fn matches(&self, topic: &str) -> bool {
@@ -121,6 +160,68 @@ mod tests {
         let doc = include_str!("../../../PROTOCOL.md");
         for line in include_str!("pattern.rs").lines().filter(|l| l.starts_with("//! | `")) {
             assert!(doc.contains(line.trim_start_matches("//! ")), "PROTOCOL.md lacks: {line}");
+        }
+    }
+
+    #[test]
+    fn overlong_patterns_are_refused_before_being_split() {
+        let long = "/a".repeat(MAX_TOPIC_LENGTH / 2 + 1);
+        assert!(TopicPattern::parse(&long).unwrap_err().contains("bytes long"));
+        let deep = "/a".repeat(MAX_TOPIC_SEGMENTS + 1);
+        assert!(TopicPattern::parse(&deep).unwrap_err().contains("segments"));
+        assert!(TopicPattern::parse(&"/a".repeat(MAX_TOPIC_SEGMENTS)).is_ok());
+    }
+
+    /// Every topic of up to five segments among `a`, `b`, `x` and the empty one.
+    fn small_topics() -> Vec<String> {
+        let mut topics = vec![String::new()];
+        let mut all = Vec::new();
+        for _ in 0..5 {
+            topics = topics.iter().flat_map(|t| ["a", "b", "x", ""].map(|s| format!("{t}/{s}"))).collect();
+            all.extend(topics.iter().cloned());
+        }
+        all
+    }
+
+    fn random_pattern(rng: &mut u64, with_rest: bool) -> String {
+        let mut next = || {
+            *rng ^= *rng << 13;
+            *rng ^= *rng >> 7;
+            *rng ^= *rng << 17;
+            *rng
+        };
+        let depth = 1 + next() % 4;
+        let mut pattern = String::new();
+        for i in 0..depth {
+            let last = i + 1 == depth;
+            let segment = match next() % if with_rest && last { 5 } else { 4 } {
+                0 => "a",
+                1 => "b",
+                2 => "*",
+                3 => "{p}",
+                _ => "{*rest}",
+            };
+            pattern = format!("{pattern}/{segment}");
+        }
+        pattern
+    }
+
+    /// `overlaps` against a brute-force search for a topic both match.
+    #[test]
+    fn overlap_is_never_wrong_to_say_no_and_exact_without_rest_in_the_route() {
+        let topics = small_topics();
+        let mut rng = 0x9e37_79b9_7f4a_7c15;
+        for _ in 0..3000 {
+            let pattern = random_pattern(&mut rng, true);
+            let route_has_rest = rng % 2 == 0;
+            let route = random_pattern(&mut rng, route_has_rest);
+            let (p, r) = (TopicPattern::parse(&pattern).unwrap(), TopicPattern::parse(&route).unwrap());
+            let witness = topics.iter().find(|t| p.matches(t) && r.matches(t));
+            if let Some(topic) = witness {
+                assert!(p.overlaps(&r), "{pattern} and {route} both match {topic}");
+            } else if !route.contains("{*") {
+                assert!(!p.overlaps(&r), "{pattern} and {route} share no topic");
+            }
         }
     }
 

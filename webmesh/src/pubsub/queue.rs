@@ -1,11 +1,13 @@
-//! The events waiting to be written to one connection.
+//! The events waiting to be written to one connection, bounded in count
+//! and in bytes.
 
 use std::collections::{BTreeMap, VecDeque};
-use std::sync::{Mutex, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use tokio::sync::Notify;
 
 use super::LagPolicy;
+use crate::memory::{Account, Charge, Direction};
 use crate::protocol::Frame;
 
 /// A bounded queue of encoded events, with the count of events each
@@ -32,7 +34,7 @@ impl Subs {
 }
 
 struct State {
-    events: VecDeque<(Frame, Subs)>,
+    events: VecDeque<(Frame, Subs, Charge)>,
     missed: BTreeMap<u64, u64>,
     capacity: usize,
 }
@@ -59,19 +61,29 @@ impl EventQueue {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Queues `frame`, an event for the subscriptions `subs`.
-    pub(crate) fn push(&self, frame: Frame, subs: &[u64], policy: LagPolicy) -> Pushed {
+    /// Queues `frame`, an event for the subscriptions `subs`, if the queue
+    /// has room for one more event and `account` for its bytes; else the lag
+    /// policy decides.
+    pub(crate) fn push(&self, frame: Frame, subs: &[u64], policy: LagPolicy, account: &Arc<Account>) -> Pushed {
         let mut state = self.state();
         let mut pushed = Pushed::Queued;
-        if state.events.len() >= state.capacity {
+        let len = frame.len();
+        let full = |state: &State| state.events.len() >= state.capacity || !account.has_room(Direction::Outgoing, len);
+        if full(&state) {
             match policy {
                 LagPolicy::Disconnect => return Pushed::Overflow,
                 LagPolicy::DropNewest => {
                     state.count_missed(subs);
                     return Pushed::DroppedNewest;
                 }
+                // Larger than the connection may hold by itself: keep the rest.
+                LagPolicy::DropOldest if len > account.limit() => {
+                    state.count_missed(subs);
+                    return Pushed::DroppedNewest;
+                }
                 LagPolicy::DropOldest => {
-                    if let Some((_, oldest)) = state.events.pop_front() {
+                    while full(&state) {
+                        let Some((_, oldest, _)) = state.events.pop_front() else { break };
                         state.count_missed(oldest.as_slice());
                     }
                     pushed = Pushed::DroppedOldest;
@@ -82,18 +94,38 @@ impl EventQueue {
             [one] => Subs::One(*one),
             many => Subs::Many(many.into()),
         };
-        state.events.push_back((frame, subs));
+        let charge = account.charge(Direction::Outgoing, len);
+        state.events.push_back((frame, subs, charge));
         drop(state);
         self.ready.notify_one();
         pushed
     }
 
+    /// Counts events that subscriptions `subs` lost without them being queued.
+    pub(crate) fn count_missed(&self, subs: &[u64]) {
+        self.state().count_missed(subs);
+        self.ready.notify_one();
+    }
+
+    /// Drops every queued event (the connection is closing).
+    pub(crate) fn clear(&self) {
+        let mut state = self.state();
+        state.events.clear();
+        state.missed.clear();
+    }
+
     /// Moves the queued events into `events`, and returns the lag counts to
     /// report before them.
-    pub(crate) fn drain_into(&self, events: &mut Vec<Frame>) -> BTreeMap<u64, u64> {
+    /// Their bytes stay charged until `events` is cleared.
+    pub(crate) fn drain_into(&self, events: &mut Vec<(Frame, Charge)>) -> BTreeMap<u64, u64> {
         let mut state = self.state();
-        events.extend(state.events.drain(..).map(|(frame, _)| frame));
+        events.extend(state.events.drain(..).map(|(frame, _, charge)| (frame, charge)));
         std::mem::take(&mut state.missed)
+    }
+
+    /// How many events may wait.
+    pub(crate) fn capacity(&self) -> usize {
+        self.state().capacity
     }
 
     /// How many events wait.
@@ -118,18 +150,45 @@ mod tests {
         Frame::Binary(vec![n].into())
     }
 
+    fn account(limit: usize) -> Arc<Account> {
+        crate::memory::MemoryBudget::new(usize::MAX).open(1, limit)
+    }
+
+    fn drained(queue: &EventQueue) -> (Vec<(u64, u64)>, Vec<Frame>) {
+        let mut events = Vec::new();
+        let missed = queue.drain_into(&mut events);
+        (missed.into_iter().collect(), events.into_iter().map(|(frame, _)| frame).collect())
+    }
+
     #[test]
     fn policies() {
         let queue = EventQueue::new(2);
-        assert_eq!(queue.push(frame(1), &[7], LagPolicy::DropOldest), Pushed::Queued);
-        assert_eq!(queue.push(frame(2), &[7], LagPolicy::DropOldest), Pushed::Queued);
-        assert_eq!(queue.push(frame(3), &[7], LagPolicy::DropOldest), Pushed::DroppedOldest);
-        assert_eq!(queue.push(frame(4), &[8], LagPolicy::DropNewest), Pushed::DroppedNewest);
-        assert_eq!(queue.push(frame(5), &[9], LagPolicy::Disconnect), Pushed::Overflow);
-        let mut events = Vec::new();
-        let missed = queue.drain_into(&mut events);
-        assert_eq!(missed.into_iter().collect::<Vec<_>>(), vec![(7, 1), (8, 1)]);
-        assert_eq!(events, vec![frame(2), frame(3)]);
+        let account = account(1 << 20);
+        assert_eq!(queue.push(frame(1), &[7], LagPolicy::DropOldest, &account), Pushed::Queued);
+        assert_eq!(queue.push(frame(2), &[7], LagPolicy::DropOldest, &account), Pushed::Queued);
+        assert_eq!(queue.push(frame(3), &[7], LagPolicy::DropOldest, &account), Pushed::DroppedOldest);
+        assert_eq!(queue.push(frame(4), &[8], LagPolicy::DropNewest, &account), Pushed::DroppedNewest);
+        assert_eq!(queue.push(frame(5), &[9], LagPolicy::Disconnect, &account), Pushed::Overflow);
+        assert_eq!(account.held(), 2);
+        assert_eq!(drained(&queue), (vec![(7, 1), (8, 1)], vec![frame(2), frame(3)]));
         assert_eq!(queue.len(), 0);
+        assert_eq!(account.held(), 0, "drained events are released once written");
+    }
+
+    #[test]
+    fn the_bytes_the_connection_may_hold_bound_the_queue() {
+        let queue = EventQueue::new(1000);
+        let account = account(10);
+        let big = |n: u8| Frame::Binary(vec![n; 4].into());
+        for n in 0..3 {
+            queue.push(big(n), &[1], LagPolicy::DropOldest, &account);
+        }
+        assert_eq!(account.held(), 8, "a third event of 4 bytes does not fit in 10");
+        assert_eq!(queue.push(big(9), &[2], LagPolicy::DropNewest, &account), Pushed::DroppedNewest);
+        assert_eq!(
+            queue.push(Frame::Binary(vec![0; 11].into()), &[1], LagPolicy::DropOldest, &account),
+            Pushed::DroppedNewest
+        );
+        assert_eq!(drained(&queue), (vec![(1, 2), (2, 1)], vec![big(1), big(2)]), "too large alone: only it is lost");
     }
 }

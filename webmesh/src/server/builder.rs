@@ -8,11 +8,13 @@ use tokio::sync::{watch, Semaphore};
 use tokio_util::task::TaskTracker;
 
 use super::admission::{self, AuthError, Authenticate, Handshake, Origins};
+use super::gate::SubscribeGate;
 use super::hooks::{DisconnectReason, Hooks};
 use super::serve::Server;
 use super::Connection;
 use crate::handler::{BoxedHandler, Handler};
 use crate::heartbeat::Heartbeat;
+use crate::memory::MemoryBudget;
 use crate::protocol::{Codec, Compression};
 use crate::pubsub::Hub;
 use crate::routing::{RouteKind, RouteTable, Router};
@@ -52,6 +54,19 @@ pub const DEFAULT_UPGRADE_TIMEOUT: Duration = Duration::from_secs(10);
 /// The default of [`ServerBuilder::event_queue`]: 1024 events.
 pub const DEFAULT_EVENT_QUEUE: usize = 1024;
 
+/// The default of [`ServerBuilder::connection_memory`]: 32 MiB each way.
+///
+/// nats-server allows 64 MB of pending output per client; webmesh counts
+/// both directions, and a server that must stay under 64 MiB per hostile
+/// connection cannot allow 64 MiB in each.
+pub const DEFAULT_CONNECTION_MEMORY: usize = 32 << 20;
+
+/// The default of [`ServerBuilder::memory_budget`]: 1 GiB.
+pub const DEFAULT_MEMORY_BUDGET: usize = 1 << 30;
+
+/// The default of [`ServerBuilder::write_timeout`]: 30 seconds.
+pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Configures a [`Server`]: address, state, hooks, codecs and limits.
 ///
 /// ```no_run
@@ -88,6 +103,9 @@ pub struct ServerBuilder {
     max_calls_in_flight: usize,
     heartbeat: Option<Heartbeat>,
     upgrade_timeout: Duration,
+    connection_memory: usize,
+    memory_budget: usize,
+    write_timeout: Duration,
     #[cfg(feature = "tls")]
     tls: Option<crate::TlsConfig>,
 }
@@ -119,6 +137,20 @@ pub(crate) struct Shared {
     pub(crate) max_calls_in_flight: usize,
     pub(crate) heartbeat: Option<Heartbeat>,
     pub(crate) upgrade_timeout: Duration,
+    /// What all connections hold, in bytes.
+    pub(crate) memory: Arc<MemoryBudget>,
+    pub(crate) connection_memory: usize,
+    pub(crate) write_timeout: Duration,
+}
+
+impl Shared {
+    /// Shares the server's state, and puts its subscribe handlers in charge
+    /// of the hub's wildcard deliveries.
+    pub(crate) fn start(self) -> Arc<Self> {
+        let shared = Arc::new(self);
+        shared.hub.set_gate(Arc::new(SubscribeGate::new(&shared)));
+        shared
+    }
 }
 
 impl Default for ServerBuilder {
@@ -144,6 +176,9 @@ impl Default for ServerBuilder {
             max_calls_in_flight: DEFAULT_MAX_CALLS_IN_FLIGHT,
             heartbeat: Some(Heartbeat::default()),
             upgrade_timeout: DEFAULT_UPGRADE_TIMEOUT,
+            connection_memory: DEFAULT_CONNECTION_MEMORY,
+            memory_budget: DEFAULT_MEMORY_BUDGET,
+            write_timeout: DEFAULT_WRITE_TIMEOUT,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -326,6 +361,43 @@ impl ServerBuilder {
         self
     }
 
+    /// The most bytes a connection may make the server hold in each
+    /// direction (default [`DEFAULT_CONNECTION_MEMORY`]):
+    ///
+    /// - **incoming**, the messages under way, each counted as its bytes
+    ///   after decompression plus 32 bytes per element (what a decoded value
+    ///   takes). At the limit the server stops reading the connection until
+    ///   handlers finish. A message heavier than the limit alone is refused
+    ///   with the error `too_large`, undecoded.
+    /// - **outgoing**, the replies, pushes and events waiting to be written.
+    ///   Events past the limit are dropped by the subscriptions'
+    ///   [`LagPolicy`](crate::LagPolicy); a reply or push that would pass it,
+    ///   while others wait, closes the connection with code 1008: the client
+    ///   does not read what it asked for (a slow consumer).
+    pub fn connection_memory(mut self, bytes: usize) -> Self {
+        self.connection_memory = bytes.max(1024);
+        self
+    }
+
+    /// The most bytes all connections together may make the server hold
+    /// (default [`DEFAULT_MEMORY_BUDGET`]), counted as for
+    /// [`connection_memory`](Self::connection_memory). Past it, the
+    /// connection holding the most is closed with code 1013 (try again
+    /// later), one at a time, instead of the server growing.
+    pub fn memory_budget(mut self, bytes: usize) -> Self {
+        self.memory_budget = bytes;
+        self
+    }
+
+    /// How long a write to a client may make no progress (default
+    /// [`DEFAULT_WRITE_TIMEOUT`]) before its connection is closed: a client
+    /// that keeps sending but never reads would otherwise hold its buffers
+    /// for ever. Checked at least every `timeout`.
+    pub fn write_timeout(mut self, timeout: Duration) -> Self {
+        self.write_timeout = timeout;
+        self
+    }
+
     /// Never pings clients nor closes silent ones.
     pub fn no_heartbeat(mut self) -> Self {
         self.heartbeat = None;
@@ -411,7 +483,7 @@ impl ServerBuilder {
     /// existing axum application with [`axum::Router::nest`] or
     /// [`axum::Router::merge`]. The address setting is ignored.
     pub fn into_router(self) -> Result<axum::Router, Error> {
-        Ok(super::upgrade::router(Arc::new(self.into_shared()?)))
+        Ok(super::upgrade::router(self.into_shared()?.start()))
     }
 
     fn into_shared(mut self) -> Result<Shared, Error> {
@@ -440,6 +512,9 @@ impl ServerBuilder {
             max_calls_in_flight: self.max_calls_in_flight,
             heartbeat: self.heartbeat,
             upgrade_timeout: self.upgrade_timeout,
+            memory: MemoryBudget::new(self.memory_budget),
+            connection_memory: self.connection_memory,
+            write_timeout: self.write_timeout,
         })
     }
 }

@@ -1,13 +1,17 @@
+use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, PoisonError};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use axum::http::Extensions;
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
 
-use crate::protocol::{Compression, Envelope, Frame, WireFormat};
-use crate::pubsub::{EventQueue, LagPolicy, Pushed};
+use super::DisconnectReason;
+use crate::memory::{Account, Charge, Direction};
+use crate::protocol::{close_code, Compression, Envelope, Frame, WireFormat};
+use crate::pubsub::{EventQueue, Grants, LagPolicy, Pushed};
 use crate::Error;
 
 /// One client's connection, as handlers and hooks see it.
@@ -43,10 +47,36 @@ struct Inner {
     format: Mutex<WireFormat>,
     compression: Compression,
     extensions: Mutex<Extensions>,
+    /// Bumped when the extensions change: wildcard deliveries authorised
+    /// before are checked again.
+    extensions_changed: AtomicU64,
     /// Events from subscriptions, waiting for the writer.
     events: EventQueue,
-    /// Set when the connection must end (a subscriber too slow for its policy).
+    /// Each guarded topic's authorisation, for wildcard subscriptions.
+    grants: Grants,
+    /// The bytes held for this connection.
+    account: Arc<Account>,
+    /// Why the connection must end, once something decided it must.
+    end: OnceLock<Ending>,
     ending: Notify,
+    /// Tells the writer to drop what waits and close at once, with this frame.
+    hurry: Notify,
+    hurry_close: OnceLock<Option<(u16, String)>>,
+    /// SUBSCRIBEs whose handler runs, by subscription id, with the number of
+    /// the message that asked: an UNSUBSCRIBE meanwhile cancels them.
+    subscribing: Mutex<HashMap<u64, u64>>,
+    /// Set, under the hub's lock, once the connection's subscriptions are
+    /// removed: a subscription made later would never be.
+    unsubscribed_all: AtomicBool,
+    /// Counts the writer's flushes: a peer that takes what is written is alive.
+    written: AtomicU64,
+}
+
+/// Why the server ends a connection, and the close frame to send.
+#[derive(Debug, Clone)]
+pub(crate) struct Ending {
+    pub(crate) reason: DisconnectReason,
+    pub(crate) close: Option<(u16, String)>,
 }
 
 /// What the session's writer sends.
@@ -54,7 +84,8 @@ struct Inner {
 /// Kept to one pointer wide: tokio's channel allocates room for 32 of these
 /// per connection up front, which idle connections pay for.
 pub(crate) enum Outbound {
-    Frame(Box<Frame>),
+    /// A reply or push, with the bytes it holds on the connection's account.
+    Frame(Box<(Frame, Charge)>),
     Ping,
     Close(Box<(u16, String)>),
 }
@@ -67,6 +98,7 @@ impl Connection {
         format: WireFormat,
         compression: Compression,
         event_queue: usize,
+        account: Arc<Account>,
     ) -> Self {
         let inner = Inner {
             id,
@@ -75,8 +107,17 @@ impl Connection {
             format: Mutex::new(format),
             compression,
             extensions: Mutex::new(Extensions::new()),
+            extensions_changed: AtomicU64::new(0),
             events: EventQueue::new(event_queue),
+            grants: Grants::default(),
+            account,
+            end: OnceLock::new(),
             ending: Notify::new(),
+            hurry: Notify::new(),
+            hurry_close: OnceLock::new(),
+            subscribing: Mutex::default(),
+            unsubscribed_all: AtomicBool::new(false),
+            written: AtomicU64::new(0),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -96,7 +137,10 @@ impl Connection {
     /// client speaks. The client receives it as a push.
     ///
     /// Waits while the connection's outbound queue is full. Fails with
-    /// [`Error::Closed`] once the client is gone.
+    /// [`Error::Closed`] once the client is gone. A client that does not
+    /// read what it is sent is closed once more than
+    /// [`ServerBuilder::connection_memory`](crate::ServerBuilder::connection_memory)
+    /// bytes wait for it (a slow consumer), and this fails then too.
     pub async fn emit<T: Serialize + ?Sized>(&self, path: &str, data: &T) -> Result<(), Error> {
         let frame = self.format().encode(&Envelope::Push { path, data }, self.inner.compression);
         let frame = frame.map_err(|e| Error::Protocol(e.to_string()))?;
@@ -110,8 +154,14 @@ impl Connection {
 
     /// Stores a value on the connection, e.g. the identity established by a
     /// login handler, replacing and returning any previous value of its type.
+    ///
+    /// Changing the extensions makes the server ask the subscribe handlers
+    /// again which topics this connection's wildcard subscriptions may
+    /// receive: a login can open topics, a logout close them.
     pub fn insert_extension<T: Clone + Send + Sync + 'static>(&self, value: T) -> Option<T> {
-        self.extensions().insert(value)
+        let previous = self.extensions().insert(value);
+        self.inner.extensions_changed.fetch_add(1, Ordering::AcqRel);
+        previous
     }
 
     /// A clone of the value of type `T` stored on the connection.
@@ -121,7 +171,16 @@ impl Connection {
 
     /// Removes and returns the value of type `T` stored on the connection.
     pub fn remove_extension<T: Clone + Send + Sync + 'static>(&self) -> Option<T> {
-        self.extensions().remove::<T>()
+        let removed = self.extensions().remove::<T>();
+        if removed.is_some() {
+            self.inner.extensions_changed.fetch_add(1, Ordering::AcqRel);
+        }
+        removed
+    }
+
+    /// How many times the extensions changed.
+    pub(crate) fn extensions_version(&self) -> u64 {
+        self.inner.extensions_changed.load(Ordering::Acquire)
     }
 
     fn extensions(&self) -> std::sync::MutexGuard<'_, Extensions> {
@@ -148,9 +207,9 @@ impl Connection {
     /// Queues an event for subscriptions `subs`; asks the session to end the
     /// connection if the queue is full and the policy says so.
     pub(crate) fn push_event(&self, frame: Frame, subs: &[u64], lag: LagPolicy) -> Pushed {
-        let pushed = self.inner.events.push(frame, subs, lag);
+        let pushed = self.inner.events.push(frame, subs, lag, &self.inner.account);
         if pushed == Pushed::Overflow {
-            self.inner.ending.notify_one();
+            self.end_too_slow("a subscriber too slow for its lag policy".into());
         }
         pushed
     }
@@ -159,9 +218,99 @@ impl Connection {
         &self.inner.events
     }
 
-    /// Completes when the connection must end.
-    pub(crate) async fn ending(&self) {
-        self.inner.ending.notified().await
+    pub(crate) fn grants(&self) -> &Grants {
+        &self.inner.grants
+    }
+
+    pub(crate) fn account(&self) -> &Arc<Account> {
+        &self.inner.account
+    }
+
+    /// Asks the session to end the connection, with this reason and close
+    /// frame; the first request wins.
+    pub(crate) fn end(&self, reason: DisconnectReason, close: Option<(u16, String)>) {
+        let close = close.map(|(code, message)| (code, close_code::reason(&message)));
+        if self.inner.end.set(Ending { reason, close }).is_ok() {
+            self.inner.ending.notify_one();
+        }
+    }
+
+    /// Ends a connection that does not take what it is sent (code 1008).
+    pub(crate) fn end_too_slow(&self, message: String) {
+        self.end(DisconnectReason::TooSlow(message.clone()), Some((close_code::POLICY, message)));
+    }
+
+    /// Completes when the connection must end, with why.
+    pub(crate) async fn ending(&self) -> Ending {
+        loop {
+            if let Some(ending) = self.inner.end.get() {
+                return ending.clone();
+            }
+            self.inner.ending.notified().await;
+        }
+    }
+
+    /// Tells the writer to drop what waits and send `close`, if any, at once:
+    /// for a peer that does not read, or that holds too much.
+    pub(crate) fn hurry(&self, close: Option<(u16, String)>) {
+        let _ = self.inner.hurry_close.set(close);
+        self.inner.hurry.notify_one();
+    }
+
+    /// Completes when the writer must hurry, with the close frame to send.
+    pub(crate) async fn hurried(&self) -> Option<(u16, String)> {
+        self.inner.hurry.notified().await;
+        self.inner.hurry_close.get().cloned().flatten()
+    }
+
+    /// Remembers that subscription `id` is being made by message number `seq`.
+    pub(crate) fn subscribing(&self, id: u64, seq: u64) {
+        self.lock_subscribing().insert(id, seq);
+    }
+
+    /// Whether message `seq` may still make subscription `id` (no UNSUBSCRIBE
+    /// came meanwhile); runs `register` under the lock an UNSUBSCRIBE takes.
+    pub(crate) fn finish_subscribing(&self, id: u64, seq: u64, register: impl FnOnce()) -> bool {
+        let mut subscribing = self.lock_subscribing();
+        if subscribing.get(&id) != Some(&seq) {
+            return false;
+        }
+        subscribing.remove(&id);
+        register();
+        true
+    }
+
+    /// Cancels a subscription being made, and runs `remove` (the hub's
+    /// unsubscribe) under the same lock.
+    pub(crate) fn unsubscribing(&self, id: u64, remove: impl FnOnce()) {
+        let mut subscribing = self.lock_subscribing();
+        subscribing.remove(&id);
+        remove();
+    }
+
+    fn lock_subscribing(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+        self.inner.subscribing.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Marks the connection's subscriptions as removed; called by the hub
+    /// under its lock.
+    pub(crate) fn mark_unsubscribed_all(&self) {
+        self.inner.unsubscribed_all.store(true, Ordering::Release);
+    }
+
+    /// Whether the hub removed the connection; read under its lock.
+    pub(crate) fn is_unsubscribed_all(&self) -> bool {
+        self.inner.unsubscribed_all.load(Ordering::Acquire)
+    }
+
+    /// The writer flushed what it had.
+    pub(crate) fn wrote(&self) {
+        self.inner.written.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// How many times the writer flushed.
+    pub(crate) fn writes(&self) -> u64 {
+        self.inner.written.load(Ordering::Relaxed)
     }
 
     /// Queues a ping unless the queue is full (then the peer is busy anyway).
@@ -169,8 +318,27 @@ impl Connection {
         let _ = self.inner.outbound.try_send(Outbound::Ping);
     }
 
+    /// Queues a reply or push, waiting while the queue is full.
+    ///
+    /// The frame's bytes are charged to the connection at once. If other
+    /// frames already wait and together they pass the connection's limit, the
+    /// client is not reading what it asked for: it is closed as a slow
+    /// consumer, as nats-server does past `max_pending`.
     pub(crate) async fn send(&self, frame: Frame) -> Result<(), Error> {
-        self.inner.outbound.send(Outbound::Frame(Box::new(frame))).await.map_err(|_| Error::Closed(None))
+        let account = &self.inner.account;
+        let waiting = account.held_in(Direction::Outgoing);
+        if waiting > 0 && !account.has_room(Direction::Outgoing, frame.len()) {
+            let message = format!(
+                "a slow consumer: {} bytes wait to be written to it, more than the limit of {}",
+                waiting + frame.len(),
+                account.limit()
+            );
+            self.end_too_slow(message);
+            return Err(Error::Closed(None));
+        }
+        let charge = account.charge(Direction::Outgoing, frame.len());
+        let item = Outbound::Frame(Box::new((frame, charge)));
+        self.inner.outbound.send(item).await.map_err(|_| Error::Closed(None))
     }
 
     /// Queues a close frame; `false` if the queue is full (the peer is not

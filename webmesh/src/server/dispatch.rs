@@ -55,38 +55,50 @@ pub(crate) async fn dispatch(
         };
         tracing::debug!(outcome, elapsed_us = started.elapsed().as_micros() as u64, "handled");
     }
-    let frame = match (mode, &reply.0) {
-        (Mode::Call(id), ReplyKind::Value(data)) => Some(encode(&conn, &format, &Envelope::Reply { id, data })),
-        (Mode::Call(id), ReplyKind::Error(error)) => Some(encode(&conn, &format, &Envelope::error(id, error))),
-        (Mode::Emit, ReplyKind::Error(error)) => {
-            tracing::debug!(path = %path, %error, "emit failed");
-            None
-        }
-        (Mode::Emit, ReplyKind::Value(_)) => None,
-        (Mode::Legacy, ReplyKind::Value(data)) if is_nil(data) => None,
-        (Mode::Legacy, ReplyKind::Value(data)) => Some(encode(&conn, &format, &Envelope::Push { path: &path, data })),
-        (Mode::Legacy, ReplyKind::Error(error)) => {
-            let data = LegacyError { error: error.code(), message: error.message() };
-            Some(encode(&conn, &format, &Envelope::Push { path: &path, data: &data }))
-        }
-    };
-    let frame = match (frame, mode) {
-        (Some(Ok(frame)), _) => frame,
-        (None, _) => return,
-        (Some(Err(e)), Mode::Call(id)) => {
-            tracing::error!(path = %path, "{e}");
-            match encode(&conn, &format, &Envelope::error(id, &CallError::internal(e))) {
-                Ok(frame) => frame,
-                Err(_) => return,
-            }
-        }
-        (Some(Err(e)), _) => {
-            tracing::error!(path = %path, "{e}");
-            return;
-        }
-    };
+    respond(&conn, &format, mode, &path, reply).await;
+}
+
+/// Answers a message refused before its handler ran.
+pub(crate) async fn refuse(conn: Connection, format: WireFormat, mode: Mode, path: String, error: CallError) {
+    tracing::debug!(path, %error, "refused a message");
+    respond(&conn, &format, mode, &path, Reply::error(error)).await;
+}
+
+/// Encodes the answer `reply` calls for, drops the decoded value, and only
+/// then waits for room in the connection's queue.
+async fn respond(conn: &Connection, format: &WireFormat, mode: Mode, path: &str, reply: Reply) {
+    let Some(frame) = answer_frame(conn, format, mode, path, reply) else { return };
     // The client may be gone by now; nothing is left to tell it.
     let _ = conn.send(frame).await;
+}
+
+fn answer_frame(conn: &Connection, format: &WireFormat, mode: Mode, path: &str, reply: Reply) -> Option<Frame> {
+    let frame = match (mode, &reply.0) {
+        (Mode::Call(id), ReplyKind::Value(data)) => encode(conn, format, &Envelope::Reply { id, data }),
+        (Mode::Call(id), ReplyKind::Error(error)) => encode(conn, format, &Envelope::error(id, error)),
+        (Mode::Emit, ReplyKind::Error(error)) => {
+            tracing::debug!(path = %path, %error, "emit failed");
+            return None;
+        }
+        (Mode::Emit, ReplyKind::Value(_)) => return None,
+        (Mode::Legacy, ReplyKind::Value(data)) if is_nil(data) => return None,
+        (Mode::Legacy, ReplyKind::Value(data)) => encode(conn, format, &Envelope::Push { path, data }),
+        (Mode::Legacy, ReplyKind::Error(error)) => {
+            let data = LegacyError { error: error.code(), message: error.message() };
+            encode(conn, format, &Envelope::Push { path, data: &data })
+        }
+    };
+    match (frame, mode) {
+        (Ok(frame), _) => Some(frame),
+        (Err(e), Mode::Call(id)) => {
+            tracing::error!(path = %path, "{e}");
+            encode(conn, format, &Envelope::error(id, &CallError::internal(e))).ok()
+        }
+        (Err(e), _) => {
+            tracing::error!(path = %path, "{e}");
+            None
+        }
+    }
 }
 
 /// Answers call `id` with an empty reply, or with `error`; used where there

@@ -20,9 +20,15 @@ pub enum DisconnectReason {
     Transport(String),
     /// The server closed it because the client broke the protocol.
     Protocol(String),
-    /// The server closed it because a subscription with
-    /// [`LagPolicy::Disconnect`](crate::LagPolicy::Disconnect) fell behind.
+    /// The server closed it because the client did not take what it was
+    /// sent: a subscription with
+    /// [`LagPolicy::Disconnect`](crate::LagPolicy::Disconnect) fell behind,
+    /// more replies waited for it than its connection may hold, or a write to
+    /// it made no progress within the write timeout.
     TooSlow(String),
+    /// The server closed it (code 1013) because its memory budget was
+    /// reached and this connection held the most bytes.
+    OverBudget(String),
     /// The server shut down.
     Shutdown,
     /// The client stopped answering pings.
@@ -42,6 +48,7 @@ impl fmt::Display for DisconnectReason {
             DisconnectReason::Transport(e) => write!(f, "transport error: {e}"),
             DisconnectReason::Protocol(e) => write!(f, "protocol violation: {e}"),
             DisconnectReason::TooSlow(e) => write!(f, "too slow: {e}"),
+            DisconnectReason::OverBudget(e) => write!(f, "shed: {e}"),
             DisconnectReason::Shutdown => f.write_str("the server shut down"),
             DisconnectReason::TimedOut => f.write_str("the client stopped answering pings"),
         }

@@ -4,18 +4,20 @@ mod admission;
 mod builder;
 mod connection;
 mod dispatch;
+mod gate;
 mod hooks;
 mod http;
 mod serve;
 mod session;
 mod subscriptions;
 mod upgrade;
+mod watch;
 
 pub use admission::{AuthError, Handshake};
 pub use builder::{
-    ServerBuilder, DEFAULT_ADDR, DEFAULT_EVENT_QUEUE, DEFAULT_MAX_CALLS_IN_FLIGHT, DEFAULT_MAX_CONNECTIONS,
-    DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_OUTBOUND_QUEUE, DEFAULT_READ_BUFFER_SIZE, DEFAULT_SHUTDOWN_TIMEOUT,
-    DEFAULT_UPGRADE_TIMEOUT,
+    ServerBuilder, DEFAULT_ADDR, DEFAULT_CONNECTION_MEMORY, DEFAULT_EVENT_QUEUE, DEFAULT_MAX_CALLS_IN_FLIGHT,
+    DEFAULT_MAX_CONNECTIONS, DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, DEFAULT_OUTBOUND_QUEUE,
+    DEFAULT_READ_BUFFER_SIZE, DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_UPGRADE_TIMEOUT, DEFAULT_WRITE_TIMEOUT,
 };
 pub use connection::Connection;
 pub use hooks::DisconnectReason;

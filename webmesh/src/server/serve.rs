@@ -41,7 +41,7 @@ impl Server {
 
     pub(crate) fn new(listener: TcpListener, shared: Shared, tls: Option<Acceptor>) -> Result<Self, Error> {
         let local_addr = listener.local_addr()?;
-        Ok(Self { listener, local_addr, shared: Arc::new(shared), tls })
+        Ok(Self { listener, local_addr, shared: shared.start(), tls })
     }
 
     /// The [`Hub`](crate::Hub) of this server's subscribers.

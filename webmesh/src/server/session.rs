@@ -14,11 +14,12 @@ use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
 use super::admission::Admit;
-use super::connection::Outbound;
-use super::dispatch::{dispatch, Mode};
+use super::connection::{Ending, Outbound};
+use super::dispatch::{self, Mode};
 use super::subscriptions;
+use super::watch::{Waiting, Watch, WriterClock};
 use super::{Connection, DisconnectReason, Shared};
-use crate::heartbeat::{Beat, Liveness};
+use crate::memory::{Charge, Direction};
 use crate::protocol::{close_code, Codec, DecodeError, Envelope, Frame, Incoming, WireFormat};
 use crate::CallError;
 
@@ -35,7 +36,8 @@ pub(crate) async fn run(
     let (outbound, queue) = mpsc::channel(shared.outbound_queue);
     let initial = codec.clone().map(WireFormat::Custom).unwrap_or(WireFormat::MsgPack);
     let id = NEXT_CONNECTION_ID.fetch_add(1, Ordering::Relaxed);
-    let conn = Connection::new(id, peer, outbound, initial, shared.compression, shared.event_queue);
+    let account = shared.memory.open(id, shared.connection_memory);
+    let conn = Connection::new(id, peer, outbound, initial, shared.compression, shared.event_queue, account);
     let span = tracing::debug_span!("connection", id, peer = ?peer);
     serve(conn, sink, stream, queue, shared, codec, admit).instrument(span).await;
 }
@@ -50,7 +52,8 @@ async fn serve(
     admit: Option<Admit>,
 ) {
     tracing::debug!("connected");
-    let mut writer = tokio::spawn(write(sink, queue, conn.clone()));
+    let clock = Arc::new(WriterClock::default());
+    let mut writer = tokio::spawn(write(sink, queue, conn.clone(), clock.clone()));
     if let Some(admit) = admit {
         admit(&conn);
     }
@@ -58,7 +61,8 @@ async fn serve(
         hook(&conn);
     }
     let handlers = TaskTracker::new();
-    let (reason, close) = read(stream, &conn, &shared, codec, &handlers).await;
+    let watch = Watch::new(&shared, &conn, clock);
+    let Ending { reason, close } = read(stream, &conn, &shared, codec, &handlers, watch).await;
     tracing::debug!(%reason, "disconnected");
     if reason == DisconnectReason::Shutdown {
         // Let the calls under way answer before the close frame.
@@ -67,12 +71,14 @@ async fn serve(
             tracing::warn!(running = handlers.len(), "handlers still running at shutdown");
         }
     }
-    shared.hub.remove_connection(conn.id());
-    // Stop the writer even if handlers still hold the connection; a peer
-    // that does not read gets no close frame.
-    let (code, message) = close.unwrap_or((1000, String::new()));
-    if matches!(reason, DisconnectReason::TooSlow(_)) || !conn.try_close(code, message) {
-        writer.abort();
+    shared.hub.remove_connection(&conn);
+    conn.events().clear();
+    // A peer that does not read, or holds too much, gets its close frame
+    // without waiting behind what it did not take.
+    let (code, message) = close.clone().unwrap_or((close_code::NORMAL, String::new()));
+    let hurry = matches!(reason, DisconnectReason::TooSlow(_) | DisconnectReason::OverBudget(_));
+    if hurry || !conn.try_close(code, message) {
+        conn.hurry(close);
     }
     if let Some(hook) = &shared.hooks.on_disconnect {
         hook(&conn, &reason);
@@ -85,11 +91,11 @@ async fn serve(
 /// How long the writer may take to send what is queued and the close frame.
 const CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-/// Why reading ended, and the close frame to send, if not a normal one.
-type Ending = (DisconnectReason, Option<(u16, String)>);
+/// How long a hurried close frame may take.
+const HURRIED_CLOSE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 
-fn shutting_down() -> Ending {
-    (DisconnectReason::Shutdown, Some((close_code::GOING_AWAY, "server shutting down".into())))
+fn gone() -> Ending {
+    Ending { reason: DisconnectReason::Gone, close: None }
 }
 
 async fn read(
@@ -98,54 +104,40 @@ async fn read(
     shared: &Arc<Shared>,
     codec: Option<Arc<dyn Codec>>,
     handlers: &TaskTracker,
+    mut watch: Watch,
 ) -> Ending {
-    let mut shutdown = shared.shutdown.subscribe();
     let in_flight = Arc::new(Semaphore::new(shared.max_calls_in_flight));
-    let mut liveness = Liveness::new(shared.heartbeat);
-    // One timer, re-armed only when it fires: messages just stamp `liveness`.
-    let timer = tokio::time::sleep_until(liveness.deadline());
-    tokio::pin!(timer);
+    let account = conn.account().clone();
+    // Numbers the SUBSCRIBEs, so that an UNSUBSCRIBE cancels the right one.
+    let mut subscribes = 0u64;
     loop {
-        // At the limit of calls under way, stop reading: the flood waits in
-        // the peer's socket, not in this server's memory.
-        let permit = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|down| *down) => return shutting_down(),
-            permit = in_flight.clone().acquire_owned() => match permit {
-                Ok(permit) => permit,
-                Err(_) => return (DisconnectReason::Gone, None),
-            },
+        // At the limit of messages under way, in number or in bytes, stop
+        // reading: the flood waits in the peer's socket, not in this
+        // server's memory.
+        let permit = match watch.until(in_flight.clone().acquire_owned(), Waiting::ForServer).await {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return gone(),
+            Err(ending) => return ending,
         };
-        let next = tokio::select! {
-            biased;
-            _ = shutdown.wait_for(|down| *down) => return shutting_down(),
-            () = &mut timer => {
-                match liveness.beat() {
-                    Beat::Wait => {}
-                    Beat::Ping => conn.try_ping(),
-                    Beat::Dead => return (DisconnectReason::TimedOut, None),
-                }
-                timer.as_mut().reset(liveness.deadline());
-                continue;
-            }
-            () = conn.ending() => {
-                let reason = "a subscriber too slow for its lag policy".to_owned();
-                return (DisconnectReason::TooSlow(reason.clone()), Some((close_code::POLICY, reason)));
-            }
-            next = stream.next() => next,
+        if let Err(ending) = watch.until(account.room_for_incoming(), Waiting::ForServer).await {
+            return ending;
+        }
+        let next = match watch.until(stream.next(), Waiting::ForPeer).await {
+            Ok(next) => next,
+            Err(ending) => return ending,
         };
-        liveness.heard();
+        watch.heard();
         let frame = match next {
-            None => return (DisconnectReason::Gone, None),
+            None => return gone(),
             Some(Err(e)) => match close_code_for(&e) {
                 Some(code) => return violation(code, e.to_string()),
-                None => return (DisconnectReason::Transport(e.to_string()), None),
+                None => return Ending { reason: DisconnectReason::Transport(e.to_string()), close: None },
             },
             Some(Ok(Message::Text(text))) => Frame::Text(text.into()),
             Some(Ok(Message::Binary(bytes))) => Frame::Binary(bytes),
             Some(Ok(Message::Close(close))) => {
                 let (code, reason) = close.map(|c| (c.code, c.reason.to_string())).unwrap_or((1005, String::new()));
-                return (DisconnectReason::Closed { code, reason }, None);
+                return Ending { reason: DisconnectReason::Closed { code, reason }, close: None };
             }
             // Pings are answered by the WebSocket layer; both are signs of life.
             Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
@@ -164,35 +156,72 @@ async fn read(
             Ok((format, Incoming::Emit { path, payload })) => (format, Mode::Emit, path, payload),
             Ok((format, Incoming::Legacy { path, payload })) => (format, Mode::Legacy, path, payload),
             Ok((format, Incoming::Subscribe { id, pattern, options })) => {
-                run_in_order(
-                    handlers,
-                    subscriptions::subscribe(shared.clone(), conn.clone(), format, id, pattern, options),
-                );
+                subscribes += 1;
+                conn.subscribing(id, subscribes);
+                // Refused if too long before anything else, so charged as is.
+                let charge = account.charge(Direction::Incoming, pattern.len() + options.weight());
+                let task =
+                    subscriptions::subscribe(shared.clone(), conn.clone(), format, id, subscribes, pattern, options);
+                run_in_order(handlers, holding(permit, Some(charge), task));
                 continue;
             }
             Ok((format, Incoming::Publish { id, topic, payload })) => {
-                run_in_order(
-                    handlers,
-                    subscriptions::publish(shared.clone(), conn.clone(), format, id, topic, payload),
-                );
+                let (permit, charge) = match weigh(conn, topic.len() + payload.weight()) {
+                    Ok(charge) => (permit, charge),
+                    Err(error) => {
+                        let task = dispatch::refuse(conn.clone(), format, Mode::Call(id), topic, error);
+                        run_in_order(handlers, holding(permit, None, task));
+                        continue;
+                    }
+                };
+                let task = subscriptions::publish(shared.clone(), conn.clone(), format, id, topic, payload);
+                run_in_order(handlers, holding(permit, Some(charge), task));
                 continue;
             }
             Ok((_, Incoming::Unsubscribe { id })) => {
-                shared.hub.unsubscribe(conn.id(), id);
+                conn.unsubscribing(id, || {
+                    shared.hub.unsubscribe(conn.id(), id);
+                });
                 continue;
             }
             Ok((_, _)) => return violation(close_code::PROTOCOL, "a client sent a message only servers send".into()),
             Err(DecodeError::BadCall { id, message }) => {
                 let error = CallError::new(CallError::BAD_REQUEST, message);
-                super::dispatch::answer(conn, &conn.format(), id, Err(error)).await;
+                let task = dispatch::refuse(conn.clone(), conn.format(), Mode::Call(id), String::new(), error);
+                run_in_order(handlers, holding(permit, None, task));
                 continue;
             }
             Err(e) => return violation(e.close_code(), e.to_string()),
         };
+        let charge = match weigh(conn, path.len() + payload.weight()) {
+            Ok(charge) => charge,
+            Err(error) => {
+                run_in_order(
+                    handlers,
+                    holding(permit, None, dispatch::refuse(conn.clone(), format, mode, path, error)),
+                );
+                continue;
+            }
+        };
         let span = tracing::debug_span!("call", path = %path, mode = ?mode);
-        let task = dispatch(shared.clone(), conn.clone(), format, mode, path, payload).instrument(span);
-        run_in_order(handlers, holding(permit, task));
+        let task = dispatch::dispatch(shared.clone(), conn.clone(), format, mode, path, payload).instrument(span);
+        run_in_order(handlers, holding(permit, Some(charge), task));
     }
+}
+
+/// Charges a message's weight (its bytes, and what it may take decoded) to
+/// its connection while it is handled, or refuses one heavier than the
+/// connection may hold at all.
+fn weigh(conn: &Connection, weight: usize) -> Result<Charge, CallError> {
+    let account = conn.account();
+    if weight > account.limit() {
+        let message = format!(
+            "the message would take about {weight} bytes decoded, more than the {} its connection may hold",
+            account.limit()
+        );
+        return Err(CallError::new(CallError::TOO_LARGE, message));
+    }
+    Ok(account.charge(Direction::Incoming, weight))
 }
 
 /// The close code for a frame the WebSocket layer refused, if the peer is
@@ -212,10 +241,11 @@ fn close_code_for(error: &axum::Error) -> Option<u16> {
     None
 }
 
-/// Keeps `permit` (a place among the calls under way) until `task` ends.
-async fn holding(permit: OwnedSemaphorePermit, task: impl Future<Output = ()>) {
+/// Keeps `permit` (a place among the messages under way) and `charge` (their
+/// bytes) until `task` ends.
+async fn holding(permit: OwnedSemaphorePermit, charge: Option<Charge>, task: impl Future<Output = ()>) {
     task.await;
-    drop(permit);
+    drop((permit, charge));
 }
 
 /// Polls a message's handler once, right away, and hands it to its own task
@@ -234,10 +264,38 @@ fn run_in_order(handlers: &TaskTracker, task: impl Future<Output = ()> + Send + 
 fn violation(code: u16, message: String) -> Ending {
     tracing::debug!(code, %message, "closing a connection that broke the protocol");
     let reason = close_code::reason(&message);
-    (DisconnectReason::Protocol(message), Some((code, reason)))
+    Ending { reason: DisconnectReason::Protocol(message), close: Some((code, reason)) }
 }
 
-async fn write(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Outbound>, conn: Connection) {
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<Outbound>,
+    conn: Connection,
+    clock: Arc<WriterClock>,
+) {
+    let hurried = conn.hurried();
+    tokio::pin!(hurried);
+    let close = tokio::select! {
+        biased;
+        close = &mut hurried => close,
+        () = write_all(&mut sink, &mut queue, &conn, &clock) => return,
+    };
+    // What waits is dropped, and the close frame goes first if it can.
+    drop(queue);
+    conn.events().clear();
+    if let Some((code, reason)) = close {
+        let frame = Message::Close(Some(CloseFrame { code, reason: reason.into() }));
+        let _ = tokio::time::timeout(HURRIED_CLOSE_TIMEOUT, sink.send(frame)).await;
+    }
+}
+
+/// Writes what is queued until the close frame is sent or the peer is gone.
+async fn write_all(
+    sink: &mut SplitSink<WebSocket, Message>,
+    queue: &mut mpsc::Receiver<Outbound>,
+    conn: &Connection,
+    clock: &WriterClock,
+) {
     let mut events = Vec::new();
     loop {
         let mut next = tokio::select! {
@@ -247,11 +305,19 @@ async fn write(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receive
             },
             () = conn.events().ready.notified() => None,
         };
+        clock.start();
+        let mut data = false;
         // Send everything already queued, replies first, then events, and flush once.
         loop {
             while let Some(item) = next.take().or_else(|| queue.try_recv().ok()) {
                 let sent = match item {
-                    Outbound::Frame(frame) => sink.feed((*frame).into()).await,
+                    Outbound::Frame(queued) => {
+                        let (frame, charge) = *queued;
+                        data = true;
+                        let sent = sink.feed(frame.into()).await;
+                        drop(charge);
+                        sent
+                    }
                     Outbound::Ping => sink.feed(Message::Ping(Default::default())).await,
                     Outbound::Close(close) => {
                         let (code, reason) = *close;
@@ -267,6 +333,7 @@ async fn write(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receive
             if missed.is_empty() && events.is_empty() {
                 break;
             }
+            data = true;
             // Tell each subscription what it lost before what follows the gap.
             if !missed.is_empty() {
                 let format = conn.format();
@@ -278,14 +345,20 @@ async fn write(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receive
                     }
                 }
             }
-            for frame in events.drain(..) {
-                if sink.feed(frame.into()).await.is_err() {
+            for (frame, charge) in events.drain(..) {
+                let sent = sink.feed(frame.into()).await;
+                drop(charge);
+                if sent.is_err() {
                     return;
                 }
             }
         }
         if sink.flush().await.is_err() {
             return;
+        }
+        clock.done();
+        if data {
+            conn.wrote();
         }
     }
 }

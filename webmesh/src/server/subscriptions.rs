@@ -12,32 +12,46 @@ use crate::pubsub::{validate_topic, SubscribeOptions, TopicPattern};
 use crate::routing::RouteTable;
 use crate::{CallError, Payload};
 
+/// Answers SUBSCRIBE number `seq` of its connection.
 pub(crate) async fn subscribe(
     shared: Arc<Shared>,
     conn: Connection,
     format: WireFormat,
     id: u64,
+    seq: u64,
     pattern: String,
     options: Payload,
 ) {
-    let result = accept_subscription(&shared, &conn, id, &pattern, options).await;
+    let result = accept_subscription(&shared, &conn, id, seq, &pattern, options).await;
     if let Err(error) = &result {
+        conn.finish_subscribing(id, seq, || ());
         tracing::debug!(pattern, %error, "subscription refused");
     }
     answer(&conn, &format, id, result).await;
 }
 
+/// A subscription to one topic is authorised now, by that topic's subscribe
+/// handler; a wildcard one topic by topic as events come (`pubsub/grants.rs`).
 async fn accept_subscription(
     shared: &Arc<Shared>,
     conn: &Connection,
     id: u64,
+    seq: u64,
     pattern: &str,
     options: Payload,
 ) -> Result<(), CallError> {
     let parsed = TopicPattern::parse(pattern).map_err(|e| CallError::new(CallError::BAD_REQUEST, e))?;
     let options: SubscribeOptions = options.deserialize::<Option<SubscribeOptions>>()?.unwrap_or_default();
-    authorise(shared, conn, &shared.subscribe_routes, pattern, Payload::nil()).await?;
-    shared.hub.subscribe(conn, id, parsed, pattern, options.lag);
+    if parsed.is_exact() {
+        authorise(shared, conn, &shared.subscribe_routes, pattern, Payload::nil()).await?;
+    }
+    // Registered under the lock an UNSUBSCRIBE takes, so one that came while
+    // the handler ran is not undone.
+    let registered = conn.finish_subscribing(id, seq, || shared.hub.subscribe(conn, id, parsed, pattern, options.lag));
+    if !registered {
+        let message = "unsubscribed before the subscription was in place";
+        return Err(CallError::new(CallError::UNSUBSCRIBED, message));
+    }
     Ok(())
 }
 

@@ -1,0 +1,237 @@
+//! What the server holds for each connection, in bytes, and the server-wide
+//! budget over all of them.
+//!
+//! Every byte a client can make the server hold is a [`Charge`] on its
+//! connection's [`Account`]: the payloads of its messages under way, and the
+//! replies, pushes and events waiting to be written. A charge is released when
+//! what it stands for is dropped, so the counts cannot drift from what is
+//! really held.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+
+use tokio::sync::Notify;
+
+/// The budget of all connections together.
+pub(crate) struct MemoryBudget {
+    limit: usize,
+    total: AtomicUsize,
+    accounts: Mutex<HashMap<u64, Weak<Account>>>,
+}
+
+/// Which way the bytes go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Direction {
+    /// The payloads of messages under way.
+    Incoming,
+    /// Replies, pushes and events waiting to be written.
+    Outgoing,
+}
+
+/// One connection's bytes.
+pub(crate) struct Account {
+    id: u64,
+    limit: usize,
+    incoming: AtomicUsize,
+    outgoing: AtomicUsize,
+    budget: Arc<MemoryBudget>,
+    /// Wakes a reader waiting for the messages under way to shrink.
+    room: Notify,
+    /// Set once the budget chose this connection to close.
+    shed: AtomicBool,
+    /// Wakes the session of a connection that must end for its memory.
+    pub(crate) over: Notify,
+}
+
+/// Bytes held for a connection until this is dropped.
+#[must_use]
+pub(crate) struct Charge {
+    account: Arc<Account>,
+    direction: Direction,
+    bytes: usize,
+}
+
+impl MemoryBudget {
+    pub(crate) fn new(limit: usize) -> Arc<Self> {
+        Arc::new(Self { limit, total: AtomicUsize::new(0), accounts: Mutex::default() })
+    }
+
+    /// Opens the account of connection `id`, which may hold `limit` bytes in
+    /// each direction.
+    pub(crate) fn open(self: &Arc<Self>, id: u64, limit: usize) -> Arc<Account> {
+        let account = Arc::new(Account {
+            id,
+            limit,
+            incoming: AtomicUsize::new(0),
+            outgoing: AtomicUsize::new(0),
+            budget: self.clone(),
+            room: Notify::new(),
+            shed: AtomicBool::new(false),
+            over: Notify::new(),
+        });
+        self.accounts().insert(id, Arc::downgrade(&account));
+        account
+    }
+
+    fn accounts(&self) -> std::sync::MutexGuard<'_, HashMap<u64, Weak<Account>>> {
+        self.accounts.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Bytes held for all connections.
+    pub(crate) fn total(&self) -> usize {
+        self.total.load(Ordering::Relaxed)
+    }
+
+    /// Over budget: chooses the connection holding the most bytes, among
+    /// those not already on their way out, and tells it to end. Connections
+    /// already told count as freed, so one burst sheds one connection, not
+    /// every connection in turn.
+    fn shed(&self) {
+        let accounts: Vec<Arc<Account>> = self.accounts().values().filter_map(Weak::upgrade).collect();
+        let leaving: usize = accounts.iter().filter(|a| a.is_shed()).map(|a| a.held()).sum();
+        if self.total().saturating_sub(leaving) <= self.limit {
+            return;
+        }
+        let largest = accounts.iter().filter(|a| !a.is_shed()).max_by_key(|a| a.held());
+        if let Some(account) = largest {
+            if !account.shed.swap(true, Ordering::AcqRel) {
+                tracing::warn!(
+                    connection = account.id,
+                    held = account.held(),
+                    total = self.total(),
+                    budget = self.limit,
+                    "memory budget reached: closing the connection holding the most"
+                );
+                account.over.notify_one();
+            }
+        }
+    }
+}
+
+impl Account {
+    fn counter(&self, direction: Direction) -> &AtomicUsize {
+        match direction {
+            Direction::Incoming => &self.incoming,
+            Direction::Outgoing => &self.outgoing,
+        }
+    }
+
+    /// Charges `bytes` in `direction`, whatever the limits: the caller
+    /// decides what being over means (waiting, dropping, closing).
+    pub(crate) fn charge(self: &Arc<Self>, direction: Direction, bytes: usize) -> Charge {
+        self.counter(direction).fetch_add(bytes, Ordering::AcqRel);
+        let total = self.budget.total.fetch_add(bytes, Ordering::AcqRel) + bytes;
+        if total > self.budget.limit {
+            self.budget.shed();
+        }
+        Charge { account: self.clone(), direction, bytes }
+    }
+
+    /// Bytes held in `direction`.
+    pub(crate) fn held_in(&self, direction: Direction) -> usize {
+        self.counter(direction).load(Ordering::Acquire)
+    }
+
+    /// Bytes held in both directions.
+    pub(crate) fn held(&self) -> usize {
+        self.held_in(Direction::Incoming) + self.held_in(Direction::Outgoing)
+    }
+
+    /// The most this connection may hold in each direction.
+    pub(crate) fn limit(&self) -> usize {
+        self.limit
+    }
+
+    /// Whether `bytes` more fit in `direction`.
+    pub(crate) fn has_room(&self, direction: Direction, bytes: usize) -> bool {
+        self.held_in(direction).saturating_add(bytes) <= self.limit
+    }
+
+    /// Whether the budget chose this connection to close.
+    pub(crate) fn is_shed(&self) -> bool {
+        self.shed.load(Ordering::Acquire)
+    }
+
+    /// Completes once the messages under way hold less than the limit.
+    pub(crate) async fn room_for_incoming(&self) {
+        loop {
+            let freed = self.room.notified();
+            if self.held_in(Direction::Incoming) < self.limit {
+                return;
+            }
+            freed.await;
+        }
+    }
+}
+
+impl Drop for Account {
+    fn drop(&mut self) {
+        let mut accounts = self.budget.accounts();
+        // A new account never reuses an id, but check it is ours anyway.
+        if accounts.get(&self.id).is_some_and(|weak| weak.strong_count() == 0) {
+            accounts.remove(&self.id);
+        }
+    }
+}
+
+impl Drop for Charge {
+    fn drop(&mut self) {
+        let account = &self.account;
+        account.counter(self.direction).fetch_sub(self.bytes, Ordering::AcqRel);
+        account.budget.total.fetch_sub(self.bytes, Ordering::AcqRel);
+        if self.direction == Direction::Incoming {
+            account.room.notify_waiters();
+        }
+    }
+}
+
+impl std::fmt::Debug for Charge {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Charge({:?}, {} bytes)", self.direction, self.bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn charges_are_released_when_dropped() {
+        let budget = MemoryBudget::new(1000);
+        let account = budget.open(1, 100);
+        let a = account.charge(Direction::Incoming, 60);
+        let b = account.charge(Direction::Outgoing, 30);
+        assert_eq!((account.held(), budget.total()), (90, 90));
+        assert!(account.has_room(Direction::Incoming, 40));
+        assert!(!account.has_room(Direction::Incoming, 41));
+        drop(a);
+        drop(b);
+        assert_eq!((account.held(), budget.total()), (0, 0));
+    }
+
+    #[test]
+    fn over_budget_the_largest_connection_is_shed_once() {
+        let budget = MemoryBudget::new(100);
+        let small = budget.open(1, 1000);
+        let large = budget.open(2, 1000);
+        let _s = small.charge(Direction::Outgoing, 10);
+        let _l = large.charge(Direction::Outgoing, 80);
+        assert!(!large.is_shed());
+        let _more = small.charge(Direction::Incoming, 15);
+        assert!(large.is_shed(), "105 > 100: the one holding 80 goes, whoever pushed it over");
+        assert!(!small.is_shed());
+        // Until the shed connection's bytes are freed, they count as leaving.
+        let _again = small.charge(Direction::Incoming, 5);
+        assert!(!small.is_shed());
+    }
+
+    #[test]
+    fn closed_accounts_leave_the_registry() {
+        let budget = MemoryBudget::new(100);
+        let account = budget.open(7, 10);
+        assert_eq!(budget.accounts().len(), 1);
+        drop(account);
+        assert!(budget.accounts().is_empty());
+    }
+}

@@ -1,0 +1,151 @@
+//! What every wait of a session watches: the server's shutdown, a request
+//! to end the connection, the memory budget, the heartbeat and the writer.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::connection::Ending;
+use super::{Connection, DisconnectReason, Shared};
+use crate::heartbeat::{Beat, Liveness};
+use crate::protocol::close_code;
+
+/// Whether the wait is the server's doing (reading paused for the messages
+/// under way) or the peer's (waiting for its next message).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Waiting {
+    ForPeer,
+    ForServer,
+}
+
+pub(crate) struct Watch {
+    conn: Connection,
+    shutdown: watch::Receiver<bool>,
+    liveness: Liveness,
+    timer: std::pin::Pin<Box<tokio::time::Sleep>>,
+    /// The writer's flushes when last looked at.
+    writes: u64,
+    write_timeout: Duration,
+    writer: Arc<WriterClock>,
+}
+
+/// When the writer started the write it is in, if it is in one.
+#[derive(Default)]
+pub(crate) struct WriterClock {
+    /// Milliseconds since `epoch`, plus one; 0 when not writing.
+    busy_since: AtomicU64,
+    epoch: std::sync::OnceLock<Instant>,
+}
+
+impl WriterClock {
+    fn epoch(&self) -> Instant {
+        *self.epoch.get_or_init(Instant::now)
+    }
+
+    /// The writer starts a write.
+    pub(crate) fn start(&self) {
+        let since = self.epoch().elapsed().as_millis() as u64 + 1;
+        self.busy_since.store(since, Ordering::Relaxed);
+    }
+
+    /// The writer finished it.
+    pub(crate) fn done(&self) {
+        self.busy_since.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the write under way has taken.
+    fn stuck_for(&self) -> Duration {
+        match self.busy_since.load(Ordering::Relaxed) {
+            0 => Duration::ZERO,
+            since => self.epoch().elapsed().saturating_sub(Duration::from_millis(since - 1)),
+        }
+    }
+}
+
+impl Watch {
+    pub(crate) fn new(shared: &Shared, conn: &Connection, writer: Arc<WriterClock>) -> Self {
+        let liveness = Liveness::new(shared.heartbeat);
+        let mut watch = Self {
+            conn: conn.clone(),
+            shutdown: shared.shutdown.subscribe(),
+            timer: Box::pin(tokio::time::sleep_until(liveness.deadline())),
+            liveness,
+            writes: conn.writes(),
+            write_timeout: shared.write_timeout,
+            writer,
+        };
+        watch.rearm();
+        watch
+    }
+
+    /// A message came: the peer is alive.
+    pub(crate) fn heard(&mut self) {
+        self.liveness.heard();
+    }
+
+    /// One timer, re-armed only when it fires: messages just stamp the time.
+    fn rearm(&mut self) {
+        let write_check = crate::deadline::saturating_add(Instant::now(), self.write_timeout);
+        self.timer.as_mut().reset(self.liveness.deadline().min(write_check));
+    }
+
+    /// Waits for `fut`, unless the connection must end first.
+    pub(crate) async fn until<F: Future>(&mut self, fut: F, waiting: Waiting) -> Result<F::Output, Ending> {
+        let mut fut = std::pin::pin!(fut);
+        let account = self.conn.account().clone();
+        loop {
+            let timer = &mut self.timer;
+            let event = tokio::select! {
+                biased;
+                _ = self.shutdown.wait_for(|down| *down) => Err(shutting_down()),
+                ending = self.conn.ending() => Err(ending),
+                () = account.over.notified() => Err(over_budget(account.held())),
+                () = timer => Ok(None),
+                out = &mut fut => Ok(Some(out)),
+            };
+            match event? {
+                Some(out) => return Ok(out),
+                None => self.beat(waiting)?,
+            }
+        }
+    }
+
+    fn beat(&mut self, waiting: Waiting) -> Result<(), Ending> {
+        let stuck = self.writer.stuck_for();
+        if stuck >= self.write_timeout {
+            let message = format!("took nothing written to it for {} s", stuck.as_secs());
+            return Err(Ending { reason: DisconnectReason::TooSlow(message), close: None });
+        }
+        // A peer that takes what is written to it is alive; so is one whose
+        // messages wait unread only because this server's handlers are slow.
+        let writes = self.conn.writes();
+        let nothing_for_peer = self.conn.account().held_in(crate::memory::Direction::Outgoing) == 0;
+        if writes != self.writes || (waiting == Waiting::ForServer && nothing_for_peer) {
+            self.writes = writes;
+            self.liveness.heard();
+        }
+        match self.liveness.beat() {
+            Beat::Wait => {}
+            Beat::Ping => self.conn.try_ping(),
+            Beat::Dead => return Err(Ending { reason: DisconnectReason::TimedOut, close: None }),
+        }
+        self.rearm();
+        Ok(())
+    }
+}
+
+pub(crate) fn shutting_down() -> Ending {
+    Ending { reason: DisconnectReason::Shutdown, close: Some((close_code::GOING_AWAY, "server shutting down".into())) }
+}
+
+fn over_budget(held: usize) -> Ending {
+    let message = format!("the server's memory budget is reached, and this connection held the most ({held} bytes)");
+    Ending {
+        reason: DisconnectReason::OverBudget(message.clone()),
+        close: Some((close_code::TRY_AGAIN_LATER, close_code::reason(&message))),
+    }
+}
