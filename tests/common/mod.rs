@@ -25,7 +25,11 @@ impl TestServer {
 
     /// Serves what `builder` configures, on a free port.
     pub async fn start(builder: ServerBuilder) -> Self {
-        let server = builder.addr("127.0.0.1:0").bind().await.expect("bind");
+        Self::serve(builder.addr("127.0.0.1:0").bind().await.expect("bind"))
+    }
+
+    /// Serves a bound server.
+    pub fn serve(server: Server) -> Self {
         let addr = server.local_addr();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.serve_with_shutdown(async move {

@@ -9,6 +9,7 @@ mod hooks;
 mod http;
 mod serve;
 mod session;
+mod stats;
 mod subscriptions;
 mod upgrade;
 mod watch;
@@ -22,5 +23,6 @@ pub use builder::{
 pub use connection::Connection;
 pub use hooks::DisconnectReason;
 pub use serve::{router, serve, Server};
+pub use stats::ServerStats;
 
 pub(crate) use builder::Shared;

@@ -49,6 +49,11 @@ impl Server {
         self.shared.hub.clone()
     }
 
+    /// Live figures of this server: its connections and the memory they hold.
+    pub fn stats(&self) -> super::ServerStats {
+        super::ServerStats::new(self.shared.clone())
+    }
+
     /// The address the server listens on, with the real port when bound to port 0.
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
