@@ -9,12 +9,12 @@ use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use common::{within, TestServer};
-use futures_util::SinkExt;
+use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::tungstenite::Message;
 use webmesh::extract::Authenticated;
-use webmesh::{AuthError, Client, Error, Handshake, Router, Server};
+use webmesh::{AuthError, Client, DisconnectReason, Error, Handshake, Router, Server};
 
 /// Everything webmesh logs in this test binary, at every level.
 fn logs() -> &'static Mutex<Vec<u8>> {
@@ -276,4 +276,321 @@ async fn a_trickled_upgrade_request_is_dropped_and_delays_nobody() {
         }
     };
     within(5, ended).await;
+}
+
+// Floods: each from one client on default settings, bounded in count and
+// time, measured by the resident memory of a real server process.
+
+/// The resident memory of process `pid`, in MiB.
+fn rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse::<f64>().unwrap() / 1024.0
+}
+
+/// How much more than its idle size a flood may leave a server holding.
+const FLOOD_BOUND_MIB: f64 = 64.0;
+
+type Raw = common::Raw;
+
+async fn raw(port: u16) -> Raw {
+    tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}")).await.unwrap().0
+}
+
+/// Sends `frame(n)` for n in 0.. until the server stops reading (a send
+/// waits a second) or `max` are sent; returns how many were sent. The
+/// client never reads.
+async fn flood(ws: &mut Raw, max: u64, frame: impl Fn(u64) -> Message) -> u64 {
+    for n in 0..max {
+        match tokio::time::timeout(Duration::from_secs(1), ws.send(frame(n))).await {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) | Err(_) => return n,
+        }
+    }
+    max
+}
+
+/// What an attack reports, and the connections it keeps open while the
+/// server is measured.
+type Attack = (String, Vec<Raw>);
+
+/// Runs `attack` against example `name` and checks that the server grew by
+/// less than the bound, with the attacker still connected, and still serves
+/// a new client.
+async fn survives<F: std::future::Future<Output = Attack>>(name: &str, attack: impl FnOnce(u16) -> F) {
+    let (server, port) = common::start_example(name);
+    let pid = server.0.id();
+    let idle = rss_mib(pid);
+    let (report, attackers) = attack(port).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let held = rss_mib(pid) - idle;
+    println!("{name}: {report}; the server grew by {held:.1} MiB");
+    assert!(held < FLOOD_BOUND_MIB, "{name}: {report}; the server grew by {held:.1} MiB");
+    let client = Client::connect(&format!("ws://127.0.0.1:{port}")).await.unwrap();
+    let _: serde_json::Value =
+        within(10, client.call("/echo", &json!({"still": "served"}))).await.unwrap_or(json!(null));
+    let other = within(10, client.call::<serde_json::Value>("/login", "someone")).await;
+    assert!(name != "chat" || other.is_ok(), "{name} does not serve others after the flood: {other:?}");
+    drop(attackers);
+}
+
+#[tokio::test]
+async fn a_flood_of_refused_subscribes_from_a_client_that_never_reads_is_bounded() {
+    survives("chat", |port| async move {
+        let mut ws = raw(port).await;
+        let sent = flood(&mut ws, 400_000, |n| Message::text(format!(r#"[6,{n},"/rooms/vip",null]"#))).await;
+        (format!("{sent} refused SUBSCRIBEs sent"), vec![ws])
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_flood_of_forbidden_publishes_from_a_client_that_never_reads_is_bounded() {
+    survives("echo", |port| async move {
+        let mut ws = raw(port).await;
+        let sent = flood(&mut ws, 400_000, |n| Message::text(format!(r#"[8,{n},"/forbidden",1]"#))).await;
+        (format!("{sent} forbidden PUBLISHes sent"), vec![ws])
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn events_for_a_subscriber_that_never_reads_are_bounded_in_bytes() {
+    survives("chat", |port| async move {
+        // A JSON subscriber gets each event as the full, uncompressed text.
+        let mut subscriber = raw(port).await;
+        subscriber.send(Message::text(r#"[6,1,"/rooms/lobby",null]"#)).await.unwrap();
+        let answer = within(10, subscriber.next()).await.unwrap().unwrap();
+        assert_eq!(answer.to_text().unwrap(), "[3,1,null]");
+        let publisher = Client::connect(&format!("ws://127.0.0.1:{port}")).await.unwrap();
+        // 1 MiB of one letter: about a kilobyte once compressed.
+        let text = "a".repeat(1 << 20);
+        let mut heard = 0;
+        for _ in 0..100 {
+            let said: usize = publisher.call("/rooms/lobby/say", &json!({"from": "x", "text": text})).await.unwrap();
+            heard += said;
+        }
+        // Queued at once for the first, then each after dropping the oldest.
+        assert_eq!(heard, 100, "every event was queued for the subscriber");
+        ("100 events of 1 MiB said to a subscriber that never reads".to_owned(), vec![subscriber])
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_message_that_decodes_into_far_more_than_its_bytes_is_refused_undecoded() {
+    survives("echo", |port| async move {
+        let client = Client::connect(&format!("ws://127.0.0.1:{port}")).await.unwrap();
+        // 8M nils: 8 MiB, about 8 KiB compressed, 256 MiB as decoded values.
+        let nils = vec![(); 8_000_000];
+        for _ in 0..5 {
+            match client.call::<serde_json::Value>("/echo", &nils).await {
+                Err(Error::Handler(e)) => {
+                    assert_eq!(e.code(), "too_large");
+                    assert!(e.message().contains("more than the 16777216 its connection may hold"), "{e}");
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        // One that fits is served.
+        let fits = vec![(); 100_000];
+        let echoed: Vec<()> = client.call("/echo", &fits).await.unwrap();
+        assert_eq!(echoed.len(), 100_000);
+        ("5 messages of 8M nils".to_owned(), vec![])
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_pattern_of_millions_of_segments_is_refused_before_it_is_split() {
+    use std::io::Write as _;
+    survives("echo", |port| async move {
+        let mut ws = raw(port).await;
+        let pattern = "/a".repeat(4_000_000);
+        let envelope = rmp_serde::to_vec(&(6, 1, pattern, ())).unwrap();
+        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
+        zlib.write_all(&envelope).unwrap();
+        let compressed = zlib.finish().unwrap();
+        let size = compressed.len();
+        for _ in 0..5 {
+            ws.send(Message::binary(compressed.clone())).await.unwrap();
+            let answer = within(10, ws.next()).await.unwrap().unwrap().into_data();
+            let answer: serde_json::Value = rmp_serde::from_slice(&answer).unwrap();
+            assert_eq!(answer[0], 4, "an ERROR: {answer}");
+            assert_eq!(answer[2], "bad_request");
+            assert!(answer[3].as_str().unwrap().contains("bytes long, more than 1024"), "{answer}");
+        }
+        (format!("5 SUBSCRIBEs of 4M segments, {size} bytes each compressed"), vec![ws])
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_stalled_silent_connection_is_closed_within_the_heartbeat_bound() {
+    let (gone_tx, mut gone) = tokio::sync::mpsc::unbounded_channel();
+    let router = Router::new().on("/big", || async { "b".repeat(64 << 10) });
+    let builder = Server::builder()
+        .registered_handlers(false)
+        .router(router)
+        .max_calls_in_flight(8)
+        .outbound_queue(4)
+        .heartbeat(Duration::from_millis(500), Duration::from_millis(500))
+        .on_disconnect(move |_, reason| gone_tx.send(reason.clone()).unwrap());
+    let server = TestServer::start(builder).await;
+    let mut ws = raw(server.addr.port()).await;
+    // Calls with 64 KiB replies, never read: the server stops reading at
+    // eight under way, and the client then stays silent.
+    let sent = flood(&mut ws, 100_000, |n| Message::text(format!(r#"[1,{n},"/big",null]"#))).await;
+    assert!(sent < 100_000, "the server never stopped reading");
+    let reason = within(20, gone.recv()).await.unwrap();
+    assert_eq!(reason, DisconnectReason::TimedOut, "after {sent} calls");
+    drop(ws);
+}
+
+#[tokio::test]
+async fn a_client_that_talks_but_never_reads_is_closed_by_the_write_timeout() {
+    let (gone_tx, mut gone) = tokio::sync::mpsc::unbounded_channel();
+    let mut builder = Server::builder()
+        .registered_handlers(false)
+        .no_heartbeat()
+        .write_timeout(Duration::from_millis(500))
+        .on_disconnect(move |_, reason| gone_tx.send(reason.clone()).unwrap());
+    let hub = builder.hub();
+    let server = TestServer::start(builder).await;
+    let mut ws = raw(server.addr.port()).await;
+    ws.send(Message::text(r#"[6,1,"/feed",null]"#)).await.unwrap();
+    let event = "e".repeat(64 << 10);
+    // Events it never reads fill its socket; it keeps sending emits.
+    let talker = tokio::spawn(async move {
+        for _ in 0..600 {
+            if ws.send(Message::text(r#"[2,"/nothing",null]"#)).await.is_err() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    });
+    let reason = within(20, async {
+        loop {
+            let _ = hub.publish("/feed", &event);
+            tokio::select! {
+                reason = gone.recv() => return reason.unwrap(),
+                () = tokio::time::sleep(Duration::from_millis(5)) => {}
+            }
+        }
+    })
+    .await;
+    assert!(matches!(&reason, DisconnectReason::TooSlow(why) if why.contains("took nothing written")), "{reason:?}");
+    talker.abort();
+}
+
+#[tokio::test]
+async fn subscriptions_made_while_their_clients_vanish_are_not_kept() {
+    let answered = Arc::new(AtomicUsize::new(0));
+    let counter = answered.clone();
+    let router = Router::new().subscribe("/slow/{x}", move || {
+        let answered = counter.clone();
+        async move {
+            // A database lookup.
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            answered.fetch_add(1, Ordering::SeqCst);
+        }
+    });
+    let mut builder = Server::builder().registered_handlers(false).router(router);
+    let hub = builder.hub();
+    let server = TestServer::start(builder).await;
+    let port = server.addr.port();
+    let mut vanishing = Vec::new();
+    for c in 0..200 {
+        vanishing.push(tokio::spawn(async move {
+            let mut ws = raw(port).await;
+            for n in 0..5 {
+                ws.send(Message::text(format!(r#"[6,{n},"/slow/{c}",null]"#))).await.unwrap();
+            }
+            drop(ws); // gone at once, without a close
+        }));
+    }
+    for task in vanishing {
+        task.await.unwrap();
+    }
+    within(30, async {
+        while answered.load(Ordering::SeqCst) < 1000 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(hub.subscription_count(), 0);
+    assert!(hub.is_empty());
+}
+
+#[tokio::test]
+async fn an_unsubscribe_while_the_subscribe_handler_runs_wins() {
+    let router = Router::new().subscribe("/slow/{x}", || async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    });
+    let mut builder = Server::builder().registered_handlers(false).router(router);
+    let hub = builder.hub();
+    let server = TestServer::start(builder).await;
+    let mut ws = raw(server.addr.port()).await;
+    ws.send(Message::text(r#"[6,1,"/slow/x",null]"#)).await.unwrap();
+    ws.send(Message::text("[7,1]")).await.unwrap();
+    let answer: serde_json::Value =
+        serde_json::from_str(within(10, ws.next()).await.unwrap().unwrap().to_text().unwrap()).unwrap();
+    assert_eq!((answer[0].clone(), answer[2].clone()), (json!(4), json!("unsubscribed")), "{answer}");
+    assert_eq!(hub.subscription_count(), 0);
+    // The connection goes on: the same id subscribes for real.
+    ws.send(Message::text(r#"[6,1,"/slow/x",null]"#)).await.unwrap();
+    let answer = within(10, ws.next()).await.unwrap().unwrap();
+    assert_eq!(answer.to_text().unwrap(), "[3,1,null]");
+    assert_eq!(hub.subscription_count(), 1);
+}
+
+#[tokio::test]
+async fn fifty_greedy_connections_stay_under_the_server_memory_budget() {
+    const BUDGET: usize = 12 << 20;
+    let (gone_tx, mut gone) = tokio::sync::mpsc::unbounded_channel();
+    let mut builder = Server::builder()
+        .registered_handlers(false)
+        .event_queue(100_000)
+        .connection_memory(1 << 20)
+        .memory_budget(BUDGET)
+        .on_disconnect(move |_, reason| gone_tx.send(reason.clone()).unwrap());
+    let hub = builder.hub();
+    let server = builder.addr("127.0.0.1:0").bind().await.unwrap();
+    let stats = server.stats();
+    let server = TestServer::serve(server);
+    let mut greedy = Vec::new();
+    for _ in 0..50 {
+        let mut ws = raw(server.addr.port()).await;
+        ws.send(Message::text(r#"[6,1,"/big",null]"#)).await.unwrap();
+        within(10, ws.next()).await.unwrap().unwrap();
+        greedy.push(ws); // and never read again
+    }
+    let event = "x".repeat(256 << 10);
+    let mut peak = 0;
+    for _ in 0..200 {
+        hub.publish("/big", &event).unwrap();
+        peak = peak.max(stats.memory_held());
+        tokio::task::yield_now().await;
+    }
+    let mut shed = 0;
+    while let Ok(reason) = gone.try_recv() {
+        assert!(matches!(reason, DisconnectReason::OverBudget(_)), "{reason:?}");
+        shed += 1;
+    }
+    println!("peak {} MiB of a {} MiB budget; {shed} connections shed", peak >> 20, BUDGET >> 20);
+    assert!(shed > 0, "the budget was never reached");
+    // Bytes of connections being closed count until their sessions end: at
+    // most the budget again.
+    assert!(peak <= 2 * BUDGET, "peak {peak}");
+    within(10, async {
+        while stats.memory_held() > BUDGET {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await;
+    // Everyone else is served.
+    let client = server.client().await;
+    client.emit("/nothing", &()).await.unwrap();
+    drop(greedy);
 }

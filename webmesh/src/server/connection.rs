@@ -207,6 +207,11 @@ impl Connection {
     /// Queues an event for subscriptions `subs`; asks the session to end the
     /// connection if the queue is full and the policy says so.
     pub(crate) fn push_event(&self, frame: Frame, subs: &[u64], lag: LagPolicy) -> Pushed {
+        // Closing to free memory: it takes no more.
+        if self.inner.account.is_shed() {
+            self.inner.events.count_missed(subs);
+            return Pushed::DroppedNewest;
+        }
         let pushed = self.inner.events.push(frame, subs, lag, &self.inner.account);
         if pushed == Pushed::Overflow {
             self.end_too_slow("a subscriber too slow for its lag policy".into());
@@ -326,6 +331,9 @@ impl Connection {
     /// consumer, as nats-server does past `max_pending`.
     pub(crate) async fn send(&self, frame: Frame) -> Result<(), Error> {
         let account = &self.inner.account;
+        if account.is_shed() {
+            return Err(Error::Closed(None));
+        }
         let waiting = account.held_in(Direction::Outgoing);
         if waiting > 0 && !account.has_room(Direction::Outgoing, frame.len()) {
             let message = format!(
