@@ -25,13 +25,14 @@ const WINDOW: usize = 10;
 pub(crate) async fn run(system: System, options: &Options) -> FanoutResult {
     let server = ServerProcess::start(system);
     let delivered = Arc::new(AtomicU64::new(0));
+    let (pattern, topic) = system.fanout_topic();
     let mut subscribers = Vec::new();
     for _ in 0..options.subscribers {
         let mut socket = connect(system, server.port).await;
         match system {
             System::Socketioxide => socket.send(Message::text(r#"42["join","room"]"#)).await.expect("join"),
             _ => {
-                let subscribe = rmp_serde::to_vec(&json!([6, 1, "/fanout", null])).expect("encode");
+                let subscribe = rmp_serde::to_vec(&json!([6, 1, pattern, null])).expect("encode");
                 socket.send(Message::binary(subscribe)).await.expect("subscribe");
                 // The REPLY to the subscription.
                 socket.next().await.expect("reply").expect("reply");
@@ -61,7 +62,7 @@ pub(crate) async fn run(system: System, options: &Options) -> FanoutResult {
     let payload = wire::small_payload();
     let event = match system {
         System::Socketioxide => Message::text(format!("42{}", json!(["publish", payload]))),
-        _ => Message::binary(rmp_serde::to_vec_named(&json!([8, 1, "/fanout", payload])).expect("encode")),
+        _ => Message::binary(rmp_serde::to_vec_named(&json!([8, 1, topic, payload])).expect("encode")),
     };
     let expected = |events: usize| (events * options.subscribers) as u64;
     let (cpu_before, started) = (proc::cpu_seconds(server.pid), Instant::now());

@@ -52,7 +52,8 @@ async fn measure(options: &Options) {
     let mut idle: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     let mut fanout: BTreeMap<&str, Vec<FanoutResult>> = BTreeMap::new();
     for run in 0..options.runs {
-        for system in rotated(&systems, run) {
+        let call_systems: Vec<System> = systems.iter().copied().filter(|s| s.measures_calls()).collect();
+        for system in rotated(&call_systems, run) {
             let server = ServerProcess::start(system);
             let result = load::calls(system, &server, options).await;
             eprintln!("run {run} calls {:<18} {result:?}", system.name());
@@ -64,8 +65,7 @@ async fn measure(options: &Options) {
             eprintln!("run {run} idle  {:<18} {kib:.2} KiB per connection", system.name());
             idle.entry(system.name()).or_default().push(kib);
         }
-        let fanout_systems: Vec<System> =
-            systems.iter().copied().filter(|s| matches!(s, System::WebmeshMsgpack | System::Socketioxide)).collect();
+        let fanout_systems: Vec<System> = systems.iter().copied().filter(|s| s.measures_fanout()).collect();
         for system in rotated(&fanout_systems, run) {
             let result = fanout::run(system, options).await;
             eprintln!("run {run} fan-out {:<16} {result:?}", system.name());

@@ -85,7 +85,18 @@ async fn socketioxide(listener: tokio::net::TcpListener, addr: SocketAddr) {
 
 async fn webmesh(system: System, listener: tokio::net::TcpListener, addr: SocketAddr) {
     drop(listener);
-    let router = webmesh::Router::new().on("/echo", |data: Value| async move { data }).publish("/fanout", || async {});
+    let router = webmesh::Router::new()
+        .on("/echo", |data: Value| async move { data })
+        .publish("/fanout", || async {})
+        .publish("/guarded/{room}", || async {})
+        // Checked for each wildcard subscriber, once per topic.
+        .subscribe("/guarded/{room}", |conn: webmesh::Connection| async move {
+            if conn.id() == 0 {
+                Err(webmesh::CallError::new("forbidden", "never"))
+            } else {
+                Ok(())
+            }
+        });
     let mut builder = webmesh::Server::builder().registered_handlers(false).router(router).addr(addr.to_string());
     if system == System::WebmeshLargeRaw {
         builder = builder.compression_threshold(usize::MAX);

@@ -17,10 +17,14 @@ pub(crate) enum System {
     WebmeshLargeZlib,
     /// webmesh, MessagePack, the same 16 KiB payload, zlib off.
     WebmeshLargeRaw,
+    /// webmesh fan-out to wildcard subscribers of a topic that a subscribe
+    /// handler guards: each delivery is authorised (and cached) per
+    /// subscriber. Fan-out only.
+    WebmeshGuarded,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 7] = [
+    pub(crate) const ALL: [System; 8] = [
         System::AxumEcho,
         System::Jsonrpsee,
         System::Socketioxide,
@@ -28,6 +32,7 @@ impl System {
         System::WebmeshJson,
         System::WebmeshLargeZlib,
         System::WebmeshLargeRaw,
+        System::WebmeshGuarded,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -39,6 +44,7 @@ impl System {
             System::WebmeshJson => "webmesh-json",
             System::WebmeshLargeZlib => "webmesh-16k-zlib",
             System::WebmeshLargeRaw => "webmesh-16k-raw",
+            System::WebmeshGuarded => "webmesh-guarded",
         }
     }
 
@@ -49,7 +55,28 @@ impl System {
     /// Whether its idle memory is measured (the large-payload variants are
     /// the same server as webmesh-msgpack).
     pub(crate) fn measures_idle(self) -> bool {
-        !matches!(self, System::WebmeshJson | System::WebmeshLargeZlib | System::WebmeshLargeRaw)
+        !matches!(
+            self,
+            System::WebmeshJson | System::WebmeshLargeZlib | System::WebmeshLargeRaw | System::WebmeshGuarded
+        )
+    }
+
+    /// Whether its CPU per call is measured.
+    pub(crate) fn measures_calls(self) -> bool {
+        self != System::WebmeshGuarded
+    }
+
+    /// Whether its fan-out is measured.
+    pub(crate) fn measures_fanout(self) -> bool {
+        matches!(self, System::WebmeshMsgpack | System::WebmeshGuarded | System::Socketioxide)
+    }
+
+    /// The subscription pattern and the topic of the fan-out benchmark.
+    pub(crate) fn fanout_topic(self) -> (&'static str, &'static str) {
+        match self {
+            System::WebmeshGuarded => ("/guarded/*", "/guarded/room"),
+            _ => ("/fanout", "/fanout"),
+        }
     }
 
     /// The path of the WebSocket endpoint.

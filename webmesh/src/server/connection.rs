@@ -245,6 +245,11 @@ impl Connection {
         self.end(DisconnectReason::TooSlow(message.clone()), Some((close_code::POLICY, message)));
     }
 
+    /// Why the connection must end, if something decided it must.
+    pub(crate) fn ended(&self) -> Option<Ending> {
+        self.inner.end.get().cloned()
+    }
+
     /// Completes when the connection must end, with why.
     pub(crate) async fn ending(&self) -> Ending {
         loop {

@@ -4,6 +4,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -97,6 +98,21 @@ impl Watch {
     pub(crate) async fn until<F: Future>(&mut self, fut: F, waiting: Waiting) -> Result<F::Output, Ending> {
         let mut fut = std::pin::pin!(fut);
         let account = self.conn.account().clone();
+        // Most waits are over at once: look at the flags, poll once, and
+        // register with nobody.
+        if *self.shutdown.borrow() {
+            return Err(shutting_down());
+        }
+        if let Some(ending) = self.conn.ended() {
+            return Err(ending);
+        }
+        if account.is_shed() {
+            return Err(over_budget(account.held()));
+        }
+        let polled = fut.as_mut().poll(&mut Context::from_waker(futures_util::task::noop_waker_ref()));
+        if let Poll::Ready(out) = polled {
+            return Ok(out);
+        }
         loop {
             let timer = &mut self.timer;
             let event = tokio::select! {
