@@ -35,7 +35,9 @@ fn zlib(bytes: &[u8]) -> Vec<u8> {
 pub(crate) fn request(system: System) -> Message {
     let payload = small_payload();
     match system {
-        System::AxumEcho | System::WebmeshMsgpack => Message::binary(msgpack(&json!([1, 1, "/echo", payload]))),
+        System::AxumEcho | System::WebmeshMsgpack | System::WebmeshGuarded => {
+            Message::binary(msgpack(&json!([1, 1, "/echo", payload])))
+        }
         System::WebmeshJson => Message::text(json!([1, 1, "/echo", payload]).to_string()),
         System::WebmeshLargeZlib => Message::binary(zlib(&msgpack(&json!([1, 1, "/echo", large_payload()])))),
         System::WebmeshLargeRaw => Message::binary(msgpack(&json!([1, 1, "/echo", large_payload()]))),
