@@ -40,8 +40,9 @@ pub(crate) struct Account {
     room: Notify,
     /// Set once the budget chose this connection to close.
     shed: AtomicBool,
-    /// Wakes the session of a connection that must end for its memory.
-    pub(crate) over: Notify,
+    /// Wakes the session of a connection that must end: for its memory, or
+    /// for what its connection decided.
+    pub(crate) ending: Notify,
 }
 
 /// Bytes held for a connection until this is dropped.
@@ -68,7 +69,7 @@ impl MemoryBudget {
             budget: self.clone(),
             room: Notify::new(),
             shed: AtomicBool::new(false),
-            over: Notify::new(),
+            ending: Notify::new(),
         });
         self.accounts().insert(id, Arc::downgrade(&account));
         account
@@ -103,7 +104,7 @@ impl MemoryBudget {
                     budget = self.limit,
                     "memory budget reached: closing the connection holding the most"
                 );
-                account.over.notify_one();
+                account.ending.notify_one();
             }
         }
     }

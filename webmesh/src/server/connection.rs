@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use axum::http::Extensions;
 use serde::Serialize;
 use tokio::sync::{mpsc, Notify};
+use tokio::time::Instant;
 
 use super::DisconnectReason;
 use crate::memory::{Account, Charge, Direction};
@@ -52,25 +53,32 @@ struct Inner {
     extensions_changed: AtomicU64,
     /// Events from subscriptions, waiting for the writer.
     events: EventQueue,
-    /// Each guarded topic's authorisation, for wildcard subscriptions.
-    grants: Grants,
+    /// Each guarded topic's authorisation, for wildcard subscriptions; made
+    /// on first use, as most connections never need it.
+    grants: OnceLock<Box<Grants>>,
     /// The bytes held for this connection.
     account: Arc<Account>,
-    /// Why the connection must end, once something decided it must.
-    end: OnceLock<Ending>,
-    ending: Notify,
+    /// Why the connection must end, once something decided it must; the
+    /// account's `ending` wakes the session.
+    end: OnceLock<Box<Ending>>,
     /// Tells the writer to drop what waits and close at once, with this frame.
     hurry: Notify,
-    hurry_close: OnceLock<Option<(u16, String)>>,
+    hurry_close: OnceLock<Box<Option<(u16, String)>>>,
     /// SUBSCRIBEs whose handler runs, by subscription id, with the number of
     /// the message that asked: an UNSUBSCRIBE meanwhile cancels them.
-    subscribing: Mutex<HashMap<u64, u64>>,
+    subscribing: Mutex<Option<Box<HashMap<u64, u64>>>>,
     /// Set, under the hub's lock, once the connection's subscriptions are
     /// removed: a subscription made later would never be.
     unsubscribed_all: AtomicBool,
     /// Counts the writer's flushes: a peer that takes what is written is alive.
     written: AtomicU64,
+    /// When the writer started the write it is in (milliseconds since
+    /// `EPOCH`, plus one), or 0.
+    writing_since: AtomicU64,
 }
+
+/// The start of the writers' clock.
+static EPOCH: OnceLock<Instant> = OnceLock::new();
 
 /// Why the server ends a connection, and the close frame to send.
 #[derive(Debug, Clone)]
@@ -109,15 +117,15 @@ impl Connection {
             extensions: Mutex::new(Extensions::new()),
             extensions_changed: AtomicU64::new(0),
             events: EventQueue::new(event_queue),
-            grants: Grants::default(),
+            grants: OnceLock::new(),
             account,
             end: OnceLock::new(),
-            ending: Notify::new(),
             hurry: Notify::new(),
             hurry_close: OnceLock::new(),
             subscribing: Mutex::default(),
             unsubscribed_all: AtomicBool::new(false),
             written: AtomicU64::new(0),
+            writing_since: AtomicU64::new(0),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -224,7 +232,7 @@ impl Connection {
     }
 
     pub(crate) fn grants(&self) -> &Grants {
-        &self.inner.grants
+        self.inner.grants.get_or_init(Box::default)
     }
 
     pub(crate) fn account(&self) -> &Arc<Account> {
@@ -235,8 +243,8 @@ impl Connection {
     /// frame; the first request wins.
     pub(crate) fn end(&self, reason: DisconnectReason, close: Option<(u16, String)>) {
         let close = close.map(|(code, message)| (code, close_code::reason(&message)));
-        if self.inner.end.set(Ending { reason, close }).is_ok() {
-            self.inner.ending.notify_one();
+        if self.inner.end.set(Box::new(Ending { reason, close })).is_ok() {
+            self.inner.account.ending.notify_one();
         }
     }
 
@@ -247,45 +255,33 @@ impl Connection {
 
     /// Why the connection must end, if something decided it must.
     pub(crate) fn ended(&self) -> Option<Ending> {
-        self.inner.end.get().cloned()
-    }
-
-    /// Completes when the connection must end, with why.
-    pub(crate) async fn ending(&self) -> Ending {
-        loop {
-            if let Some(ending) = self.inner.end.get() {
-                return ending.clone();
-            }
-            self.inner.ending.notified().await;
-        }
+        self.inner.end.get().map(|ending| (**ending).clone())
     }
 
     /// Tells the writer to drop what waits and send `close`, if any, at once:
     /// for a peer that does not read, or that holds too much.
     pub(crate) fn hurry(&self, close: Option<(u16, String)>) {
-        let _ = self.inner.hurry_close.set(close);
+        let _ = self.inner.hurry_close.set(Box::new(close));
         self.inner.hurry.notify_one();
     }
 
     /// Completes when the writer must hurry, with the close frame to send.
     pub(crate) async fn hurried(&self) -> Option<(u16, String)> {
         self.inner.hurry.notified().await;
-        self.inner.hurry_close.get().cloned().flatten()
+        self.inner.hurry_close.get().and_then(|close| (**close).clone())
     }
 
     /// Remembers that subscription `id` is being made by message number `seq`.
     pub(crate) fn subscribing(&self, id: u64, seq: u64) {
-        self.lock_subscribing().insert(id, seq);
+        self.lock_subscribing().get_or_insert_with(Box::default).insert(id, seq);
     }
 
     /// Whether message `seq` may still make subscription `id` (no UNSUBSCRIBE
     /// came meanwhile); runs `register` under the lock an UNSUBSCRIBE takes.
     pub(crate) fn finish_subscribing(&self, id: u64, seq: u64, register: impl FnOnce()) -> bool {
         let mut subscribing = self.lock_subscribing();
-        if subscribing.get(&id) != Some(&seq) {
-            return false;
-        }
-        subscribing.remove(&id);
+        let Some(waiting) = subscribing.as_mut().filter(|w| w.get(&id) == Some(&seq)) else { return false };
+        waiting.remove(&id);
         register();
         true
     }
@@ -294,11 +290,13 @@ impl Connection {
     /// unsubscribe) under the same lock.
     pub(crate) fn unsubscribing(&self, id: u64, remove: impl FnOnce()) {
         let mut subscribing = self.lock_subscribing();
-        subscribing.remove(&id);
+        if let Some(waiting) = subscribing.as_mut() {
+            waiting.remove(&id);
+        }
         remove();
     }
 
-    fn lock_subscribing(&self) -> std::sync::MutexGuard<'_, HashMap<u64, u64>> {
+    fn lock_subscribing(&self) -> std::sync::MutexGuard<'_, Option<Box<HashMap<u64, u64>>>> {
         self.inner.subscribing.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
@@ -321,6 +319,28 @@ impl Connection {
     /// How many times the writer flushed.
     pub(crate) fn writes(&self) -> u64 {
         self.inner.written.load(Ordering::Relaxed)
+    }
+
+    /// The writer starts a write.
+    pub(crate) fn writing(&self) {
+        let since = EPOCH.get_or_init(Instant::now).elapsed().as_millis() as u64 + 1;
+        self.inner.writing_since.store(since, Ordering::Relaxed);
+    }
+
+    /// The writer finished it.
+    pub(crate) fn written(&self) {
+        self.inner.writing_since.store(0, Ordering::Relaxed);
+    }
+
+    /// How long the write under way has taken.
+    pub(crate) fn writing_for(&self) -> std::time::Duration {
+        match self.inner.writing_since.load(Ordering::Relaxed) {
+            0 => std::time::Duration::ZERO,
+            since => {
+                let elapsed = EPOCH.get_or_init(Instant::now).elapsed();
+                elapsed.saturating_sub(std::time::Duration::from_millis(since - 1))
+            }
+        }
     }
 
     /// Queues a ping unless the queue is full (then the peer is busy anyway).

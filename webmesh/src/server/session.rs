@@ -17,7 +17,7 @@ use super::admission::Admit;
 use super::connection::{Ending, Outbound};
 use super::dispatch::{self, Mode};
 use super::subscriptions;
-use super::watch::{Waiting, Watch, WriterClock};
+use super::watch::{Waiting, Watch};
 use super::{Connection, DisconnectReason, Shared};
 use crate::memory::{Charge, Direction};
 use crate::protocol::{close_code, Codec, DecodeError, Envelope, Frame, Incoming, WireFormat};
@@ -52,8 +52,7 @@ async fn serve(
     admit: Option<Admit>,
 ) {
     tracing::debug!("connected");
-    let clock = Arc::new(WriterClock::default());
-    let mut writer = tokio::spawn(write(sink, queue, conn.clone(), clock.clone()));
+    let mut writer = tokio::spawn(write(sink, queue, conn.clone()));
     if let Some(admit) = admit {
         admit(&conn);
     }
@@ -61,7 +60,7 @@ async fn serve(
         hook(&conn);
     }
     let handlers = TaskTracker::new();
-    let watch = Watch::new(&shared, &conn, clock);
+    let watch = Watch::new(&shared, &conn);
     let Ending { reason, close } = read(stream, &conn, &shared, codec, &handlers, watch).await;
     tracing::debug!(%reason, "disconnected");
     if reason == DisconnectReason::Shutdown {
@@ -267,18 +266,13 @@ fn violation(code: u16, message: String) -> Ending {
     Ending { reason: DisconnectReason::Protocol(message), close: Some((code, reason)) }
 }
 
-async fn write(
-    mut sink: SplitSink<WebSocket, Message>,
-    mut queue: mpsc::Receiver<Outbound>,
-    conn: Connection,
-    clock: Arc<WriterClock>,
-) {
+async fn write(mut sink: SplitSink<WebSocket, Message>, mut queue: mpsc::Receiver<Outbound>, conn: Connection) {
     let hurried = conn.hurried();
     tokio::pin!(hurried);
     let close = tokio::select! {
         biased;
         close = &mut hurried => close,
-        () = write_all(&mut sink, &mut queue, &conn, &clock) => return,
+        () = write_all(&mut sink, &mut queue, &conn) => return,
     };
     // What waits is dropped, and the close frame goes first if it can.
     drop(queue);
@@ -290,12 +284,7 @@ async fn write(
 }
 
 /// Writes what is queued until the close frame is sent or the peer is gone.
-async fn write_all(
-    sink: &mut SplitSink<WebSocket, Message>,
-    queue: &mut mpsc::Receiver<Outbound>,
-    conn: &Connection,
-    clock: &WriterClock,
-) {
+async fn write_all(sink: &mut SplitSink<WebSocket, Message>, queue: &mut mpsc::Receiver<Outbound>, conn: &Connection) {
     let mut events = Vec::new();
     loop {
         let mut next = tokio::select! {
@@ -305,7 +294,7 @@ async fn write_all(
             },
             () = conn.events().ready.notified() => None,
         };
-        clock.start();
+        conn.writing();
         let mut data = false;
         // Send everything already queued, replies first, then events, and flush once.
         loop {
@@ -356,7 +345,7 @@ async fn write_all(
         if sink.flush().await.is_err() {
             return;
         }
-        clock.done();
+        conn.written();
         if data {
             conn.wrote();
         }

@@ -2,8 +2,6 @@
 //! to end the connection, the memory budget, the heartbeat and the writer.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,44 +29,10 @@ pub(crate) struct Watch {
     /// The writer's flushes when last looked at.
     writes: u64,
     write_timeout: Duration,
-    writer: Arc<WriterClock>,
-}
-
-/// When the writer started the write it is in, if it is in one.
-#[derive(Default)]
-pub(crate) struct WriterClock {
-    /// Milliseconds since `epoch`, plus one; 0 when not writing.
-    busy_since: AtomicU64,
-    epoch: std::sync::OnceLock<Instant>,
-}
-
-impl WriterClock {
-    fn epoch(&self) -> Instant {
-        *self.epoch.get_or_init(Instant::now)
-    }
-
-    /// The writer starts a write.
-    pub(crate) fn start(&self) {
-        let since = self.epoch().elapsed().as_millis() as u64 + 1;
-        self.busy_since.store(since, Ordering::Relaxed);
-    }
-
-    /// The writer finished it.
-    pub(crate) fn done(&self) {
-        self.busy_since.store(0, Ordering::Relaxed);
-    }
-
-    /// How long the write under way has taken.
-    fn stuck_for(&self) -> Duration {
-        match self.busy_since.load(Ordering::Relaxed) {
-            0 => Duration::ZERO,
-            since => self.epoch().elapsed().saturating_sub(Duration::from_millis(since - 1)),
-        }
-    }
 }
 
 impl Watch {
-    pub(crate) fn new(shared: &Shared, conn: &Connection, writer: Arc<WriterClock>) -> Self {
+    pub(crate) fn new(shared: &Shared, conn: &Connection) -> Self {
         let liveness = Liveness::new(shared.heartbeat);
         let mut watch = Self {
             conn: conn.clone(),
@@ -77,7 +41,6 @@ impl Watch {
             liveness,
             writes: conn.writes(),
             write_timeout: shared.write_timeout,
-            writer,
         };
         watch.rearm();
         watch
@@ -103,11 +66,8 @@ impl Watch {
         if *self.shutdown.borrow() {
             return Err(shutting_down());
         }
-        if let Some(ending) = self.conn.ended() {
+        if let Some(ending) = self.ending(&account) {
             return Err(ending);
-        }
-        if account.is_shed() {
-            return Err(over_budget(account.held()));
         }
         let polled = fut.as_mut().poll(&mut Context::from_waker(futures_util::task::noop_waker_ref()));
         if let Poll::Ready(out) = polled {
@@ -117,21 +77,34 @@ impl Watch {
             let timer = &mut self.timer;
             let event = tokio::select! {
                 biased;
-                _ = self.shutdown.wait_for(|down| *down) => Err(shutting_down()),
-                ending = self.conn.ending() => Err(ending),
-                () = account.over.notified() => Err(over_budget(account.held())),
-                () = timer => Ok(None),
-                out = &mut fut => Ok(Some(out)),
+                _ = self.shutdown.wait_for(|down| *down) => return Err(shutting_down()),
+                () = account.ending.notified() => Event::Ending,
+                () = timer => Event::Timer,
+                out = &mut fut => Event::Done(out),
             };
-            match event? {
-                Some(out) => return Ok(out),
-                None => self.beat(waiting)?,
+            match event {
+                Event::Done(out) => return Ok(out),
+                Event::Timer => self.beat(waiting)?,
+                Event::Ending => {
+                    if let Some(ending) = self.ending(&account) {
+                        return Err(ending);
+                    }
+                }
             }
         }
     }
 
+    /// Why the connection must end, if it must.
+    fn ending(&self, account: &crate::memory::Account) -> Option<Ending> {
+        match self.conn.ended() {
+            Some(ending) => Some(ending),
+            None if account.is_shed() => Some(over_budget(account.held())),
+            None => None,
+        }
+    }
+
     fn beat(&mut self, waiting: Waiting) -> Result<(), Ending> {
-        let stuck = self.writer.stuck_for();
+        let stuck = self.conn.writing_for();
         if stuck >= self.write_timeout {
             let message = format!("took nothing written to it for {} s", stuck.as_secs());
             return Err(Ending { reason: DisconnectReason::TooSlow(message), close: None });
@@ -152,6 +125,12 @@ impl Watch {
         self.rearm();
         Ok(())
     }
+}
+
+enum Event<T> {
+    Done(T),
+    Timer,
+    Ending,
 }
 
 pub(crate) fn shutting_down() -> Ending {
