@@ -37,6 +37,8 @@ pub(crate) struct Handler {
     pub(crate) function: ItemFn,
     /// The types of the arguments, in order.
     pub(crate) arguments: Vec<Type>,
+    /// The names of the path's parameters, in order (`{*rest}` is `rest`).
+    pub(crate) parameters: Vec<String>,
 }
 
 impl Handler {
@@ -44,7 +46,8 @@ impl Handler {
         let path = parse_path(kind, attr)?;
         let function: ItemFn = syn::parse2(item)?;
         let arguments = validate_signature(&function)?;
-        Ok(Handler { kind, path, function, arguments })
+        let parameters = parameters(&path.value());
+        Ok(Handler { kind, path, function, arguments, parameters })
     }
 }
 
@@ -126,6 +129,18 @@ fn validate_pattern(pattern: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The parameter names of a pattern that [`validate_pattern`] accepted.
+fn parameters(pattern: &str) -> Vec<String> {
+    pattern
+        .split('/')
+        .filter_map(|segment| {
+            let open = segment.find('{')?;
+            let close = segment[open..].find('}')? + open;
+            Some(segment[open + 1..close].trim_start_matches('*').to_owned())
+        })
+        .collect()
+}
+
 fn validate_signature(function: &ItemFn) -> syn::Result<Vec<Type>> {
     let sig = &function.sig;
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
@@ -157,7 +172,15 @@ fn validate_signature(function: &ItemFn) -> syn::Result<Vec<Type>> {
 
 #[cfg(test)]
 mod tests {
-    use super::validate_pattern;
+    use super::{parameters, validate_pattern};
+
+    #[test]
+    fn parameter_names() {
+        assert!(parameters("/").is_empty());
+        assert!(parameters("/jobs/queue").is_empty());
+        assert_eq!(parameters("/users/{id}"), ["id"]);
+        assert_eq!(parameters("/img/{name}.png/{*rest}"), ["name", "rest"]);
+    }
 
     #[test]
     fn patterns() {

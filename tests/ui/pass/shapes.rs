@@ -73,4 +73,40 @@ fn sync_result(n: u32) -> std::result::Result<u32, &'static str> {
     Ok(n)
 }
 
+#[webmesh::on("/users/{id}")]
+async fn one_parameter(webmesh::extract::Path(id): webmesh::extract::Path<u64>) -> u64 {
+    id
+}
+
+#[webmesh::subscribe("/rooms/{room}/{*rest}")]
+async fn parameters_as_a_tuple(
+    webmesh::extract::Path((room, rest)): webmesh::extract::Path<(String, String)>,
+) -> Result<(), String> {
+    Err(format!("{room} {rest}"))
+}
+
+#[webmesh::on("/files/{name}")]
+async fn parameter_as_a_one_tuple(webmesh::extract::Path((name,)): webmesh::extract::Path<(String,)>) -> String {
+    name
+}
+
+/// An extractor of the application's own that happens to be called `Path`:
+/// only webmesh's `Path` needs the route to have parameters.
+mod own {
+    pub struct Path<T>(pub T);
+
+    impl<T: Default + Send> webmesh::extract::FromCallParts for Path<T> {
+        type Rejection = std::convert::Infallible;
+
+        async fn from_call_parts(_parts: &webmesh::extract::CallParts) -> Result<Self, Self::Rejection> {
+            Ok(Path(T::default()))
+        }
+    }
+}
+
+#[webmesh::on("/own-path")]
+async fn own_path(own::Path(n): own::Path<(u8, u8)>) -> u8 {
+    n.0 + n.1
+}
+
 fn main() {}

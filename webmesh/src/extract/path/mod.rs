@@ -41,6 +41,19 @@ use crate::{CallError, IntoCallError};
 ///
 /// A parameter that does not parse is answered with a `bad_payload` error
 /// whose field is the parameter's name in braces, e.g. `{id}`.
+///
+/// With `#[webmesh::on]`, `#[webmesh::subscribe]` and `#[webmesh::publish]`,
+/// a `Path` on a route without parameters does not compile, nor does a
+/// tuple with more or fewer elements than the route has parameters:
+///
+/// ```compile_fail
+/// use webmesh::extract::Path;
+///
+/// #[webmesh::on("/jobs")] // error: `Path` extracts the route's parameters, and `/jobs` has none
+/// async fn job(Path(id): Path<u64>) -> u64 {
+///     id
+/// }
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Path<T>(pub T);
 
