@@ -216,6 +216,67 @@ async fn bad_payload_names_the_field() {
 }
 
 #[tokio::test]
+async fn bad_payloads_read_the_same_over_msgpack_and_json() {
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct Job {
+        kind: Kind,
+        attempts: u32,
+        items: Vec<Line>,
+    }
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    enum Kind {
+        Resize,
+        Encode,
+    }
+    #[derive(Deserialize)]
+    #[allow(dead_code)]
+    struct Line {
+        price: u32,
+    }
+    let router = Router::new().on("/jobs", |job: Job| async move { job.attempts });
+    let server = TestServer::with_router(router).await;
+    let (msgpack, json) = (server.client().await, server.json_client().await);
+    let valid = json!({"kind": "Resize", "attempts": 1, "items": [{"price": 1}]});
+    assert_eq!(msgpack.call::<u32>("/jobs", &valid).await.unwrap(), 1);
+    let cases = [
+        (
+            json!({"kind": "Resize", "attempts": "2", "items": []}),
+            "attempts",
+            r#"invalid type: string "2", expected u32"#,
+        ),
+        (json!({"kind": "Resize", "items": []}), ".", "missing field `attempts`"),
+        (
+            json!({"kind": "Crop", "attempts": 1, "items": []}),
+            "kind",
+            "unknown variant `Crop`, expected `Resize` or `Encode`",
+        ),
+        (
+            json!({"kind": "Encode", "attempts": 1, "items": [{"price": 1}, {"price": 2}, {"price": "3"}]}),
+            "items[2].price",
+            r#"invalid type: string "3", expected u32"#,
+        ),
+        (
+            json!({"kind": "Encode", "attempts": -1, "items": []}),
+            "attempts",
+            "invalid value: integer `-1`, expected u32",
+        ),
+        (json!({"kind": "Encode", "attempts": null, "items": []}), "attempts", "invalid type: null, expected u32"),
+    ];
+    for (payload, field, message) in cases {
+        for client in [&msgpack, &json] {
+            match client.call::<u32>("/jobs", &payload).await {
+                Err(Error::BadPayload { field: got_field, message: got_message }) => {
+                    assert_eq!((got_field.as_str(), got_message.as_str()), (field, message), "{payload}");
+                }
+                other => panic!("expected a bad payload for {payload}, got {other:?}"),
+            }
+        }
+    }
+}
+
+#[tokio::test]
 async fn a_panicking_handler_is_an_internal_error_and_nothing_else_breaks() {
     let server = TestServer::with_router(shop()).await;
     let client = server.client().await;

@@ -7,6 +7,7 @@ pub(crate) mod close_code;
 mod codec;
 mod compression;
 mod envelope;
+mod explain;
 mod frame;
 mod json;
 pub(crate) mod kind;

@@ -61,16 +61,13 @@ impl Payload {
     /// The error names the offending field, e.g. `items[2].price`.
     pub fn deserialize<T: DeserializeOwned>(&self) -> Result<T, PayloadError> {
         // Tracking the path costs on every call and matters only on failure:
-        // decode plainly, and again with tracking to name the field.
+        // decode plainly, and again with tracking to name the field, in the
+        // same words whatever the format.
         match &self.repr {
-            Repr::MsgPack(bytes) => T::deserialize(&mut super::msgpack::deserializer(bytes)).or_else(|_| {
-                serde_path_to_error::deserialize(&mut super::msgpack::deserializer(bytes))
-                    .map_err(PayloadError::from_path)
-            }),
-            Repr::Json(bytes) => T::deserialize(&mut serde_json::Deserializer::from_slice(bytes)).or_else(|_| {
-                serde_path_to_error::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
-                    .map_err(PayloadError::from_path)
-            }),
+            Repr::MsgPack(bytes) => T::deserialize(&mut super::msgpack::deserializer(bytes))
+                .map_err(|_| super::explain::msgpack::<T>(bytes)),
+            Repr::Json(bytes) => T::deserialize(&mut serde_json::Deserializer::from_slice(bytes))
+                .map_err(|_| super::explain::json::<T>(bytes)),
         }
     }
 }
@@ -92,8 +89,8 @@ pub struct PayloadError {
 }
 
 impl PayloadError {
-    fn from_path<E: fmt::Display>(err: serde_path_to_error::Error<E>) -> Self {
-        Self { field: err.path().to_string(), message: err.inner().to_string() }
+    pub(super) fn new(field: String, message: String) -> Self {
+        Self { field, message }
     }
 
     /// The path to the offending field (`.` for the payload itself).
