@@ -276,6 +276,84 @@ async fn bad_payloads_read_the_same_over_msgpack_and_json() {
     }
 }
 
+/// What webmesh logs at ERROR level in this test binary.
+fn error_logs() -> Arc<Mutex<Vec<u8>>> {
+    static LOGS: std::sync::OnceLock<Arc<Mutex<Vec<u8>>>> = std::sync::OnceLock::new();
+    LOGS.get_or_init(|| {
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let writer = logs.clone();
+        tracing_subscriber::fmt()
+            .with_max_level(tracing::Level::ERROR)
+            .with_ansi(false)
+            .with_writer(move || Capture(writer.clone()))
+            .init();
+        logs
+    })
+    .clone()
+}
+
+struct Capture(Arc<Mutex<Vec<u8>>>);
+
+impl std::io::Write for Capture {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+fn failing_router() -> Router {
+    Router::new()
+        .on("/config", |name: String| async move {
+            let path = format!("/nonexistent-webmesh-test/{name}.toml");
+            std::fs::read_to_string(&path).map_err(|e| std::io::Error::new(e.kind(), format!("{path}: {e}")))
+        })
+        .on("/boxed", |name: String| async move {
+            let failed: Result<u32, Box<dyn std::error::Error + Send + Sync>> =
+                Err(format!("the {name} replica did not answer").into());
+            failed
+        })
+        .on("/panic", |name: String| -> u8 { panic!("{name} exploded") })
+}
+
+#[tokio::test]
+async fn internal_errors_are_logged_and_not_sent_unless_exposed() {
+    let logs = error_logs();
+    let hidden = TestServer::with_router(failing_router()).await;
+    let exposed = TestServer::start(
+        Server::builder().registered_handlers(false).router(failing_router()).expose_internal_errors(true),
+    )
+    .await;
+    for (path, name, detail, message) in [
+        ("/config", "orders-hidden", "No such file or directory", "internal error"),
+        ("/boxed", "billing-hidden", "the billing-hidden replica did not answer", "internal error"),
+        ("/panic", "pricing-hidden", "pricing-hidden exploded", "the handler panicked"),
+    ] {
+        for client in [hidden.client().await, hidden.json_client().await] {
+            let err = client.call::<Value>(path, &name).await.unwrap_err();
+            let Error::Handler(err) = err else { panic!("expected a handler error, got {err:?}") };
+            assert_eq!((err.code(), err.message(), err.detail()), ("internal", message, None), "{path}");
+        }
+        let logged = String::from_utf8(logs.lock().unwrap().clone()).unwrap();
+        let line =
+            logged.lines().find(|line| line.contains(name)).unwrap_or_else(|| panic!("{path} not logged: {logged}"));
+        assert!(line.contains("ERROR") && line.contains(detail) && line.contains(path), "{line}");
+
+        let exposed_name = name.replace("hidden", "exposed");
+        let err = exposed.client().await.call::<Value>(path, &exposed_name).await.unwrap_err();
+        let Error::Handler(err) = err else { panic!("expected a handler error, got {err:?}") };
+        assert_eq!(err.code(), "internal");
+        let sent = err.message();
+        assert!(
+            sent.starts_with(&format!("{message}: ")) && sent.contains(&detail.replace("hidden", "exposed")),
+            "{sent}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn a_panicking_handler_is_an_internal_error_and_nothing_else_breaks() {
     let server = TestServer::with_router(shop()).await;

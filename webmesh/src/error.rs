@@ -137,16 +137,14 @@ impl From<tokio_tungstenite::tungstenite::Error> for Error {
 
 /// Lets handlers return `Result<T, webmesh::Error>`, e.g. when they call
 /// other services: a handler error travels on as it is, anything else
-/// becomes an `internal` error (its details are logged, not sent).
+/// becomes an `internal` error (its details are logged, not sent: see
+/// [`CallError::with_detail`]).
 impl crate::IntoCallError for Error {
     fn into_call_error(self) -> CallError {
         match self {
             Error::Handler(error) => error,
             Error::NotFound { path } => CallError::internal(format!("a service this handler needs has no `{path}`")),
-            other => {
-                tracing::error!("handler failed: {other}");
-                CallError::internal("the handler failed")
-            }
+            other => CallError::internal("the handler failed").with_detail(other),
         }
     }
 }

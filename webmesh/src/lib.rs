@@ -66,6 +66,7 @@
 //!
 //! | feature | default | what it adds |
 //! |---|---|---|
+//! | `anyhow` | no | handlers may return `anyhow::Result<T>` ([`IntoCallError`] for `anyhow::Error`) |
 //! | `cli` | no | the `webmesh` command-line client binary (and `tls`) |
 //! | `tls` | no | `wss://` for servers ([`TlsConfig`]) and clients ([`ClientTls`]), with rustls |
 

@@ -49,16 +49,27 @@ impl BoxedHandler {
         Self(Arc::new(move |parts, payload| Box::pin(handler.clone().call(parts, payload))))
     }
 
-    /// Runs the handler; a panic becomes an `internal` error reply.
+    /// Runs the handler; a panic becomes an `internal` error reply. An
+    /// error's detail is logged here, and sent only if the server exposes
+    /// internal errors.
     pub(crate) async fn call(&self, parts: CallParts, payload: Payload) -> Reply {
         let path = parts.path.clone();
-        match AssertUnwindSafe((self.0)(parts, payload)).catch_unwind().await {
+        let expose = parts.shared.expose_internal_errors;
+        let mut reply = match AssertUnwindSafe((self.0)(parts, payload)).catch_unwind().await {
             Ok(reply) => reply,
-            Err(_) => {
-                tracing::error!(path = %path, "handler panicked");
-                Reply::error(CallError::internal("the handler panicked"))
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .copied()
+                    .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+                    .unwrap_or("a panic without a message");
+                Reply::error(CallError::internal("the handler panicked").with_detail(message))
             }
+        };
+        if let ReplyKind::Error(error) = &mut reply.0 {
+            error.log_detail(&path, expose);
         }
+        reply
     }
 }
 

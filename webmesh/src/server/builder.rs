@@ -109,6 +109,7 @@ pub struct ServerBuilder {
     write_timeout: Duration,
     #[cfg(feature = "tls")]
     tls: Option<crate::TlsConfig>,
+    expose_internal_errors: bool,
 }
 
 /// Everything a running server's connections share.
@@ -142,6 +143,8 @@ pub(crate) struct Shared {
     pub(crate) memory: Arc<MemoryBudget>,
     pub(crate) connection_memory: usize,
     pub(crate) write_timeout: Duration,
+    /// Whether callers see the details of errors (see [`CallError::with_detail`](crate::CallError::with_detail)).
+    pub(crate) expose_internal_errors: bool,
 }
 
 impl Shared {
@@ -182,6 +185,7 @@ impl Default for ServerBuilder {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             #[cfg(feature = "tls")]
             tls: None,
+            expose_internal_errors: false,
         }
     }
 }
@@ -449,6 +453,22 @@ impl ServerBuilder {
         self
     }
 
+    /// Whether callers see the details of internal errors (default
+    /// `false`): the error of a handler returning `std::io::Error`,
+    /// `anyhow::Error` or `Box<dyn Error + Send + Sync>`, a panic's message,
+    /// any [detail](crate::CallError::with_detail). They are logged either
+    /// way; turn this on where the callers are your own developers, not in
+    /// production, where details (paths, hosts, queries) help attackers.
+    ///
+    /// ```
+    /// let debug = std::env::var("APP_ENV").as_deref() == Ok("dev");
+    /// let server = webmesh::Server::builder().expose_internal_errors(debug);
+    /// ```
+    pub fn expose_internal_errors(mut self, expose: bool) -> Self {
+        self.expose_internal_errors = expose;
+        self
+    }
+
     /// Builds the route table and binds the listening socket.
     ///
     /// Fails if two handlers serve one path, naming both, or if the address
@@ -516,6 +536,7 @@ impl ServerBuilder {
             memory: MemoryBudget::new(self.memory_budget),
             connection_memory: self.connection_memory,
             write_timeout: self.write_timeout,
+            expose_internal_errors: self.expose_internal_errors,
         })
     }
 }
