@@ -113,6 +113,12 @@ pub use server::{
 #[cfg(feature = "tls")]
 pub use tls::{ClientTls, TlsConfig};
 
+/// A certificate in DER, as [`Handshake::peer_certificates`] gives the
+/// client's (feature `tls`; the type of `rustls-pki-types`). Its bytes are
+/// `as_ref()`.
+#[cfg(feature = "tls")]
+pub use rustls_pki_types::CertificateDer;
+
 /// Declares a handler for a path, served by [`serve`] and [`router`].
 ///
 /// ```

@@ -68,6 +68,7 @@ pub struct TlsConfig {
     chain: Vec<CertificateDer<'static>>,
     key: Arc<PrivateKeyDer<'static>>,
     client_ca: Option<RootCertStore>,
+    anonymous_clients: bool,
 }
 
 impl TlsConfig {
@@ -78,14 +79,44 @@ impl TlsConfig {
 
     /// Takes a certificate chain and its private key as PEM text.
     pub fn from_pem(cert: &[u8], key: &[u8]) -> Result<Self, Error> {
-        Ok(Self { chain: certificates(cert)?, key: Arc::new(private_key(key)?), client_ca: None })
+        Ok(Self {
+            chain: certificates(cert)?,
+            key: Arc::new(private_key(key)?),
+            client_ca: None,
+            anonymous_clients: false,
+        })
     }
 
     /// Requires every client to present a certificate issued by this CA
-    /// (PEM): mutual TLS.
+    /// (PEM): mutual TLS. The authentication hook sees the client's
+    /// certificate in [`Handshake::peer_certificates`](crate::Handshake::peer_certificates),
+    /// to tell which service it is.
     pub fn client_ca_pem(mut self, ca: &[u8]) -> Result<Self, Error> {
         self.client_ca = Some(roots(ca)?);
         Ok(self)
+    }
+
+    /// Requires every client to present a certificate issued by the CA in
+    /// this PEM file: mutual TLS, as [`client_ca_pem`](Self::client_ca_pem).
+    ///
+    /// ```no_run
+    /// # fn demo() -> Result<(), webmesh::Error> {
+    /// let tls = webmesh::TlsConfig::from_pem_files("cert.pem", "key.pem")?.client_ca_pem_file("mesh-ca.pem")?;
+    /// # Ok(()) }
+    /// ```
+    pub fn client_ca_pem_file(self, path: impl AsRef<Path>) -> Result<Self, Error> {
+        self.client_ca_pem(&read(path.as_ref())?)
+    }
+
+    /// With a client CA, also lets clients without a certificate connect,
+    /// so that the authentication hook decides: their
+    /// [`Handshake::peer_certificates`](crate::Handshake::peer_certificates)
+    /// is `None`, while a client that presents a certificate must still
+    /// present one from the CA. Without a client CA, no client is asked for
+    /// a certificate, and this changes nothing.
+    pub fn allow_clients_without_certificate(mut self) -> Self {
+        self.anonymous_clients = true;
+        self
     }
 
     pub(crate) fn acceptor(&self) -> Result<TlsAcceptor, Error> {
@@ -94,9 +125,11 @@ impl TlsConfig {
             .map_err(|e| tls_error("TLS versions", e))?;
         let builder = match &self.client_ca {
             Some(ca) => {
-                let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(ca.clone()), provider())
-                    .build()
-                    .map_err(|e| tls_error("client CA", e))?;
+                let mut verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(ca.clone()), provider());
+                if self.anonymous_clients {
+                    verifier = verifier.allow_unauthenticated();
+                }
+                let verifier = verifier.build().map_err(|e| tls_error("client CA", e))?;
                 builder.with_client_cert_verifier(verifier)
             }
             None => builder.with_no_client_auth(),
@@ -114,6 +147,7 @@ impl std::fmt::Debug for TlsConfig {
         f.debug_struct("TlsConfig")
             .field("certificates", &self.chain.len())
             .field("mutual", &self.client_ca.is_some())
+            .field("clients_without_certificate", &self.anonymous_clients)
             .finish()
     }
 }
@@ -238,4 +272,9 @@ impl axum::serve::Listener for TlsListener {
     fn local_addr(&self) -> io::Result<Self::Addr> {
         Ok(self.local_addr)
     }
+}
+
+/// The certificate chain a client presented, as its TLS stream holds it.
+pub(crate) fn peer_certificates(stream: &TlsStream<TcpStream>) -> Option<Arc<[CertificateDer<'static>]>> {
+    stream.get_ref().1.peer_certificates().map(Arc::from)
 }

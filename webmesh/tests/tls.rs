@@ -4,13 +4,16 @@
 use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, CertifiedIssuer, IsCa, KeyPair};
-use webmesh::{Client, ClientTls, Connection, Router, Server, TlsConfig};
+use webmesh::extract::Authenticated;
+use webmesh::{AuthError, Client, ClientTls, Connection, Error, Handshake, Router, Server, ServerBuilder, TlsConfig};
 
 /// A CA, a server certificate for 127.0.0.1 and a client certificate it signed.
 struct Pki {
     ca: String,
     server: (String, String),
     client: (String, String),
+    /// The client certificate in DER, as the server should see it.
+    client_der: Vec<u8>,
 }
 
 fn pki() -> Pki {
@@ -20,11 +23,11 @@ fn pki() -> Pki {
     let leaf = |names: Vec<String>| {
         let key = KeyPair::generate().unwrap();
         let cert = CertificateParams::new(names).unwrap().signed_by(&key, &ca).unwrap();
-        (cert.pem(), key.serialize_pem())
+        (cert.pem(), key.serialize_pem(), cert.der().to_vec())
     };
-    let server = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
-    let client = leaf(vec!["billing.internal".into()]);
-    Pki { ca: ca.pem(), server, client }
+    let (cert, key, _) = leaf(vec!["localhost".into(), "127.0.0.1".into()]);
+    let (client_cert, client_key, client_der) = leaf(vec!["billing.internal".into()]);
+    Pki { ca: ca.pem(), server: (cert, key), client: (client_cert, client_key), client_der }
 }
 
 fn router() -> Router {
@@ -32,17 +35,33 @@ fn router() -> Router {
 }
 
 async fn start(tls: TlsConfig) -> String {
-    let server = Server::builder()
-        .registered_handlers(false)
-        .router(router())
-        .tls(tls)
-        .addr("127.0.0.1:0")
-        .bind()
-        .await
-        .unwrap();
+    start_with(Server::builder().router(router()), tls).await
+}
+
+async fn start_with(builder: ServerBuilder, tls: TlsConfig) -> String {
+    let server = builder.registered_handlers(false).tls(tls).addr("127.0.0.1:0").bind().await.unwrap();
     let url = format!("wss://{}", server.local_addr());
     tokio::spawn(server.serve());
     url
+}
+
+/// A server whose authentication hook names clients by their certificate:
+/// `billing` for the one `pki` issued, `anonymous` for none (or refuses
+/// those with 401, if `refuse_anonymous`).
+fn by_certificate(pki: &Pki, refuse_anonymous: bool) -> ServerBuilder {
+    let billing = pki.client_der.clone();
+    let router = Router::new().on("/who", |Authenticated(name): Authenticated<String>| async move { name });
+    Server::builder().router(router).authenticate(move |handshake: Handshake| {
+        let billing = billing.clone();
+        async move {
+            match handshake.peer_certificates() {
+                Some([leaf, ..]) if leaf.as_ref() == billing.as_slice() => Ok("billing".to_owned()),
+                Some(_) => Err(AuthError::forbidden("unknown certificate")),
+                None if refuse_anonymous => Err(AuthError::unauthorized("present a client certificate")),
+                None => Ok("anonymous".to_owned()),
+            }
+        }
+    })
 }
 
 #[tokio::test]
@@ -115,4 +134,68 @@ async fn stalled_handshakes_do_not_hold_up_other_clients() {
     });
     assert!(served.await.unwrap().is_some());
     drop(silent);
+}
+
+#[tokio::test]
+async fn the_authentication_hook_sees_the_client_certificate() {
+    let pki = pki();
+    let ca_file = std::env::temp_dir().join(format!("webmesh-test-ca-{}.pem", std::process::id()));
+    std::fs::write(&ca_file, &pki.ca).unwrap();
+    let tls = TlsConfig::from_pem(pki.server.0.as_bytes(), pki.server.1.as_bytes())
+        .unwrap()
+        .client_ca_pem_file(&ca_file)
+        .unwrap();
+    std::fs::remove_file(&ca_file).unwrap();
+    let url = start_with(by_certificate(&pki, true), tls).await;
+    let with = ClientTls::default()
+        .ca_pem(pki.ca.as_bytes())
+        .unwrap()
+        .client_cert_pem(pki.client.0.as_bytes(), pki.client.1.as_bytes())
+        .unwrap();
+    let client = Client::builder(&url).tls(with).connect().await.unwrap();
+    assert_eq!(client.call::<String>("/who", &()).await.unwrap(), "billing");
+    // A missing file is a configuration error naming it.
+    let err = TlsConfig::from_pem(pki.server.0.as_bytes(), pki.server.1.as_bytes())
+        .unwrap()
+        .client_ca_pem_file("/nonexistent/mesh-ca.pem")
+        .unwrap_err();
+    assert!(matches!(&err, Error::Config(m) if m.contains("/nonexistent/mesh-ca.pem")), "{err}");
+}
+
+#[tokio::test]
+async fn clients_without_a_certificate_may_be_let_in_for_the_hook_to_decide() {
+    let pki = pki();
+    let server_tls = || TlsConfig::from_pem(pki.server.0.as_bytes(), pki.server.1.as_bytes()).unwrap();
+    let trusting = ClientTls::default().ca_pem(pki.ca.as_bytes()).unwrap();
+    let with = trusting.clone().client_cert_pem(pki.client.0.as_bytes(), pki.client.1.as_bytes()).unwrap();
+    let optional = server_tls().client_ca_pem(pki.ca.as_bytes()).unwrap().allow_clients_without_certificate();
+
+    // The hook refuses those without one, with its own answer.
+    let url = start_with(by_certificate(&pki, true), optional.clone()).await;
+    match Client::builder(&url).tls(trusting.clone()).no_reconnect().connect().await {
+        Err(Error::Refused { status: 401, message }) => assert_eq!(message, "present a client certificate"),
+        other => panic!("expected a 401, got {other:?}"),
+    }
+    let client = Client::builder(&url).tls(with.clone()).connect().await.unwrap();
+    assert_eq!(client.call::<String>("/who", &()).await.unwrap(), "billing");
+
+    // The hook lets them in: it saw no certificate.
+    let url = start_with(by_certificate(&pki, false), optional).await;
+    let client = Client::builder(&url).tls(trusting.clone()).connect().await.unwrap();
+    assert_eq!(client.call::<String>("/who", &()).await.unwrap(), "anonymous");
+    let client = Client::builder(&url).tls(with.clone()).connect().await.unwrap();
+    assert_eq!(client.call::<String>("/who", &()).await.unwrap(), "billing");
+
+    // Without a client CA, no certificate is asked for, so none is seen,
+    // even from a client that has one.
+    let url = start_with(by_certificate(&pki, false), server_tls()).await;
+    let client = Client::builder(&url).tls(with).connect().await.unwrap();
+    assert_eq!(client.call::<String>("/who", &()).await.unwrap(), "anonymous");
+
+    // Over plain ws://, there is no certificate to see.
+    let plain = by_certificate(&pki, false).registered_handlers(false).addr("127.0.0.1:0").bind().await.unwrap();
+    let url = format!("ws://{}", plain.local_addr());
+    tokio::spawn(plain.serve());
+    let client = Client::connect(&url).await.unwrap();
+    assert_eq!(client.call::<String>("/who", &()).await.unwrap(), "anonymous");
 }

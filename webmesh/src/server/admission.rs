@@ -17,6 +17,8 @@ pub struct Handshake {
     pub(crate) headers: HeaderMap,
     pub(crate) uri: Uri,
     pub(crate) peer: Option<SocketAddr>,
+    #[cfg(feature = "tls")]
+    pub(crate) certificates: Option<Arc<[crate::CertificateDer<'static>]>>,
 }
 
 impl Handshake {
@@ -51,6 +53,49 @@ impl Handshake {
     /// The client's address, when known.
     pub fn peer_addr(&self) -> Option<SocketAddr> {
         self.peer
+    }
+
+    /// The certificate chain the client presented in its TLS handshake,
+    /// its own certificate first, each in DER (feature `tls`).
+    ///
+    /// Set only on a server that serves TLS itself ([`ServerBuilder::tls`](crate::ServerBuilder::tls))
+    /// and asks clients for a certificate
+    /// ([`TlsConfig::client_ca_pem`](crate::TlsConfig::client_ca_pem)); the
+    /// chain was verified against that CA before this hook runs. `None` over
+    /// plain `ws://`, when mounted in an axum application (which terminates
+    /// TLS itself), and for a client without a certificate where
+    /// [`TlsConfig::allow_clients_without_certificate`](crate::TlsConfig::allow_clients_without_certificate)
+    /// lets one in.
+    ///
+    /// To authorise a service by its certificate, read a name from it with
+    /// an X.509 parser (such as `x509-parser`), or compare it with the
+    /// certificates you issued:
+    ///
+    /// ```
+    /// use webmesh::{AuthError, Handshake};
+    ///
+    /// #[derive(Clone)]
+    /// struct Service(&'static str);
+    ///
+    /// /// The DER of each service's certificate, as issued.
+    /// fn known_services() -> Vec<(&'static str, Vec<u8>)> {
+    ///     Vec::new()
+    /// }
+    ///
+    /// let server = webmesh::Server::builder().authenticate(|handshake: Handshake| async move {
+    ///     let Some(chain) = handshake.peer_certificates() else {
+    ///         return Err(AuthError::unauthorized("present a client certificate"));
+    ///     };
+    ///     known_services()
+    ///         .into_iter()
+    ///         .find(|(_, der)| der.as_slice() == chain[0].as_ref())
+    ///         .map(|(name, _)| Service(name))
+    ///         .ok_or_else(|| AuthError::forbidden("unknown certificate"))
+    /// });
+    /// ```
+    #[cfg(feature = "tls")]
+    pub fn peer_certificates(&self) -> Option<&[crate::CertificateDer<'static>]> {
+        self.certificates.as_deref()
     }
 }
 
@@ -144,7 +189,13 @@ mod tests {
     fn query_and_bearer() {
         let mut headers = HeaderMap::new();
         headers.insert("authorization", HeaderValue::from_static("Bearer s3cret "));
-        let handshake = Handshake { headers, uri: "/mesh?token=a%20b&x=1&flag".parse().unwrap(), peer: None };
+        let handshake = Handshake {
+            headers,
+            uri: "/mesh?token=a%20b&x=1&flag".parse().unwrap(),
+            peer: None,
+            #[cfg(feature = "tls")]
+            certificates: None,
+        };
         assert_eq!(handshake.bearer_token(), Some("s3cret"));
         assert_eq!(handshake.query("token").as_deref(), Some("a b"));
         assert_eq!(handshake.query("flag").as_deref(), Some(""));

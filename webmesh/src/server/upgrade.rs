@@ -11,6 +11,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 
 use super::admission::Handshake;
+use super::http::Peer;
 use super::{session, Shared};
 use crate::protocol::codec_subprotocol;
 
@@ -19,7 +20,13 @@ pub(crate) fn router(shared: Arc<Shared>) -> axum::Router {
 }
 
 async fn upgrade(State(shared): State<Arc<Shared>>, request: Request) -> Response {
-    let peer = request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0);
+    // Served by this crate, the listener tells the peer; mounted in an axum
+    // application, axum's connect info may.
+    let accepted = request.extensions().get::<Peer>().cloned();
+    let peer = match &accepted {
+        Some(accepted) => Some(accepted.addr),
+        None => request.extensions().get::<ConnectInfo<SocketAddr>>().map(|info| info.0),
+    };
     let (mut parts, _body) = request.into_parts();
     let ws = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(ws) => ws,
@@ -38,7 +45,13 @@ async fn upgrade(State(shared): State<Arc<Shared>>, request: Request) -> Respons
     let admit = match &shared.authenticate {
         None => None,
         Some(authenticate) => {
-            let handshake = Handshake { headers: parts.headers.clone(), uri: parts.uri.clone(), peer };
+            let handshake = Handshake {
+                headers: parts.headers.clone(),
+                uri: parts.uri.clone(),
+                peer,
+                #[cfg(feature = "tls")]
+                certificates: accepted.and_then(|accepted| accepted.certificates),
+            };
             match authenticate(handshake).await {
                 Ok(admit) => Some(admit),
                 Err(error) => {
