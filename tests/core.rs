@@ -566,6 +566,96 @@ async fn webmesh_mounts_in_an_axum_app_beside_http_routes() {
     assert!(response.ends_with("ok"), "{response}");
 }
 
+/// An axum application with webmesh mounted at `/mesh`, stopped with `stop`;
+/// it drains the WebSocket sessions once axum has returned and `drain` is
+/// sent. `served` tells when axum has returned.
+struct Mounted {
+    url: String,
+    shutdown: webmesh::Shutdown,
+    stop: tokio::sync::oneshot::Sender<()>,
+    served: tokio::sync::oneshot::Receiver<()>,
+    drain: tokio::sync::oneshot::Sender<()>,
+    drained: tokio::task::JoinHandle<()>,
+}
+
+async fn mounted(router: Router) -> Mounted {
+    let builder = Server::builder().registered_handlers(false).router(router);
+    let (mesh, shutdown) = builder.into_router_with_shutdown().unwrap();
+    let app = axum::Router::new().nest("/mesh", mesh);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("ws://{}/mesh", listener.local_addr().unwrap());
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (served_tx, served) = tokio::sync::oneshot::channel();
+    let (drain, drain_now) = tokio::sync::oneshot::channel::<()>();
+    let signal = shutdown.on(async move {
+        let _ = stopped.await;
+    });
+    let drained = tokio::spawn({
+        let shutdown = shutdown.clone();
+        async move {
+            axum::serve(listener, app).with_graceful_shutdown(signal).await.unwrap();
+            let _ = served_tx.send(());
+            let _ = drain_now.await;
+            shutdown.drain().await;
+        }
+    });
+    Mounted { url, shutdown, stop, served, drain, drained }
+}
+
+#[tokio::test]
+async fn mounted_in_axum_a_shutdown_answers_calls_under_way_then_closes_with_1001() {
+    let (entered, mut inside) = tokio::sync::mpsc::unbounded_channel::<()>();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let router = Router::new().on("/slow", {
+        let release = release.clone();
+        move |n: u64| {
+            let (entered, release) = (entered.clone(), release.clone());
+            async move {
+                entered.send(()).unwrap();
+                release.notified().await;
+                n
+            }
+        }
+    });
+    let server = mounted(router).await;
+    let client = Client::builder(&server.url).no_reconnect().connect().await.unwrap();
+    let call = tokio::spawn({
+        let client = client.clone();
+        async move { client.call::<u64>("/slow", &7).await }
+    });
+    within(10, inside.recv()).await.unwrap();
+
+    // axum's signal: axum returns at once (it does not track upgraded
+    // connections), and the session is closing, waiting for its call.
+    server.stop.send(()).unwrap();
+    within(10, server.served).await.unwrap();
+    release.notify_one();
+    assert_eq!(within(10, call).await.unwrap().unwrap(), 7);
+    match within(10, client.call::<u64>("/slow", &1)).await {
+        Err(Error::Closed(Some(reason))) => assert!(reason.contains("1001"), "{reason}"),
+        other => panic!("expected the session closed with 1001, got {other:?}"),
+    }
+    server.drain.send(()).unwrap();
+    within(10, server.drained).await.unwrap();
+}
+
+#[tokio::test]
+async fn mounted_in_axum_a_started_shutdown_closes_idle_sessions_and_refuses_new_ones() {
+    let server = mounted(counter_router()).await;
+    let client = Client::builder(&server.url).no_reconnect().connect().await.unwrap();
+    let mut events = client.subscribe::<Value>("/news").await.unwrap();
+    server.shutdown.start();
+    // The idle session closes (its subscription ends) before any drain.
+    assert!(within(10, events.recv()).await.is_none());
+    match Client::builder(&server.url).no_reconnect().connect().await {
+        Err(Error::Refused { status: 503, message }) => assert_eq!(message, "server shutting down"),
+        other => panic!("expected a 503, got {other:?}"),
+    }
+    server.stop.send(()).unwrap();
+    server.drain.send(()).unwrap();
+    within(10, server.drained).await.unwrap();
+}
+
 #[test]
 fn the_blocking_client_calls_and_emits() {
     let runtime = tokio::runtime::Runtime::new().unwrap();

@@ -105,7 +105,7 @@ pub use protocol::{Codec, CodecError, IncomingMessage, LegacyFormat, OutgoingMes
 pub use pubsub::{Hub, LagPolicy, SubscribeOptions};
 pub use routing::Router;
 pub use server::{
-    router, serve, AuthError, Connection, DisconnectReason, Handshake, Server, ServerBuilder, ServerStats,
+    router, serve, AuthError, Connection, DisconnectReason, Handshake, Server, ServerBuilder, ServerStats, Shutdown,
     DEFAULT_ADDR, DEFAULT_CONNECTION_MEMORY, DEFAULT_EVENT_QUEUE, DEFAULT_MAX_CALLS_IN_FLIGHT, DEFAULT_MAX_CONNECTIONS,
     DEFAULT_MAX_MESSAGE_SIZE, DEFAULT_MEMORY_BUDGET, DEFAULT_OUTBOUND_QUEUE, DEFAULT_READ_BUFFER_SIZE,
     DEFAULT_SHUTDOWN_TIMEOUT, DEFAULT_UPGRADE_TIMEOUT, DEFAULT_WRITE_TIMEOUT,

@@ -507,6 +507,27 @@ impl ServerBuilder {
         Ok(super::upgrade::router(self.into_shared()?.start()))
     }
 
+    /// Builds an [`axum::Router`] as [`into_router`](Self::into_router)
+    /// does, and the [`Shutdown`](crate::Shutdown) that closes its
+    /// WebSocket sessions gracefully when the application stops (axum's own
+    /// graceful shutdown does not wait for them).
+    ///
+    /// ```no_run
+    /// # async fn demo(listener: tokio::net::TcpListener) -> Result<(), webmesh::Error> {
+    /// let (mesh, shutdown) = webmesh::Server::builder().into_router_with_shutdown()?;
+    /// let app = axum::Router::new().nest("/mesh", mesh);
+    /// let ctrl_c = async {
+    ///     let _ = tokio::signal::ctrl_c().await;
+    /// };
+    /// axum::serve(listener, app).with_graceful_shutdown(shutdown.on(ctrl_c)).await?;
+    /// shutdown.drain().await;
+    /// # Ok(()) }
+    /// ```
+    pub fn into_router_with_shutdown(self) -> Result<(axum::Router, crate::Shutdown), Error> {
+        let shared = self.into_shared()?.start();
+        Ok((super::upgrade::router(shared.clone()), crate::Shutdown::new(shared)))
+    }
+
     fn into_shared(mut self) -> Result<Shared, Error> {
         let hub = self.hub();
         let router = if self.include_registered { self.router.with_registered() } else { self.router };

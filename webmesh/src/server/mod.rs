@@ -10,6 +10,7 @@ mod http;
 mod serve;
 mod session;
 mod stats;
+mod shutdown;
 mod subscriptions;
 mod upgrade;
 mod watch;
@@ -24,5 +25,6 @@ pub use connection::Connection;
 pub use hooks::DisconnectReason;
 pub use serve::{router, serve, Server};
 pub use stats::ServerStats;
+pub use shutdown::Shutdown;
 
 pub(crate) use builder::Shared;

@@ -76,8 +76,7 @@ impl Server {
         let shared = self.shared.clone();
         let signal = async move {
             signal.await;
-            tracing::info!("webmesh shutting down");
-            shared.shutdown.send_replace(true);
+            super::shutdown::start(&shared);
         };
         let mut paths: Vec<&str> = self.shared.routes.patterns().iter().map(String::as_str).collect();
         paths.sort_unstable();
@@ -96,12 +95,7 @@ impl Server {
             None => super::http::serve(without_nagle(self.listener), app, signal, head_timeout).await,
         }
         // No new connections; the upgraded WebSockets are ours to wait for.
-        let sessions = &self.shared.sessions;
-        sessions.close();
-        let grace = self.shared.shutdown_timeout + std::time::Duration::from_secs(1);
-        if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
-            tracing::warn!(open = sessions.len(), "sessions still open after the shutdown timeout");
-        }
+        super::shutdown::drain(&self.shared).await;
         Ok(())
     }
 }
@@ -151,6 +145,10 @@ pub async fn serve() -> Result<(), Error> {
 /// axum::serve(listener, app).await.unwrap();
 /// # }
 /// ```
+///
+/// Stopping the application resets its WebSockets: for a graceful
+/// shutdown, which lets calls under way answer and closes the sessions with
+/// 1001, use [`ServerBuilder::into_router_with_shutdown`].
 ///
 /// # Panics
 ///

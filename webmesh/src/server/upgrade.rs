@@ -37,6 +37,10 @@ async fn upgrade(State(shared): State<Arc<Shared>>, request: Request) -> Respons
         tracing::debug!(peer = ?peer, "refused a connection from a foreign origin");
         return (StatusCode::FORBIDDEN, "origin not allowed").into_response();
     }
+    // A session opened now would only be closed again.
+    if *shared.shutdown.borrow() {
+        return ([(RETRY_AFTER, "1")], (StatusCode::SERVICE_UNAVAILABLE, "server shutting down")).into_response();
+    }
     // Held until the session ends.
     let Ok(slot) = shared.connections.clone().try_acquire_owned() else {
         tracing::warn!("refused a connection: the connection limit is reached");
