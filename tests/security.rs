@@ -440,7 +440,9 @@ async fn a_stalled_silent_connection_is_closed_within_the_heartbeat_bound() {
     let mut ws = raw(server.addr.port()).await;
     // Calls with 64 KiB replies, never read: the server stops reading at
     // eight under way, and the client then stays silent.
-    let sent = flood(&mut ws, 100_000, |n| Message::text(format!(r#"[1,{n},"/big",null]"#))).await;
+    // Each call carries a kilobyte, so that the sockets' buffers fill.
+    let padding = "p".repeat(1024);
+    let sent = flood(&mut ws, 100_000, |n| Message::text(format!(r#"[1,{n},"/big","{padding}"]"#))).await;
     assert!(sent < 100_000, "the server never stopped reading");
     let reason = within(20, gone.recv()).await.unwrap();
     assert_eq!(reason, DisconnectReason::TimedOut, "after {sent} calls");

@@ -9,8 +9,8 @@ mod hooks;
 mod http;
 mod serve;
 mod session;
-mod stats;
 mod shutdown;
+mod stats;
 mod subscriptions;
 mod upgrade;
 mod watch;
@@ -24,7 +24,7 @@ pub use builder::{
 pub use connection::Connection;
 pub use hooks::DisconnectReason;
 pub use serve::{router, serve, Server};
-pub use stats::ServerStats;
 pub use shutdown::Shutdown;
+pub use stats::ServerStats;
 
 pub(crate) use builder::Shared;
