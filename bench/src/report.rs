@@ -95,7 +95,7 @@ fn print_tables(
     );
     println!("| system | calls/s | p50 (us) | p99 (us) | server CPU per call (us) | CPU vs axum echo |");
     println!("|---|---:|---:|---:|---:|---:|");
-    for system in systems {
+    for system in systems.iter().filter(|s| s.measures_calls()) {
         let name = system.name();
         println!(
             "| {name} | {:.0} | {:.0} | {:.0} | {:.2} | {:.2}x |",

@@ -121,12 +121,30 @@ impl Account {
     /// Charges `bytes` in `direction`, whatever the limits: the caller
     /// decides what being over means (waiting, dropping, closing).
     pub(crate) fn charge(self: &Arc<Self>, direction: Direction, bytes: usize) -> Charge {
+        self.add(direction, bytes);
+        Charge { account: self.clone(), direction, bytes }
+    }
+
+    /// Counts `bytes` in `direction`, for a holder that releases them itself
+    /// (the event queue, which releases each batch it writes at once).
+    pub(crate) fn add(&self, direction: Direction, bytes: usize) {
         self.counter(direction).fetch_add(bytes, Ordering::AcqRel);
         let total = self.budget.total.fetch_add(bytes, Ordering::AcqRel) + bytes;
         if total > self.budget.limit {
             self.budget.shed();
         }
-        Charge { account: self.clone(), direction, bytes }
+    }
+
+    /// Releases `bytes` counted by [`add`](Self::add).
+    pub(crate) fn release(&self, direction: Direction, bytes: usize) {
+        if bytes == 0 {
+            return;
+        }
+        self.counter(direction).fetch_sub(bytes, Ordering::AcqRel);
+        self.budget.total.fetch_sub(bytes, Ordering::AcqRel);
+        if direction == Direction::Incoming {
+            self.room.notify_waiters();
+        }
     }
 
     /// Bytes held in `direction`.
@@ -178,12 +196,7 @@ impl Drop for Account {
 
 impl Drop for Charge {
     fn drop(&mut self) {
-        let account = &self.account;
-        account.counter(self.direction).fetch_sub(self.bytes, Ordering::AcqRel);
-        account.budget.total.fetch_sub(self.bytes, Ordering::AcqRel);
-        if self.direction == Direction::Incoming {
-            account.room.notify_waiters();
-        }
+        self.account.release(self.direction, self.bytes);
     }
 }
 

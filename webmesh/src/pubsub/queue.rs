@@ -7,13 +7,16 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::Notify;
 
 use super::LagPolicy;
-use crate::memory::{Account, Charge, Direction};
+use crate::memory::{Account, Direction};
 use crate::protocol::Frame;
 
 /// A bounded queue of encoded events, with the count of events each
 /// subscription lost to lag since it was last told.
 pub(crate) struct EventQueue {
     state: Mutex<State>,
+    /// The connection's bytes: each queued event is counted on it until it
+    /// is written or dropped.
+    account: Arc<Account>,
     /// Wakes the connection's writer.
     pub(crate) ready: Notify,
 }
@@ -34,7 +37,9 @@ impl Subs {
 }
 
 struct State {
-    events: VecDeque<(Frame, Subs, Charge)>,
+    events: VecDeque<(Frame, Subs)>,
+    /// The bytes of `events`.
+    bytes: usize,
     missed: BTreeMap<u64, u64>,
     capacity: usize,
 }
@@ -52,9 +57,9 @@ pub(crate) enum Pushed {
 }
 
 impl EventQueue {
-    pub(crate) fn new(capacity: usize) -> Self {
-        let state = State { events: VecDeque::new(), missed: BTreeMap::new(), capacity: capacity.max(1) };
-        Self { state: Mutex::new(state), ready: Notify::new() }
+    pub(crate) fn new(capacity: usize, account: Arc<Account>) -> Self {
+        let state = State { events: VecDeque::new(), bytes: 0, missed: BTreeMap::new(), capacity: capacity.max(1) };
+        Self { state: Mutex::new(state), account, ready: Notify::new() }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -64,7 +69,8 @@ impl EventQueue {
     /// Queues `frame`, an event for the subscriptions `subs`, if the queue
     /// has room for one more event and `account` for its bytes; else the lag
     /// policy decides.
-    pub(crate) fn push(&self, frame: Frame, subs: &[u64], policy: LagPolicy, account: &Arc<Account>) -> Pushed {
+    pub(crate) fn push(&self, frame: Frame, subs: &[u64], policy: LagPolicy) -> Pushed {
+        let account = &self.account;
         let mut state = self.state();
         let mut pushed = Pushed::Queued;
         let len = frame.len();
@@ -83,7 +89,9 @@ impl EventQueue {
                 }
                 LagPolicy::DropOldest => {
                     while full(&state) {
-                        let Some((_, oldest, _)) = state.events.pop_front() else { break };
+                        let Some((frame, oldest)) = state.events.pop_front() else { break };
+                        state.bytes -= frame.len();
+                        account.release(Direction::Outgoing, frame.len());
                         state.count_missed(oldest.as_slice());
                     }
                     pushed = Pushed::DroppedOldest;
@@ -94,8 +102,9 @@ impl EventQueue {
             [one] => Subs::One(*one),
             many => Subs::Many(many.into()),
         };
-        let charge = account.charge(Direction::Outgoing, len);
-        state.events.push_back((frame, subs, charge));
+        account.add(Direction::Outgoing, len);
+        state.bytes += len;
+        state.events.push_back((frame, subs));
         drop(state);
         self.ready.notify_one();
         pushed
@@ -112,15 +121,17 @@ impl EventQueue {
         let mut state = self.state();
         state.events.clear();
         state.missed.clear();
+        self.account.release(Direction::Outgoing, std::mem::take(&mut state.bytes));
     }
 
     /// Moves the queued events into `events`, and returns the lag counts to
     /// report before them.
-    /// Their bytes stay charged until `events` is cleared.
-    pub(crate) fn drain_into(&self, events: &mut Vec<(Frame, Charge)>) -> BTreeMap<u64, u64> {
+    /// Their bytes stay counted until the [`Written`] returned is dropped.
+    pub(crate) fn drain_into(&self, events: &mut Vec<Frame>) -> (BTreeMap<u64, u64>, Written) {
         let mut state = self.state();
-        events.extend(state.events.drain(..).map(|(frame, _, charge)| (frame, charge)));
-        std::mem::take(&mut state.missed)
+        events.extend(state.events.drain(..).map(|(frame, _)| frame));
+        let written = Written { account: self.account.clone(), bytes: std::mem::take(&mut state.bytes) };
+        (std::mem::take(&mut state.missed), written)
     }
 
     /// How many events may wait.
@@ -131,6 +142,27 @@ impl EventQueue {
     /// How many events wait.
     pub(crate) fn len(&self) -> usize {
         self.state().events.len()
+    }
+}
+
+/// The bytes of drained events, released in one go when dropped, once they
+/// are written (or the writer gave up).
+#[must_use]
+pub(crate) struct Written {
+    account: Arc<Account>,
+    bytes: usize,
+}
+
+impl Drop for Written {
+    fn drop(&mut self) {
+        self.account.release(Direction::Outgoing, self.bytes);
+    }
+}
+
+impl Drop for EventQueue {
+    fn drop(&mut self) {
+        let bytes = self.state.get_mut().map(|s| s.bytes).unwrap_or_else(|poisoned| poisoned.into_inner().bytes);
+        self.account.release(Direction::Outgoing, bytes);
     }
 }
 
@@ -156,19 +188,20 @@ mod tests {
 
     fn drained(queue: &EventQueue) -> (Vec<(u64, u64)>, Vec<Frame>) {
         let mut events = Vec::new();
-        let missed = queue.drain_into(&mut events);
-        (missed.into_iter().collect(), events.into_iter().map(|(frame, _)| frame).collect())
+        let (missed, written) = queue.drain_into(&mut events);
+        drop(written);
+        (missed.into_iter().collect(), events)
     }
 
     #[test]
     fn policies() {
-        let queue = EventQueue::new(2);
         let account = account(1 << 20);
-        assert_eq!(queue.push(frame(1), &[7], LagPolicy::DropOldest, &account), Pushed::Queued);
-        assert_eq!(queue.push(frame(2), &[7], LagPolicy::DropOldest, &account), Pushed::Queued);
-        assert_eq!(queue.push(frame(3), &[7], LagPolicy::DropOldest, &account), Pushed::DroppedOldest);
-        assert_eq!(queue.push(frame(4), &[8], LagPolicy::DropNewest, &account), Pushed::DroppedNewest);
-        assert_eq!(queue.push(frame(5), &[9], LagPolicy::Disconnect, &account), Pushed::Overflow);
+        let queue = EventQueue::new(2, account.clone());
+        assert_eq!(queue.push(frame(1), &[7], LagPolicy::DropOldest), Pushed::Queued);
+        assert_eq!(queue.push(frame(2), &[7], LagPolicy::DropOldest), Pushed::Queued);
+        assert_eq!(queue.push(frame(3), &[7], LagPolicy::DropOldest), Pushed::DroppedOldest);
+        assert_eq!(queue.push(frame(4), &[8], LagPolicy::DropNewest), Pushed::DroppedNewest);
+        assert_eq!(queue.push(frame(5), &[9], LagPolicy::Disconnect), Pushed::Overflow);
         assert_eq!(account.held(), 2);
         assert_eq!(drained(&queue), (vec![(7, 1), (8, 1)], vec![frame(2), frame(3)]));
         assert_eq!(queue.len(), 0);
@@ -177,18 +210,15 @@ mod tests {
 
     #[test]
     fn the_bytes_the_connection_may_hold_bound_the_queue() {
-        let queue = EventQueue::new(1000);
         let account = account(10);
+        let queue = EventQueue::new(1000, account.clone());
         let big = |n: u8| Frame::Binary(vec![n; 4].into());
         for n in 0..3 {
-            queue.push(big(n), &[1], LagPolicy::DropOldest, &account);
+            queue.push(big(n), &[1], LagPolicy::DropOldest);
         }
         assert_eq!(account.held(), 8, "a third event of 4 bytes does not fit in 10");
-        assert_eq!(queue.push(big(9), &[2], LagPolicy::DropNewest, &account), Pushed::DroppedNewest);
-        assert_eq!(
-            queue.push(Frame::Binary(vec![0; 11].into()), &[1], LagPolicy::DropOldest, &account),
-            Pushed::DroppedNewest
-        );
+        assert_eq!(queue.push(big(9), &[2], LagPolicy::DropNewest), Pushed::DroppedNewest);
+        assert_eq!(queue.push(Frame::Binary(vec![0; 11].into()), &[1], LagPolicy::DropOldest), Pushed::DroppedNewest);
         assert_eq!(drained(&queue), (vec![(1, 2), (2, 1)], vec![big(1), big(2)]), "too large alone: only it is lost");
     }
 }

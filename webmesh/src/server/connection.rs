@@ -119,7 +119,7 @@ impl Connection {
             compression,
             extensions: Mutex::new(Extensions::new()),
             extensions_changed: AtomicU64::new(0),
-            events: EventQueue::new(event_queue),
+            events: EventQueue::new(event_queue, account.clone()),
             grants: OnceLock::new(),
             account,
             end: OnceLock::new(),
@@ -223,7 +223,7 @@ impl Connection {
             self.inner.events.count_missed(subs);
             return Pushed::DroppedNewest;
         }
-        let pushed = self.inner.events.push(frame, subs, lag, &self.inner.account);
+        let pushed = self.inner.events.push(frame, subs, lag);
         if pushed == Pushed::Overflow {
             self.end_too_slow("a subscriber too slow for its lag policy".into());
         }

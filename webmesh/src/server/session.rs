@@ -318,7 +318,7 @@ async fn write_all(sink: &mut SplitSink<WebSocket, Message>, queue: &mut mpsc::R
                     return;
                 }
             }
-            let missed = conn.events().drain_into(&mut events);
+            let (missed, written) = conn.events().drain_into(&mut events);
             if missed.is_empty() && events.is_empty() {
                 break;
             }
@@ -334,13 +334,12 @@ async fn write_all(sink: &mut SplitSink<WebSocket, Message>, queue: &mut mpsc::R
                     }
                 }
             }
-            for (frame, charge) in events.drain(..) {
-                let sent = sink.feed(frame.into()).await;
-                drop(charge);
-                if sent.is_err() {
+            for frame in events.drain(..) {
+                if sink.feed(frame.into()).await.is_err() {
                     return;
                 }
             }
+            drop(written);
         }
         if sink.flush().await.is_err() {
             return;
