@@ -8,7 +8,7 @@
 //! really held.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use tokio::sync::Notify;
@@ -18,15 +18,30 @@ pub(crate) struct MemoryBudget {
     limit: usize,
     total: AtomicUsize,
     accounts: Mutex<HashMap<u64, Weak<Account>>>,
+    /// When the accounts were last scanned for one to shed (milliseconds
+    /// since `created`): at most one scan per `SHED_INTERVAL`, so that a
+    /// server over budget does not scan every connection on every charge.
+    last_scan: AtomicU64,
+    created: std::time::Instant,
+    /// Readers waiting for the total to fall below the limit.
+    waiting: AtomicUsize,
+    room: Notify,
 }
+
+/// The least time between two scans for a connection to shed.
+const SHED_INTERVAL_MS: u64 = 10;
 
 /// Which way the bytes go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Direction {
     /// The payloads of messages under way.
     Incoming,
-    /// Replies, pushes and events waiting to be written.
+    /// Replies and pushes waiting to be written.
     Outgoing,
+    /// Events waiting to be written (or for their topic's authorisation):
+    /// outgoing too, but dropped by the lag policy rather than closing a
+    /// slow consumer.
+    Events,
 }
 
 /// One connection's bytes.
@@ -35,6 +50,7 @@ pub(crate) struct Account {
     limit: usize,
     incoming: AtomicUsize,
     outgoing: AtomicUsize,
+    events: AtomicUsize,
     budget: Arc<MemoryBudget>,
     /// Wakes a reader waiting for the messages under way to shrink.
     room: Notify,
@@ -55,7 +71,15 @@ pub(crate) struct Charge {
 
 impl MemoryBudget {
     pub(crate) fn new(limit: usize) -> Arc<Self> {
-        Arc::new(Self { limit, total: AtomicUsize::new(0), accounts: Mutex::default() })
+        Arc::new(Self {
+            limit,
+            total: AtomicUsize::new(0),
+            accounts: Mutex::default(),
+            last_scan: AtomicU64::new(0),
+            created: std::time::Instant::now(),
+            waiting: AtomicUsize::new(0),
+            room: Notify::new(),
+        })
     }
 
     /// Opens the account of connection `id`, which may hold `limit` bytes in
@@ -66,6 +90,7 @@ impl MemoryBudget {
             limit,
             incoming: AtomicUsize::new(0),
             outgoing: AtomicUsize::new(0),
+            events: AtomicUsize::new(0),
             budget: self.clone(),
             room: Notify::new(),
             shed: AtomicBool::new(false),
@@ -89,6 +114,13 @@ impl MemoryBudget {
     /// already told count as freed, so one burst sheds one connection, not
     /// every connection in turn.
     fn shed(&self) {
+        let now = self.created.elapsed().as_millis() as u64 + SHED_INTERVAL_MS;
+        let last = self.last_scan.load(Ordering::Relaxed);
+        if now < last + SHED_INTERVAL_MS
+            || self.last_scan.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        {
+            return;
+        }
         let accounts: Vec<Arc<Account>> = self.accounts().values().filter_map(Weak::upgrade).collect();
         let leaving: usize = accounts.iter().filter(|a| a.is_shed()).map(|a| a.held()).sum();
         if self.total().saturating_sub(leaving) <= self.limit {
@@ -115,6 +147,7 @@ impl Account {
         match direction {
             Direction::Incoming => &self.incoming,
             Direction::Outgoing => &self.outgoing,
+            Direction::Events => &self.events,
         }
     }
 
@@ -141,9 +174,13 @@ impl Account {
             return;
         }
         self.counter(direction).fetch_sub(bytes, Ordering::AcqRel);
-        self.budget.total.fetch_sub(bytes, Ordering::AcqRel);
+        let total = self.budget.total.fetch_sub(bytes, Ordering::AcqRel) - bytes;
         if direction == Direction::Incoming {
             self.room.notify_waiters();
+        }
+        let budget = &self.budget;
+        if total < budget.limit && budget.waiting.load(Ordering::Acquire) > 0 {
+            budget.room.notify_waiters();
         }
     }
 
@@ -152,9 +189,19 @@ impl Account {
         self.counter(direction).load(Ordering::Acquire)
     }
 
-    /// Bytes held in both directions.
+    /// Bytes held, all told.
     pub(crate) fn held(&self) -> usize {
-        self.held_in(Direction::Incoming) + self.held_in(Direction::Outgoing)
+        self.held_in(Direction::Incoming) + self.waiting_to_be_written()
+    }
+
+    /// Replies, pushes and events waiting to be written.
+    pub(crate) fn waiting_to_be_written(&self) -> usize {
+        self.held_in(Direction::Outgoing) + self.held_in(Direction::Events)
+    }
+
+    /// Whether an event of `bytes` fits beside what waits to be written.
+    pub(crate) fn has_room_for_event(&self, bytes: usize) -> bool {
+        self.waiting_to_be_written().saturating_add(bytes) <= self.limit
     }
 
     /// The most this connection may hold in each direction.
@@ -172,14 +219,27 @@ impl Account {
         self.shed.load(Ordering::Acquire)
     }
 
-    /// Completes once the messages under way hold less than the limit.
+    /// Completes once the messages under way hold less than the
+    /// connection's limit, and the server less than its budget: reading
+    /// waits rather than the server growing.
     pub(crate) async fn room_for_incoming(&self) {
         loop {
             let freed = self.room.notified();
             if self.held_in(Direction::Incoming) < self.limit {
-                return;
+                break;
             }
             freed.await;
+        }
+        let budget = &self.budget;
+        while budget.total() >= budget.limit {
+            let freed = budget.room.notified();
+            budget.waiting.fetch_add(1, Ordering::AcqRel);
+            // Whoever holds the most may be the one who never frees it.
+            budget.shed();
+            if budget.total() >= budget.limit {
+                freed.await;
+            }
+            budget.waiting.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }

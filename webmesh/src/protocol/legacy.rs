@@ -69,6 +69,11 @@ pub(super) fn encode<T: Serialize + ?Sized>(
     }
 }
 
+/// How many times its size limit a 0.1.2 MessagePack message may weigh
+/// (see `weight.rs`): it is decoded into dynamic values before the server
+/// can weigh its data as it weighs native messages.
+const LEGACY_WEIGHT_FACTOR: usize = 4;
+
 pub(super) fn decode(format: LegacyFormat, text: &Bytes, max_size: usize) -> Result<Incoming, DecodeError> {
     match format {
         LegacyFormat::Json => {
@@ -87,6 +92,11 @@ pub(super) fn decode(format: LegacyFormat, text: &Bytes, max_size: usize) -> Res
             }
             let zipped = hex::decode(trimmed).map_err(|e| DecodeError::Malformed(format!("not hex ({e})")))?;
             let packed = compression::decompress(&zipped, max_size)?;
+            // Decoded whole into dynamic values, so weighed first: 8 MiB of
+            // `nil`s would take 256 MiB.
+            if super::weight::msgpack(&packed) > max_size.saturating_mul(LEGACY_WEIGHT_FACTOR) {
+                return Err(DecodeError::TooLarge { limit: max_size });
+            }
             let message: MsgPackIncoming = super::msgpack::from_slice(&packed)
                 .map_err(|e| DecodeError::Malformed(format!("expected {{\"path\", \"data\"}} ({e})")))?;
             let mut data = Vec::with_capacity(packed.len());

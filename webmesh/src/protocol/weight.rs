@@ -12,13 +12,22 @@
 /// `rmpv::Value`). A message of 8M `nil`s is 8 MiB, and 264 MiB decoded.
 pub(crate) const ELEMENT_COST: usize = 32;
 
+/// What a map is counted as, beyond its elements: a small map decodes into a
+/// tree node of several hundred bytes (`serde_json::Map`), so a million
+/// `{"a":0}` take some 640 MB decoded.
+pub(crate) const MAP_COST: usize = 512;
+
 /// The weight of a MessagePack value: a scan of its markers, skipping the
 /// bodies of strings, binaries and extensions.
 pub(crate) fn msgpack(bytes: &[u8]) -> usize {
     let mut elements = 0usize;
+    let mut maps = 0usize;
     let mut at = 0usize;
     while let Some(&marker) = bytes.get(at) {
         elements += 1;
+        if matches!(marker, 0x80..=0x8f | 0xde | 0xdf) {
+            maps += 1;
+        }
         let len = |width: usize| -> usize {
             let Some(raw) = bytes.get(at + 1..at + 1 + width) else { return usize::MAX / 2 };
             raw.iter().fold(0usize, |n, b| (n << 8) | usize::from(*b))
@@ -47,13 +56,14 @@ pub(crate) fn msgpack(bytes: &[u8]) -> usize {
         };
         at = at.saturating_add(1).saturating_add(skip);
     }
-    weigh(bytes.len(), elements)
+    weigh(bytes.len(), elements, maps)
 }
 
 /// The weight of a JSON value: its structural characters outside strings
 /// (`[`, `{`, `:` and `,`) count the elements closely enough.
 pub(crate) fn json(bytes: &[u8]) -> usize {
     let mut elements = 1usize;
+    let mut maps = 0usize;
     let mut in_string = false;
     let mut escaped = false;
     for &b in bytes {
@@ -67,33 +77,45 @@ pub(crate) fn json(bytes: &[u8]) -> usize {
         } else {
             match b {
                 b'"' => in_string = true,
-                b'[' | b'{' | b':' | b',' => elements += 1,
+                b'{' => {
+                    elements += 1;
+                    maps += 1;
+                }
+                b'[' | b':' | b',' => elements += 1,
                 _ => {}
             }
         }
     }
-    weigh(bytes.len(), elements)
+    weigh(bytes.len(), elements, maps)
 }
 
-fn weigh(bytes: usize, elements: usize) -> usize {
-    bytes.saturating_add(elements.saturating_mul(ELEMENT_COST))
+fn weigh(bytes: usize, elements: usize, maps: usize) -> usize {
+    bytes.saturating_add(elements.saturating_mul(ELEMENT_COST)).saturating_add(maps.saturating_mul(MAP_COST))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    /// The elements each format counts, once the maps' cost is taken off.
     fn elements_of(value: &serde_json::Value) -> (usize, usize) {
+        let maps = value.to_string().matches('{').count() * MAP_COST;
         let packed = rmp_serde::to_vec(value).unwrap();
         let text = serde_json::to_vec(value).unwrap();
-        ((msgpack(&packed) - packed.len()) / ELEMENT_COST, (json(&text) - text.len()) / ELEMENT_COST)
+        ((msgpack(&packed) - packed.len() - maps) / ELEMENT_COST, (json(&text) - text.len() - maps) / ELEMENT_COST)
     }
 
     #[test]
     fn counts_the_elements_in_both_formats() {
         use serde_json::json;
         assert_eq!(elements_of(&json!(null)), (1, 1));
-        assert_eq!(elements_of(&json!("a long string, with [brackets], {braces}: and \"quotes\"")), (1, 1));
+        let text = json!("a long string, with [brackets], {braces}: and \"quotes\"");
+        let packed = rmp_serde::to_vec(&text).unwrap();
+        assert_eq!(msgpack(&packed), packed.len() + ELEMENT_COST, "one element, no map");
+        let written = serde_json::to_vec(&text).unwrap();
+        assert_eq!(json(&written), written.len() + ELEMENT_COST, "braces in a string are text");
+        let small_map = rmp_serde::to_vec_named(&json!({"a": 0})).unwrap();
+        assert_eq!(msgpack(&small_map), small_map.len() + 3 * ELEMENT_COST + MAP_COST);
         assert_eq!(elements_of(&json!([1, 2, 3])), (4, 4));
         assert_eq!(elements_of(&json!({"a": 1, "b": [true, 2.5, -7, 300000]})), (9, 9));
         // JSON counts separators: empty containers come out a little heavier.

@@ -44,10 +44,21 @@ pub(crate) trait Gate: Send + Sync + 'static {
     fn check(&self, connection: &Connection, topic: &str) -> Check;
 }
 
+/// How many topics a connection may have decisions being made for at once;
+/// past it, events of further undecided topics are lost to lag (and
+/// reported as such).
+pub(crate) const MAX_PENDING: usize = 64;
+
 /// One connection's decisions, by topic.
 #[derive(Default)]
 pub(crate) struct Grants {
-    topics: Mutex<HashMap<Arc<str>, Grant>>,
+    state: Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    topics: HashMap<Arc<str>, Grant>,
+    pending: usize,
 }
 
 enum Grant {
@@ -60,16 +71,20 @@ enum Grant {
     Pending(Vec<Waiting>),
 }
 
+/// An event waiting for its topic's decision.
 struct Waiting {
     frame: Frame,
     subs: Box<[u64]>,
     lag: LagPolicy,
+    /// The connection's extensions version when it was published: it is
+    /// delivered only on a decision made for that version.
+    version: u64,
     _charge: Charge,
 }
 
 impl Grants {
-    fn topics(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Grant>> {
-        self.topics.lock().unwrap_or_else(PoisonError::into_inner)
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 }
 
@@ -86,76 +101,110 @@ pub(crate) fn deliver(
     lag: LagPolicy,
 ) -> bool {
     let version = connection.extensions_version();
-    let mut topics = connection.grants().topics();
-    match topics.get_mut(topic) {
+    let mut state = connection.grants().state();
+    let pending = state.pending;
+    match state.topics.get_mut(topic) {
         Some(Grant::Decided { allowed, version: decided }) if *decided == version => {
             let allowed = *allowed;
-            drop(topics);
+            drop(state);
             return allowed
                 && matches!(connection.push_event(frame, subs, lag), Pushed::Queued | Pushed::DroppedOldest);
         }
         Some(Grant::Pending(waiting)) => {
-            let account = connection.account();
-            if waiting.len() >= connection.events().capacity() || !account.has_room(Direction::Outgoing, frame.len()) {
-                drop(topics);
+            if let Some(charge) = room_to_wait(connection, waiting.len(), &frame) {
+                waiting.push(Waiting { frame, subs: subs.into(), lag, version, _charge: charge });
+            } else {
+                drop(state);
                 connection.events().count_missed(subs);
-                return false;
             }
-            let charge = account.charge(Direction::Outgoing, frame.len());
-            waiting.push(Waiting { frame, subs: subs.into(), lag, _charge: charge });
             return false;
         }
         _ => {}
     }
-    if topics.len() >= MAX_GRANTS {
-        topics.retain(|_, grant| matches!(grant, Grant::Pending(_)));
+    let charge = match room_to_wait(connection, 0, &frame) {
+        Some(charge) if pending < MAX_PENDING => charge,
+        _ => {
+            drop(state);
+            connection.events().count_missed(subs);
+            return false;
+        }
+    };
+    if state.topics.len() >= MAX_GRANTS {
+        // Forget one decision (any), not all: a connection that receives
+        // more topics than the cache holds asks again for some, not for all.
+        let decided = state.topics.iter().find(|(_, g)| matches!(g, Grant::Decided { .. })).map(|(t, _)| t.clone());
+        if let Some(topic) = decided {
+            state.topics.remove(&topic);
+        }
     }
     let topic: Arc<str> = topic.into();
-    let charge = connection.account().charge(Direction::Outgoing, frame.len());
-    let first = Waiting { frame, subs: subs.into(), lag, _charge: charge };
-    topics.insert(topic.clone(), Grant::Pending(vec![first]));
+    let first = Waiting { frame, subs: subs.into(), lag, version, _charge: charge };
+    state.topics.insert(topic.clone(), Grant::Pending(vec![first]));
+    state.pending += 1;
+    drop(state);
+    ask(gate, connection, topic, version) > 0
+}
+
+/// Whether one more event may wait for a decision, beside `waiting` others:
+/// the connection's event queue's bounds apply.
+fn room_to_wait(connection: &Connection, waiting: usize, frame: &Frame) -> Option<Charge> {
+    let account = connection.account();
+    let fits = waiting < connection.events().capacity() && account.has_room_for_event(frame.len());
+    (fits && !account.is_shed()).then(|| account.charge(Direction::Events, frame.len()))
+}
+
+/// Asks whether `connection` may receive `topic`, as of extensions
+/// `version`, and delivers what waits once answered; returns how many
+/// events were queued at once.
+fn ask(gate: &Arc<dyn Gate>, connection: &Connection, topic: Arc<str>, version: u64) -> usize {
     // The handler runs without the lock: it may publish, or look at this
     // connection.
-    drop(topics);
     let mut check = gate.check(connection, &topic);
     let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
     match check.as_mut().poll(&mut cx) {
-        Poll::Ready(allowed) => decided(connection, &topic, allowed, version) > 0,
+        Poll::Ready(allowed) => decided(gate, connection, &topic, allowed, version),
         Poll::Pending => {
-            let connection = connection.clone();
+            let (gate, connection) = (gate.clone(), connection.clone());
             // A future may be polled by any waker: the task's own takes over.
             spawn(async move {
                 let allowed = check.await;
-                decided(&connection, &topic, allowed, version);
+                decided(&gate, &connection, &topic, allowed, version);
             });
-            false
+            0
         }
     }
 }
 
-/// Records a decision and delivers, or drops, the events that waited for it;
-/// returns how many were queued.
-fn decided(connection: &Connection, topic: &Arc<str>, allowed: bool, version: u64) -> usize {
-    let mut topics = connection.grants().topics();
-    let waiting = match topics.insert(topic.clone(), Grant::Decided { allowed, version }) {
+/// Records a decision and delivers, or drops, the events that waited for
+/// it; returns how many were queued. Events published after the
+/// connection's extensions changed wait for a decision of their own.
+fn decided(gate: &Arc<dyn Gate>, connection: &Connection, topic: &Arc<str>, allowed: bool, version: u64) -> usize {
+    let mut state = connection.grants().state();
+    let waiting = match state.topics.insert(topic.clone(), Grant::Decided { allowed, version }) {
         Some(Grant::Pending(waiting)) => waiting,
-        _ => Vec::new(),
+        _ => return 0,
     };
+    // A decision applies to the events published before it was asked for:
+    // one published after a logout never rides on the login's answer.
+    let (now, later): (Vec<Waiting>, Vec<Waiting>) = waiting.into_iter().partition(|w| w.version <= version);
+    let mut queued = 0;
     // Delivered under the lock, so that an event published now, which finds
     // the decision, cannot overtake those that waited for it.
-    if !allowed {
-        return 0;
-    }
-    let mut queued = 0;
-    for Waiting { frame, subs, lag, _charge } in waiting {
+    for Waiting { frame, subs, lag, _charge, .. } in now {
         drop(_charge);
-        if matches!(connection.push_event(frame, &subs, lag), Pushed::Queued | Pushed::DroppedOldest) {
+        if allowed && matches!(connection.push_event(frame, &subs, lag), Pushed::Queued | Pushed::DroppedOldest) {
             queued += 1;
         }
     }
-    queued
+    if later.is_empty() {
+        state.pending -= 1;
+        return queued;
+    }
+    let current = connection.extensions_version();
+    state.topics.insert(topic.clone(), Grant::Pending(later));
+    drop(state);
+    queued + ask(gate, connection, topic.clone(), current)
 }
-
 /// Runs `task` on the current Tokio runtime, or on a thread of its own when
 /// publishing from outside one.
 fn spawn(task: impl Future<Output = ()> + Send + 'static) {

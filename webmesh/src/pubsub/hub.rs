@@ -99,6 +99,12 @@ impl Hub {
     /// [`#[webmesh::subscribe]`](crate::subscribe). It is counted when allowed
     /// at once.
     ///
+    /// The first event of a topic for such a connection runs that subscribe
+    /// handler: inside this call if it answers without waiting, on a task of
+    /// its own if it waits. So do not publish while holding a lock that your
+    /// subscribe handlers take (a `std::sync::Mutex`): the handler would wait
+    /// for it inside `publish`, for ever.
+    ///
     /// Fails if `topic` has wildcards or `data` cannot be encoded.
     pub fn publish<T: Serialize + ?Sized>(&self, topic: &str, data: &T) -> Result<usize, Error> {
         validate_topic(topic).map_err(Error::Config)?;

@@ -74,7 +74,7 @@ impl EventQueue {
         let mut state = self.state();
         let mut pushed = Pushed::Queued;
         let len = frame.len();
-        let full = |state: &State| state.events.len() >= state.capacity || !account.has_room(Direction::Outgoing, len);
+        let full = |state: &State| state.events.len() >= state.capacity || !account.has_room_for_event(len);
         if full(&state) {
             match policy {
                 LagPolicy::Disconnect => return Pushed::Overflow,
@@ -91,7 +91,7 @@ impl EventQueue {
                     while full(&state) {
                         let Some((frame, oldest)) = state.events.pop_front() else { break };
                         state.bytes -= frame.len();
-                        account.release(Direction::Outgoing, frame.len());
+                        account.release(Direction::Events, frame.len());
                         state.count_missed(oldest.as_slice());
                     }
                     pushed = Pushed::DroppedOldest;
@@ -102,7 +102,7 @@ impl EventQueue {
             [one] => Subs::One(*one),
             many => Subs::Many(many.into()),
         };
-        account.add(Direction::Outgoing, len);
+        account.add(Direction::Events, len);
         state.bytes += len;
         state.events.push_back((frame, subs));
         drop(state);
@@ -121,7 +121,7 @@ impl EventQueue {
         let mut state = self.state();
         state.events.clear();
         state.missed.clear();
-        self.account.release(Direction::Outgoing, std::mem::take(&mut state.bytes));
+        self.account.release(Direction::Events, std::mem::take(&mut state.bytes));
     }
 
     /// Moves the queued events into `events`, and returns the lag counts to
@@ -155,14 +155,14 @@ pub(crate) struct Written {
 
 impl Drop for Written {
     fn drop(&mut self) {
-        self.account.release(Direction::Outgoing, self.bytes);
+        self.account.release(Direction::Events, self.bytes);
     }
 }
 
 impl Drop for EventQueue {
     fn drop(&mut self) {
         let bytes = self.state.get_mut().map(|s| s.bytes).unwrap_or_else(|poisoned| poisoned.into_inner().bytes);
-        self.account.release(Direction::Outgoing, bytes);
+        self.account.release(Direction::Events, bytes);
     }
 }
 

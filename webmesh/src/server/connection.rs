@@ -73,7 +73,8 @@ struct Inner {
     /// Set, under the hub's lock, once the connection's subscriptions are
     /// removed: a subscription made later would never be.
     unsubscribed_all: AtomicBool,
-    /// Counts the writer's flushes: a peer that takes what is written is alive.
+    /// Counts the frames the writer wrote: a peer that takes what is written
+    /// is alive, and a write that takes frames makes progress.
     written: AtomicU64,
     /// When the writer started the write it is in (milliseconds since
     /// `EPOCH`, plus one), or 0.
@@ -315,12 +316,12 @@ impl Connection {
         self.inner.unsubscribed_all.load(Ordering::Acquire)
     }
 
-    /// The writer flushed what it had.
+    /// The writer wrote a reply, push or event.
     pub(crate) fn wrote(&self) {
         self.inner.written.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// How many times the writer flushed.
+    /// How many replies, pushes and events the writer wrote.
     pub(crate) fn writes(&self) -> u64 {
         self.inner.written.load(Ordering::Relaxed)
     }
@@ -355,9 +356,10 @@ impl Connection {
     /// Queues a reply or push, waiting while the queue is full.
     ///
     /// The frame's bytes are charged to the connection at once. If other
-    /// frames already wait and together they pass the connection's limit, the
-    /// client is not reading what it asked for: it is closed as a slow
-    /// consumer, as nats-server does past `max_pending`.
+    /// replies or pushes already wait and together they pass the connection's
+    /// limit, the client is not reading what it asked for: it is closed as a
+    /// slow consumer, as nats-server does past `max_pending`. Events do not
+    /// count here: their lag policy bounds them.
     pub(crate) async fn send(&self, frame: Frame) -> Result<(), Error> {
         let account = &self.inner.account;
         if account.is_shed() {

@@ -10,6 +10,7 @@ use axum::extract::ws::{CloseFrame, Message, WebSocket};
 use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use tokio::sync::{mpsc, OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 
@@ -60,9 +61,17 @@ async fn serve(
         hook(&conn);
     }
     let handlers = TaskTracker::new();
+    let mut aborts = None;
     let watch = Watch::new(&shared, &conn);
-    let Ending { reason, close } = read(stream, &conn, &shared, codec, &handlers, watch).await;
+    let Ending { reason, close } = read(stream, &conn, &shared, codec, &handlers, &mut aborts, watch).await;
     tracing::debug!(%reason, "disconnected");
+    // A connection closed for what it holds loses its handlers too, and
+    // their bytes; others' handlers finish, as before.
+    if matches!(reason, DisconnectReason::TooSlow(_) | DisconnectReason::OverBudget(_)) {
+        if let Some(aborts) = &aborts {
+            aborts.cancel();
+        }
+    }
     if reason == DisconnectReason::Shutdown {
         // Let the calls under way answer before the close frame.
         handlers.close();
@@ -103,6 +112,7 @@ async fn read(
     shared: &Arc<Shared>,
     codec: Option<Arc<dyn Codec>>,
     handlers: &TaskTracker,
+    aborts: &mut Option<CancellationToken>,
     mut watch: Watch,
 ) -> Ending {
     let in_flight = Arc::new(Semaphore::new(shared.max_calls_in_flight));
@@ -161,7 +171,7 @@ async fn read(
                 let charge = account.charge(Direction::Incoming, pattern.len() + options.weight());
                 let task =
                     subscriptions::subscribe(shared.clone(), conn.clone(), format, id, subscribes, pattern, options);
-                run_in_order(handlers, holding(permit, Some(charge), task));
+                run_in_order(handlers, aborts, holding(permit, Some(charge), task));
                 continue;
             }
             Ok((format, Incoming::Publish { id, topic, payload })) => {
@@ -169,12 +179,12 @@ async fn read(
                     Ok(charge) => (permit, charge),
                     Err(error) => {
                         let task = dispatch::refuse(conn.clone(), format, Mode::Call(id), topic, error);
-                        run_in_order(handlers, holding(permit, None, task));
+                        run_in_order(handlers, aborts, holding(permit, None, task));
                         continue;
                     }
                 };
                 let task = subscriptions::publish(shared.clone(), conn.clone(), format, id, topic, payload);
-                run_in_order(handlers, holding(permit, Some(charge), task));
+                run_in_order(handlers, aborts, holding(permit, Some(charge), task));
                 continue;
             }
             Ok((_, Incoming::Unsubscribe { id })) => {
@@ -187,7 +197,7 @@ async fn read(
             Err(DecodeError::BadCall { id, message }) => {
                 let error = CallError::new(CallError::BAD_REQUEST, message);
                 let task = dispatch::refuse(conn.clone(), conn.format(), Mode::Call(id), String::new(), error);
-                run_in_order(handlers, holding(permit, None, task));
+                run_in_order(handlers, aborts, holding(permit, None, task));
                 continue;
             }
             Err(e) => return violation(e.close_code(), e.to_string()),
@@ -197,6 +207,7 @@ async fn read(
             Err(error) => {
                 run_in_order(
                     handlers,
+                    aborts,
                     holding(permit, None, dispatch::refuse(conn.clone(), format, mode, path, error)),
                 );
                 continue;
@@ -204,7 +215,7 @@ async fn read(
         };
         let span = tracing::debug_span!("call", path = %path, mode = ?mode);
         let task = dispatch::dispatch(shared.clone(), conn.clone(), format, mode, path, payload).instrument(span);
-        run_in_order(handlers, holding(permit, Some(charge), task));
+        run_in_order(handlers, aborts, holding(permit, Some(charge), task));
     }
 }
 
@@ -251,12 +262,27 @@ async fn holding(permit: OwnedSemaphorePermit, charge: Option<Charge>, task: imp
 /// only if it has to wait. So handlers start in the order their messages
 /// arrived (an emit that needs no waiting is done before the next call is
 /// read), while a handler that waits never delays the next message.
-fn run_in_order(handlers: &TaskTracker, task: impl Future<Output = ()> + Send + 'static) {
+///
+/// A handler that waits stops when `aborts` is cancelled: when its
+/// connection is closed for what it holds, its bytes go with it.
+fn run_in_order(
+    handlers: &TaskTracker,
+    aborts: &mut Option<CancellationToken>,
+    task: impl Future<Output = ()> + Send + 'static,
+) {
     let mut task = Box::pin(task);
     // A future may be polled by any waker: the task's own takes over on spawn.
     let mut cx = Context::from_waker(futures_util::task::noop_waker_ref());
     if task.as_mut().poll(&mut cx).is_pending() {
-        handlers.spawn(task);
+        // Made for the first handler that waits: idle connections pay nothing.
+        let abort = aborts.get_or_insert_with(CancellationToken::new).clone();
+        handlers.spawn(async move {
+            tokio::select! {
+                biased;
+                () = task => {}
+                () = abort.cancelled() => {}
+            }
+        });
     }
 }
 
@@ -295,16 +321,16 @@ async fn write_all(sink: &mut SplitSink<WebSocket, Message>, queue: &mut mpsc::R
             () = conn.events().ready.notified() => None,
         };
         conn.writing();
-        let mut data = false;
         // Send everything already queued, replies first, then events, and flush once.
         loop {
             while let Some(item) = next.take().or_else(|| queue.try_recv().ok()) {
                 let sent = match item {
                     Outbound::Frame(queued) => {
                         let (frame, charge) = *queued;
-                        data = true;
                         let sent = sink.feed(frame.into()).await;
                         drop(charge);
+                        // Each frame taken is progress, and a sign of life.
+                        conn.wrote();
                         sent
                     }
                     Outbound::Ping => sink.feed(Message::Ping(Default::default())).await,
@@ -322,7 +348,6 @@ async fn write_all(sink: &mut SplitSink<WebSocket, Message>, queue: &mut mpsc::R
             if missed.is_empty() && events.is_empty() {
                 break;
             }
-            data = true;
             // Tell each subscription what it lost before what follows the gap.
             if !missed.is_empty() {
                 let format = conn.format();
@@ -338,6 +363,7 @@ async fn write_all(sink: &mut SplitSink<WebSocket, Message>, queue: &mut mpsc::R
                 if sink.feed(frame.into()).await.is_err() {
                     return;
                 }
+                conn.wrote();
             }
             drop(written);
         }
@@ -345,8 +371,5 @@ async fn write_all(sink: &mut SplitSink<WebSocket, Message>, queue: &mut mpsc::R
             return;
         }
         conn.written();
-        if data {
-            conn.wrote();
-        }
     }
 }

@@ -26,8 +26,10 @@ pub(crate) struct Watch {
     shutdown: watch::Receiver<bool>,
     liveness: Liveness,
     timer: std::pin::Pin<Box<tokio::time::Sleep>>,
-    /// The writer's flushes when last looked at.
+    /// The writer's frames when last looked at, and when that count last
+    /// changed.
     writes: u64,
+    progressed: Instant,
     write_timeout: Duration,
 }
 
@@ -40,6 +42,7 @@ impl Watch {
             timer: Box::pin(tokio::time::sleep_until(liveness.deadline())),
             liveness,
             writes: conn.writes(),
+            progressed: Instant::now(),
             write_timeout: shared.write_timeout,
         };
         watch.rearm();
@@ -104,15 +107,19 @@ impl Watch {
     }
 
     fn beat(&mut self, waiting: Waiting) -> Result<(), Ending> {
-        let stuck = self.conn.writing_for();
+        // Stuck: in one write for the timeout, with no frame taken meanwhile.
+        let writes = self.conn.writes();
+        if writes != self.writes {
+            self.progressed = Instant::now();
+        }
+        let stuck = self.conn.writing_for().min(self.progressed.elapsed());
         if stuck >= self.write_timeout {
             let message = format!("took nothing written to it for {} s", stuck.as_secs());
             return Err(Ending { reason: DisconnectReason::TooSlow(message), close: None });
         }
         // A peer that takes what is written to it is alive; so is one whose
         // messages wait unread only because this server's handlers are slow.
-        let writes = self.conn.writes();
-        let nothing_for_peer = self.conn.account().held_in(crate::memory::Direction::Outgoing) == 0;
+        let nothing_for_peer = self.conn.account().waiting_to_be_written() == 0;
         if writes != self.writes || (waiting == Waiting::ForServer && nothing_for_peer) {
             self.writes = writes;
             self.liveness.heard();
