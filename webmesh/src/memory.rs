@@ -8,7 +8,7 @@
 //! really held.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 
 use tokio::sync::Notify;
@@ -18,18 +18,16 @@ pub(crate) struct MemoryBudget {
     limit: usize,
     total: AtomicUsize,
     accounts: Mutex<HashMap<u64, Weak<Account>>>,
-    /// When the accounts were last scanned for one to shed (milliseconds
-    /// since `created`): at most one scan per `SHED_INTERVAL`, so that a
-    /// server over budget does not scan every connection on every charge.
-    last_scan: AtomicU64,
-    created: std::time::Instant,
+    /// The bytes the connections told to close held then: counted as freed,
+    /// so that the accounts are scanned only when the others pass the limit,
+    /// not on every charge while those close.
+    leaving: AtomicUsize,
+    /// Set while one caller scans: the others go on.
+    scanning: AtomicBool,
     /// Readers waiting for the total to fall below the limit.
     waiting: AtomicUsize,
     room: Notify,
 }
-
-/// The least time between two scans for a connection to shed.
-const SHED_INTERVAL_MS: u64 = 10;
 
 /// Which way the bytes go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,6 +54,8 @@ pub(crate) struct Account {
     room: Notify,
     /// Set once the budget chose this connection to close.
     shed: AtomicBool,
+    /// What it held then, counted as leaving until it is dropped.
+    shed_bytes: AtomicUsize,
     /// Wakes the session of a connection that must end: for its memory, or
     /// for what its connection decided.
     pub(crate) ending: Notify,
@@ -75,8 +75,8 @@ impl MemoryBudget {
             limit,
             total: AtomicUsize::new(0),
             accounts: Mutex::default(),
-            last_scan: AtomicU64::new(0),
-            created: std::time::Instant::now(),
+            leaving: AtomicUsize::new(0),
+            scanning: AtomicBool::new(false),
             waiting: AtomicUsize::new(0),
             room: Notify::new(),
         })
@@ -94,6 +94,7 @@ impl MemoryBudget {
             budget: self.clone(),
             room: Notify::new(),
             shed: AtomicBool::new(false),
+            shed_bytes: AtomicUsize::new(0),
             ending: Notify::new(),
         });
         self.accounts().insert(id, Arc::downgrade(&account));
@@ -111,27 +112,24 @@ impl MemoryBudget {
 
     /// Over budget: chooses the connection holding the most bytes, among
     /// those not already on their way out, and tells it to end. Connections
-    /// already told count as freed, so one burst sheds one connection, not
-    /// every connection in turn.
+    /// already told count as freed, so one burst sheds as many connections
+    /// as it takes to come under the limit, not every connection in turn.
     fn shed(&self) {
-        let now = self.created.elapsed().as_millis() as u64 + SHED_INTERVAL_MS;
-        let last = self.last_scan.load(Ordering::Relaxed);
-        if now < last + SHED_INTERVAL_MS
-            || self.last_scan.compare_exchange(last, now, Ordering::AcqRel, Ordering::Relaxed).is_err()
+        if self.total().saturating_sub(self.leaving.load(Ordering::Acquire)) <= self.limit
+            || self.scanning.swap(true, Ordering::AcqRel)
         {
             return;
         }
         let accounts: Vec<Arc<Account>> = self.accounts().values().filter_map(Weak::upgrade).collect();
-        let leaving: usize = accounts.iter().filter(|a| a.is_shed()).map(|a| a.held()).sum();
-        if self.total().saturating_sub(leaving) <= self.limit {
-            return;
-        }
         let largest = accounts.iter().filter(|a| !a.is_shed()).max_by_key(|a| a.held());
         if let Some(account) = largest {
             if !account.shed.swap(true, Ordering::AcqRel) {
+                let held = account.held();
+                account.shed_bytes.store(held, Ordering::Release);
+                self.leaving.fetch_add(held, Ordering::AcqRel);
                 tracing::warn!(
                     connection = account.id,
-                    held = account.held(),
+                    held,
                     total = self.total(),
                     budget = self.limit,
                     "memory budget reached: closing the connection holding the most"
@@ -139,6 +137,7 @@ impl MemoryBudget {
                 account.ending.notify_one();
             }
         }
+        self.scanning.store(false, Ordering::Release);
     }
 }
 
@@ -246,6 +245,7 @@ impl Account {
 
 impl Drop for Account {
     fn drop(&mut self) {
+        self.budget.leaving.fetch_sub(*self.shed_bytes.get_mut(), Ordering::AcqRel);
         let mut accounts = self.budget.accounts();
         // A new account never reuses an id, but check it is ours anyway.
         if accounts.get(&self.id).is_some_and(|weak| weak.strong_count() == 0) {
