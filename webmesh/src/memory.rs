@@ -245,11 +245,20 @@ impl Account {
 
 impl Drop for Account {
     fn drop(&mut self) {
-        self.budget.leaving.fetch_sub(*self.shed_bytes.get_mut(), Ordering::AcqRel);
-        let mut accounts = self.budget.accounts();
-        // A new account never reuses an id, but check it is ours anyway.
-        if accounts.get(&self.id).is_some_and(|weak| weak.strong_count() == 0) {
-            accounts.remove(&self.id);
+        let shed_bytes = *self.shed_bytes.get_mut();
+        self.budget.leaving.fetch_sub(shed_bytes, Ordering::AcqRel);
+        {
+            let mut accounts = self.budget.accounts();
+            // A new account never reuses an id, but check it is ours anyway.
+            if accounts.get(&self.id).is_some_and(|weak| weak.strong_count() == 0) {
+                accounts.remove(&self.id);
+            }
+        }
+        // A shed connection is gone, and its bytes no longer count as
+        // leaving: if the others are still over budget, shed the next one.
+        if shed_bytes > 0 {
+            self.budget.shed();
+            self.budget.room.notify_waiters();
         }
     }
 }
