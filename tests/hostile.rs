@@ -4,27 +4,14 @@
 
 mod common;
 
-use std::io::Write as _;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::{within, TestServer};
+use common::{raw, within, zlib, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use tokio_tungstenite::tungstenite::Message;
 use webmesh::{DisconnectReason, Router, Server};
-
-type Raw = common::Raw;
-
-async fn raw(port: u16) -> Raw {
-    tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}")).await.unwrap().0
-}
-
-fn zlib(bytes: &[u8]) -> Vec<u8> {
-    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
-    encoder.write_all(bytes).unwrap();
-    encoder.finish().unwrap()
-}
 
 #[derive(Clone)]
 struct User;

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use common::{within, TestServer};
+use common::{raw, within, zlib, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
 use tokio_tungstenite::tungstenite::client::IntoClientRequest;
@@ -293,10 +293,6 @@ const FLOOD_BOUND_MIB: f64 = 64.0;
 
 type Raw = common::Raw;
 
-async fn raw(port: u16) -> Raw {
-    tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}")).await.unwrap().0
-}
-
 /// Sends `frame(n)` for n in 0.. until the server stops reading (a send
 /// waits a second) or `max` are sent; returns how many were sent. The
 /// client never reads.
@@ -403,14 +399,11 @@ async fn a_message_that_decodes_into_far_more_than_its_bytes_is_refused_undecode
 
 #[tokio::test]
 async fn a_pattern_of_millions_of_segments_is_refused_before_it_is_split() {
-    use std::io::Write as _;
     survives("echo", |port| async move {
         let mut ws = raw(port).await;
         let pattern = "/a".repeat(4_000_000);
         let envelope = rmp_serde::to_vec(&(6, 1, pattern, ())).unwrap();
-        let mut zlib = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::best());
-        zlib.write_all(&envelope).unwrap();
-        let compressed = zlib.finish().unwrap();
+        let compressed = zlib(&envelope);
         let size = compressed.len();
         for _ in 0..5 {
             ws.send(Message::binary(compressed.clone())).await.unwrap();

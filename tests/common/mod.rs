@@ -62,6 +62,19 @@ impl Drop for TestServer {
 
 pub type Raw = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
+/// A bare WebSocket to the server on `port`, for frames no webmesh client sends.
+pub async fn raw(port: u16) -> Raw {
+    tokio_tungstenite::connect_async(format!("ws://127.0.0.1:{port}")).await.unwrap().0
+}
+
+/// `bytes` compressed with zlib, as webmesh compresses frames.
+pub fn zlib(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut encoder = flate2::write::ZlibEncoder::new(Vec::new(), flate2::Compression::default());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
 /// `target/debug`, where `cargo test` put the examples.
 fn build_dir() -> std::path::PathBuf {
     let exe = std::env::current_exe().unwrap();
