@@ -271,3 +271,42 @@ async fn a_subscription_ends_when_the_connection_closes() {
     closer.close().await;
     assert!(within(10, sub.recv()).await.is_none());
 }
+
+#[tokio::test]
+async fn subscription_limits_refuse_with_limit_and_keep_the_connection() {
+    let mut builder = Server::builder()
+        .registered_handlers(false)
+        .router(Router::new().on("/ping", || async { "pong" }))
+        .max_subscriptions_per_connection(3)
+        .max_subscriptions(5);
+    let hub = builder.hub();
+    let server = TestServer::start(builder).await;
+    let first = server.client().await;
+    let mut kept = Vec::new();
+    for n in 0..3 {
+        kept.push(first.subscribe::<Value>(&format!("/a/{n}")).await.unwrap());
+    }
+    match first.subscribe::<Value>("/a/3").await {
+        Err(Error::Handler(e)) => {
+            assert_eq!(e.code(), "limit");
+            assert_eq!(e.message(), "a connection may have at most 3 subscriptions");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(hub.subscription_count(), 3, "nothing half-registered");
+    assert_eq!(first.call::<String>("/ping", &()).await.unwrap(), "pong", "the connection goes on");
+    // A place freed is a place to take.
+    kept.pop().unwrap().unsubscribe().await;
+    kept.push(first.subscribe::<Value>("/a/3").await.unwrap());
+
+    let second = server.client().await;
+    kept.push(second.subscribe::<Value>("/b/0").await.unwrap());
+    kept.push(second.subscribe::<Value>("/b/1").await.unwrap());
+    match second.subscribe::<Value>("/b/2").await {
+        Err(Error::Handler(e)) => {
+            assert_eq!((e.code(), e.message()), ("limit", "the server has its limit of 5 subscriptions"));
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(hub.subscription_count(), 5);
+}

@@ -597,3 +597,14 @@ async fn fifty_greedy_connections_stay_under_the_server_memory_budget() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_flood_of_distinct_subscriptions_is_bounded_by_the_per_connection_limit() {
+    survives("echo", |port| async move {
+        let mut ws = raw(port).await;
+        let padding = "p".repeat(1000);
+        let sent = flood(&mut ws, 50_000, |n| Message::text(format!(r#"[6,{n},"/{padding}/{n}",null]"#))).await;
+        (format!("{sent} SUBSCRIBEs of distinct 1 KiB patterns"), vec![ws])
+    })
+    .await;
+}

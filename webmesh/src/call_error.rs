@@ -65,6 +65,9 @@ impl CallError {
     /// memory than its connection may hold
     /// ([`ServerBuilder::connection_memory`](crate::ServerBuilder::connection_memory)).
     pub const TOO_LARGE: &'static str = "too_large";
+    /// The code of a subscription past a limit of the server's (per
+    /// connection, or in all); the message names the limit.
+    pub const LIMIT: &'static str = "limit";
     /// The code of a subscription cancelled by an UNSUBSCRIBE before it was
     /// in place.
     pub const UNSUBSCRIBED: &'static str = "unsubscribed";

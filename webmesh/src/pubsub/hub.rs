@@ -42,6 +42,8 @@ struct Inner {
     compression: Compression,
     /// The server's subscribe handlers, once it runs.
     gate: OnceLock<Arc<dyn Gate>>,
+    /// The most subscriptions per connection, and in all.
+    limits: OnceLock<(usize, usize)>,
 }
 
 /// A subscription's connection and wishes; keyed by (connection, subscription) id.
@@ -69,13 +71,21 @@ struct Registry {
     exact: HashMap<String, HashMap<Key, Subscriber>>,
     /// Subscriptions with wildcards.
     patterns: HashMap<Key, (TopicPattern, Subscriber)>,
+    /// How many subscriptions there are.
+    count: usize,
     /// Each connection's subscriptions, id to pattern, to remove them.
     by_connection: HashMap<u64, HashMap<u64, String>>,
 }
 
 impl Hub {
     pub(crate) fn new(compression: Compression) -> Self {
-        Self { inner: Arc::new(Inner { registry: RwLock::default(), compression, gate: OnceLock::new() }) }
+        let inner = Inner { registry: RwLock::default(), compression, gate: OnceLock::new(), limits: OnceLock::new() };
+        Self { inner: Arc::new(inner) }
+    }
+
+    /// Sets the most subscriptions per connection and in all.
+    pub(crate) fn set_limits(&self, per_connection: usize, total: usize) {
+        let _ = self.inner.limits.set((per_connection, total));
     }
 
     /// Puts the server's subscribe handlers in charge of wildcard deliveries.
@@ -173,15 +183,33 @@ impl Hub {
     }
 
     /// Adds a subscription; a second one with the same id replaces the first.
-    /// Does nothing once the connection was removed.
-    pub(crate) fn subscribe(&self, connection: &Connection, id: u64, pattern: TopicPattern, raw: &str, lag: LagPolicy) {
+    /// Does nothing once the connection was removed. Fails, adding nothing,
+    /// past the limits on subscriptions per connection or in all.
+    pub(crate) fn subscribe(
+        &self,
+        connection: &Connection,
+        id: u64,
+        pattern: TopicPattern,
+        raw: &str,
+        lag: LagPolicy,
+    ) -> Result<(), String> {
         let key = (connection.id(), id);
         let gated = !pattern.is_exact() && self.inner.gate.get().is_some_and(|gate| gate.guards(&pattern));
         let subscriber = Subscriber { connection: connection.clone(), lag, gated };
         let mut registry = self.write();
         // Read under the lock `remove_connection` sets it under.
         if connection.is_unsubscribed_all() {
-            return;
+            return Ok(());
+        }
+        let (per_connection, total) = self.inner.limits.get().copied().unwrap_or((usize::MAX, usize::MAX));
+        let mine = registry.by_connection.get(&key.0);
+        if !mine.is_some_and(|subs| subs.contains_key(&id)) {
+            if mine.is_some_and(|subs| subs.len() >= per_connection) {
+                return Err(format!("a connection may have at most {per_connection} subscriptions"));
+            }
+            if registry.count >= total {
+                return Err(format!("the server has its limit of {total} subscriptions"));
+            }
         }
         registry.remove(key);
         if pattern.is_exact() {
@@ -190,6 +218,8 @@ impl Hub {
             registry.patterns.insert(key, (pattern, subscriber));
         }
         registry.by_connection.entry(key.0).or_default().insert(id, raw.to_owned());
+        registry.count += 1;
+        Ok(())
     }
 
     /// Removes one subscription; `false` if there was none.
@@ -211,7 +241,7 @@ impl Hub {
 
     /// How many subscriptions exist, on all connections.
     pub fn subscription_count(&self) -> usize {
-        self.read().by_connection.values().map(HashMap::len).sum()
+        self.read().count
     }
 
     /// The longest event queue among the subscribed connections. Not public
@@ -236,6 +266,7 @@ impl Registry {
     fn remove(&mut self, key: Key) -> bool {
         let Some(subs) = self.by_connection.get_mut(&key.0) else { return false };
         let Some(raw) = subs.remove(&key.1) else { return false };
+        self.count -= 1;
         if subs.is_empty() {
             self.by_connection.remove(&key.0);
         }

@@ -65,6 +65,12 @@ pub const DEFAULT_CONNECTION_MEMORY: usize = 16 << 20;
 /// The default of [`ServerBuilder::memory_budget`]: 1 GiB.
 pub const DEFAULT_MEMORY_BUDGET: usize = 1 << 30;
 
+/// The default of [`ServerBuilder::max_subscriptions_per_connection`]: 2048.
+pub const DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION: usize = 2048;
+
+/// The default of [`ServerBuilder::max_subscriptions`]: 200,000.
+pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 200_000;
+
 /// The default of [`ServerBuilder::write_timeout`]: 30 seconds.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -107,6 +113,8 @@ pub struct ServerBuilder {
     connection_memory: usize,
     memory_budget: usize,
     write_timeout: Duration,
+    max_subscriptions_per_connection: usize,
+    max_subscriptions: usize,
     #[cfg(feature = "tls")]
     tls: Option<crate::TlsConfig>,
     expose_internal_errors: bool,
@@ -183,6 +191,8 @@ impl Default for ServerBuilder {
             connection_memory: DEFAULT_CONNECTION_MEMORY,
             memory_budget: DEFAULT_MEMORY_BUDGET,
             write_timeout: DEFAULT_WRITE_TIMEOUT,
+            max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
+            max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             #[cfg(feature = "tls")]
             tls: None,
             expose_internal_errors: false,
@@ -403,6 +413,21 @@ impl ServerBuilder {
         self
     }
 
+    /// The most subscriptions one connection may have (default
+    /// [`DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION`]). Past it a SUBSCRIBE gets
+    /// the error `limit`, naming the limit, and the connection goes on.
+    pub fn max_subscriptions_per_connection(mut self, subscriptions: usize) -> Self {
+        self.max_subscriptions_per_connection = subscriptions;
+        self
+    }
+
+    /// The most subscriptions all connections together may have (default
+    /// [`DEFAULT_MAX_SUBSCRIPTIONS`]); past it, SUBSCRIBEs get `limit`.
+    pub fn max_subscriptions(mut self, subscriptions: usize) -> Self {
+        self.max_subscriptions = subscriptions;
+        self
+    }
+
     /// Never pings clients nor closes silent ones.
     pub fn no_heartbeat(mut self) -> Self {
         self.heartbeat = None;
@@ -530,6 +555,7 @@ impl ServerBuilder {
 
     fn into_shared(mut self) -> Result<Shared, Error> {
         let hub = self.hub();
+        hub.set_limits(self.max_subscriptions_per_connection, self.max_subscriptions);
         let router = if self.include_registered { self.router.with_registered() } else { self.router };
         Ok(Shared {
             routes: RouteTable::build(RouteKind::Call, &router.routes)?,

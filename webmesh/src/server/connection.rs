@@ -280,14 +280,13 @@ impl Connection {
         self.lock_subscribing().get_or_insert_with(Box::default).insert(id, seq);
     }
 
-    /// Whether message `seq` may still make subscription `id` (no UNSUBSCRIBE
-    /// came meanwhile); runs `register` under the lock an UNSUBSCRIBE takes.
-    pub(crate) fn finish_subscribing(&self, id: u64, seq: u64, register: impl FnOnce()) -> bool {
+    /// If message `seq` may still make subscription `id` (no UNSUBSCRIBE
+    /// came meanwhile), runs `register` under the lock an UNSUBSCRIBE takes.
+    pub(crate) fn finish_subscribing<R>(&self, id: u64, seq: u64, register: impl FnOnce() -> R) -> Option<R> {
         let mut subscribing = self.lock_subscribing();
-        let Some(waiting) = subscribing.as_mut().filter(|w| w.get(&id) == Some(&seq)) else { return false };
+        let waiting = subscribing.as_mut().filter(|w| w.get(&id) == Some(&seq))?;
         waiting.remove(&id);
-        register();
-        true
+        Some(register())
     }
 
     /// Cancels a subscription being made, and runs `remove` (the hub's

@@ -47,12 +47,14 @@ async fn accept_subscription(
     }
     // Registered under the lock an UNSUBSCRIBE takes, so one that came while
     // the handler ran is not undone.
-    let registered = conn.finish_subscribing(id, seq, || shared.hub.subscribe(conn, id, parsed, pattern, options.lag));
-    if !registered {
-        let message = "unsubscribed before the subscription was in place";
-        return Err(CallError::new(CallError::UNSUBSCRIBED, message));
+    match conn.finish_subscribing(id, seq, || shared.hub.subscribe(conn, id, parsed, pattern, options.lag)) {
+        Some(Ok(())) => Ok(()),
+        Some(Err(limit)) => Err(CallError::new(CallError::LIMIT, limit)),
+        None => {
+            let message = "unsubscribed before the subscription was in place";
+            Err(CallError::new(CallError::UNSUBSCRIBED, message))
+        }
     }
-    Ok(())
 }
 
 pub(crate) async fn publish(
