@@ -419,6 +419,23 @@ async fn a_pattern_of_millions_of_segments_is_refused_before_it_is_split() {
 }
 
 #[tokio::test]
+async fn a_subscribe_whose_options_decode_into_far_more_than_its_bytes_is_refused() {
+    let server = TestServer::with_router(Router::new().on("/ping", || async { "pong" })).await;
+    let mut ws = raw(server.addr.port()).await;
+    // Options of 1M nils: 1 MB, a few KB compressed, 32 MiB decoded.
+    let envelope = rmp_serde::to_vec(&(6, 1, "/a", vec![(); 1_000_000])).unwrap();
+    ws.send(Message::binary(zlib(&envelope))).await.unwrap();
+    let answer = within(10, ws.next()).await.unwrap().unwrap().into_data();
+    let answer: serde_json::Value = rmp_serde::from_slice(&answer).unwrap();
+    assert_eq!((answer[0].clone(), answer[2].clone()), (json!(4), json!("too_large")), "{answer}");
+    // The connection goes on.
+    ws.send(Message::binary(rmp_serde::to_vec(&(1, 2, "/ping", ())).unwrap())).await.unwrap();
+    let answer = within(10, ws.next()).await.unwrap().unwrap().into_data();
+    let answer: serde_json::Value = rmp_serde::from_slice(&answer).unwrap();
+    assert_eq!(answer, json!([3, 2, "pong"]));
+}
+
+#[tokio::test]
 async fn a_stalled_silent_connection_is_closed_within_the_heartbeat_bound() {
     let (gone_tx, mut gone) = tokio::sync::mpsc::unbounded_channel();
     let router = Router::new().on("/big", || async { "b".repeat(64 << 10) });

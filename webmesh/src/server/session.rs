@@ -165,21 +165,25 @@ async fn read(
             Ok((format, Incoming::Emit { path, payload })) => (format, Mode::Emit, path, payload),
             Ok((format, Incoming::Legacy { path, payload })) => (format, Mode::Legacy, path, payload),
             Ok((format, Incoming::Subscribe { id, pattern, options })) => {
+                let charge = match weigh(conn, pattern.len() + options.weight()) {
+                    Ok(charge) => charge,
+                    Err(error) => {
+                        refuse(handlers, aborts, permit, conn, format, Mode::Call(id), String::new(), error);
+                        continue;
+                    }
+                };
                 subscribes += 1;
                 conn.subscribing(id, subscribes);
-                // Refused if too long before anything else, so charged as is.
-                let charge = account.charge(Direction::Incoming, pattern.len() + options.weight());
                 let task =
                     subscriptions::subscribe(shared.clone(), conn.clone(), format, id, subscribes, pattern, options);
                 run_in_order(handlers, aborts, holding(permit, Some(charge), task));
                 continue;
             }
             Ok((format, Incoming::Publish { id, topic, payload })) => {
-                let (permit, charge) = match weigh(conn, topic.len() + payload.weight()) {
-                    Ok(charge) => (permit, charge),
+                let charge = match weigh(conn, topic.len() + payload.weight()) {
+                    Ok(charge) => charge,
                     Err(error) => {
-                        let task = dispatch::refuse(conn.clone(), format, Mode::Call(id), topic, error);
-                        run_in_order(handlers, aborts, holding(permit, None, task));
+                        refuse(handlers, aborts, permit, conn, format, Mode::Call(id), topic, error);
                         continue;
                     }
                 };
@@ -196,8 +200,7 @@ async fn read(
             Ok((_, _)) => return violation(close_code::PROTOCOL, "a client sent a message only servers send".into()),
             Err(DecodeError::BadCall { id, message }) => {
                 let error = CallError::new(CallError::BAD_REQUEST, message);
-                let task = dispatch::refuse(conn.clone(), conn.format(), Mode::Call(id), String::new(), error);
-                run_in_order(handlers, aborts, holding(permit, None, task));
+                refuse(handlers, aborts, permit, conn, conn.format(), Mode::Call(id), String::new(), error);
                 continue;
             }
             Err(e) => return violation(e.close_code(), e.to_string()),
@@ -205,11 +208,7 @@ async fn read(
         let charge = match weigh(conn, path.len() + payload.weight()) {
             Ok(charge) => charge,
             Err(error) => {
-                run_in_order(
-                    handlers,
-                    aborts,
-                    holding(permit, None, dispatch::refuse(conn.clone(), format, mode, path, error)),
-                );
+                refuse(handlers, aborts, permit, conn, format, mode, path, error);
                 continue;
             }
         };
@@ -249,6 +248,22 @@ fn close_code_for(error: &axum::Error) -> Option<u16> {
         }
     }
     None
+}
+
+/// Answers a message refused before its handler ran, holding its place
+/// among the messages under way until the answer is queued.
+#[allow(clippy::too_many_arguments)]
+fn refuse(
+    handlers: &TaskTracker,
+    aborts: &mut Option<CancellationToken>,
+    permit: OwnedSemaphorePermit,
+    conn: &Connection,
+    format: WireFormat,
+    mode: Mode,
+    path: String,
+    error: CallError,
+) {
+    run_in_order(handlers, aborts, holding(permit, None, dispatch::refuse(conn.clone(), format, mode, path, error)));
 }
 
 /// Keeps `permit` (a place among the messages under way) and `charge` (their
