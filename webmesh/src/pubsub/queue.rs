@@ -14,6 +14,8 @@ use crate::protocol::Frame;
 /// subscription lost to lag since it was last told.
 pub(crate) struct EventQueue {
     state: Mutex<State>,
+    /// How many events may wait; fixed, so read without the lock.
+    capacity: usize,
     /// The connection's bytes: each queued event is counted on it until it
     /// is written or dropped.
     account: Arc<Account>,
@@ -41,7 +43,6 @@ struct State {
     /// The bytes of `events`.
     bytes: usize,
     missed: BTreeMap<u64, u64>,
-    capacity: usize,
 }
 
 /// What became of a pushed event.
@@ -58,8 +59,8 @@ pub(crate) enum Pushed {
 
 impl EventQueue {
     pub(crate) fn new(capacity: usize, account: Arc<Account>) -> Self {
-        let state = State { events: VecDeque::new(), bytes: 0, missed: BTreeMap::new(), capacity: capacity.max(1) };
-        Self { state: Mutex::new(state), account, ready: Notify::new() }
+        let state = State { events: VecDeque::new(), bytes: 0, missed: BTreeMap::new() };
+        Self { state: Mutex::new(state), capacity: capacity.max(1), account, ready: Notify::new() }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -74,7 +75,7 @@ impl EventQueue {
         let mut state = self.state();
         let mut pushed = Pushed::Queued;
         let len = frame.len();
-        let full = |state: &State| state.events.len() >= state.capacity || !account.has_room_for_event(len);
+        let full = |state: &State| state.events.len() >= self.capacity || !account.has_room_for_event(len);
         if full(&state) {
             match policy {
                 LagPolicy::Disconnect => return Pushed::Overflow,
@@ -136,7 +137,7 @@ impl EventQueue {
 
     /// How many events may wait.
     pub(crate) fn capacity(&self) -> usize {
-        self.state().capacity
+        self.capacity
     }
 
     /// How many events wait.
