@@ -172,9 +172,10 @@ impl Account {
         if bytes == 0 {
             return;
         }
-        self.counter(direction).fetch_sub(bytes, Ordering::AcqRel);
+        let before = self.counter(direction).fetch_sub(bytes, Ordering::AcqRel);
         let total = self.budget.total.fetch_sub(bytes, Ordering::AcqRel) - bytes;
-        if direction == Direction::Incoming {
+        // The reader waits only at the limit: below it, nobody to wake.
+        if direction == Direction::Incoming && before >= self.limit {
             self.room.notify_waiters();
         }
         let budget = &self.budget;

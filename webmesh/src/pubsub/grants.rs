@@ -121,13 +121,11 @@ pub(crate) fn deliver(
         }
         _ => {}
     }
-    let charge = match room_to_wait(connection, 0, &frame) {
-        Some(charge) if pending < MAX_PENDING => charge,
-        _ => {
-            drop(state);
-            connection.events().count_missed(subs);
-            return false;
-        }
+    let charge = if pending < MAX_PENDING { room_to_wait(connection, 0, &frame) } else { None };
+    let Some(charge) = charge else {
+        drop(state);
+        connection.events().count_missed(subs);
+        return false;
     };
     if state.topics.len() >= MAX_GRANTS {
         // Forget one decision (any), not all: a connection that receives
