@@ -65,12 +65,12 @@ async fn serve(
     let watch = Watch::new(&shared, &conn);
     let Ending { reason, close } = read(stream, &conn, &shared, codec, &handlers, &mut aborts, watch).await;
     tracing::debug!(%reason, "disconnected");
-    // A connection closed for what it holds loses its handlers too, and
-    // their bytes; others' handlers finish, as before.
-    if matches!(reason, DisconnectReason::TooSlow(_) | DisconnectReason::OverBudget(_)) {
-        if let Some(aborts) = &aborts {
-            aborts.cancel();
-        }
+    // Closed for what it holds (or would not take): its handlers go too,
+    // with their bytes, and its close frame does not wait behind what it
+    // did not read. Others' handlers finish, as before.
+    let held_too_much = matches!(reason, DisconnectReason::TooSlow(_) | DisconnectReason::OverBudget(_));
+    if let Some(aborts) = aborts.as_ref().filter(|_| held_too_much) {
+        aborts.cancel();
     }
     if reason == DisconnectReason::Shutdown {
         // Let the calls under way answer before the close frame.
@@ -81,11 +81,8 @@ async fn serve(
     }
     shared.hub.remove_connection(&conn);
     conn.events().clear();
-    // A peer that does not read, or holds too much, gets its close frame
-    // without waiting behind what it did not take.
     let (code, message) = close.clone().unwrap_or((close_code::NORMAL, String::new()));
-    let hurry = matches!(reason, DisconnectReason::TooSlow(_) | DisconnectReason::OverBudget(_));
-    if hurry || !conn.try_close(code, message) {
+    if held_too_much || !conn.try_close(code, message) {
         conn.hurry(close);
     }
     if let Some(hook) = &shared.hooks.on_disconnect {
