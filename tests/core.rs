@@ -700,7 +700,7 @@ async fn shutdown_lets_calls_finish_then_closes_with_1001_and_releases_subscript
     // Then the connection is closed with 1001, ending the subscription.
     assert!(within(10, events.recv()).await.is_none());
     within(10, serving).await.unwrap().unwrap();
-    assert!(hub.is_empty());
+    assert_eq!(hub.subscription_count(), 0);
     match client.call::<u64>("/slow", &1).await {
         Err(Error::Closed(Some(reason))) => assert!(reason.contains("1001"), "{reason}"),
         other => panic!("{other:?}"),

@@ -157,14 +157,13 @@ async fn ten_thousand_subscriptions_come_and_go_and_leave_nothing() {
     }
     client.call::<Value>("/say", "flush").await.ok();
     assert_eq!(hub.subscription_count(), 0);
-    assert!(hub.is_empty());
     // Disconnecting releases what a connection still holds.
     let other = server.client().await;
     let _subs = (other.subscribe::<Value>("/a").await.unwrap(), other.subscribe::<Value>("/b/*").await.unwrap());
     assert_eq!(hub.subscription_count(), 2);
     other.clone().close().await;
     let released = async {
-        while !hub.is_empty() {
+        while hub.subscription_count() != 0 {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     };
@@ -184,7 +183,9 @@ async fn stalled_subscriber(server: &TestServer, topic: &str, lag: &str) -> comm
 async fn a_stalled_subscriber_loses_events_not_others_and_memory_stays_bounded() {
     let mut builder = Server::builder().registered_handlers(false).event_queue(256);
     let hub = builder.hub();
-    let server = TestServer::start(builder).await;
+    let bound = builder.addr("127.0.0.1:0").bind().await.unwrap();
+    let stats = bound.stats();
+    let server = TestServer::serve(bound);
     let mut stalled = stalled_subscriber(&server, "/ticks", "drop_oldest").await;
     let client = server.client().await;
     let mut fast = client.subscribe::<(u32, String)>("/ticks").await.unwrap();
@@ -194,7 +195,7 @@ async fn a_stalled_subscriber_loses_events_not_others_and_memory_stays_bounded()
     let mut longest = 0;
     for n in 0..10_000u32 {
         hub.publish("/ticks", &(n, &filler)).unwrap();
-        longest = longest.max(hub.longest_event_queue());
+        longest = longest.max(stats.memory_held());
         if n % 64 == 63 {
             // Pace the publisher to the fast subscriber, which must miss nothing.
             for expected in n - 63..=n {
@@ -205,7 +206,9 @@ async fn a_stalled_subscriber_loses_events_not_others_and_memory_stays_bounded()
     for expected in 9_984..10_000 {
         assert_eq!(next(&mut fast).await.data.0, expected);
     }
-    assert!(longest <= 256, "the stalled queue grew to {longest}");
+    // 256 events of 4 KiB for the stalled subscriber, a few for the fast one:
+    // not the 40 MB published, nor the 16 MiB a connection may hold.
+    assert!(longest < 2 << 20, "the server came to hold {longest} bytes");
 
     // Now the stalled subscriber reads: every event is either delivered or
     // counted as missed, in order.

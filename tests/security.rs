@@ -410,8 +410,8 @@ async fn a_pattern_of_millions_of_segments_is_refused_before_it_is_split() {
             let answer = within(10, ws.next()).await.unwrap().unwrap().into_data();
             let answer: serde_json::Value = rmp_serde::from_slice(&answer).unwrap();
             assert_eq!(answer[0], 4, "an ERROR: {answer}");
-            assert_eq!(answer[2], "bad_request");
-            assert!(answer[3].as_str().unwrap().contains("bytes long, more than 1024"), "{answer}");
+            assert_eq!(answer[2], "limit");
+            assert!(answer[3].as_str().unwrap().contains("more than the limit of 1024 (max_topic_length)"), "{answer}");
         }
         (format!("5 SUBSCRIBEs of 4M segments, {size} bytes each compressed"), vec![ws])
     })
@@ -532,7 +532,6 @@ async fn subscriptions_made_while_their_clients_vanish_are_not_kept() {
     .await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(hub.subscription_count(), 0);
-    assert!(hub.is_empty());
 }
 
 #[tokio::test]

@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    webmesh::__bench::decode_anything(false, data, 1 << 20);
+    webmesh::internals::decode_anything(false, data, 1 << 20);
 });

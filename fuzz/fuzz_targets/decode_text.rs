@@ -2,5 +2,5 @@
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    webmesh::__bench::decode_anything(true, data, 1 << 20);
+    webmesh::internals::decode_anything(true, data, 1 << 20);
 });

@@ -2,7 +2,7 @@
 //! reused state, and route lookup.
 //!
 //! ```sh
-//! cargo bench -p webmesh --bench hot_path
+//! cargo bench -p webmesh --features __internals --bench hot_path
 //! ```
 
 // criterion's macros generate undocumented items.
@@ -12,7 +12,7 @@ use std::hint::black_box;
 
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use serde_json::{json, Value};
-use webmesh::__bench as wm;
+use webmesh::internals as wm;
 
 fn small() -> Value {
     json!({"id": 12345, "name": "webmesh benchmark", "tags": ["alpha", "beta", "gamma"], "score": 0.75, "active": true})

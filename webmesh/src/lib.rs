@@ -70,9 +70,6 @@
 //! | `cli` | no | the `webmesh` command-line client binary (and `tls`) |
 //! | `tls` | no | `wss://` for servers ([`TlsConfig`]) and clients ([`ClientTls`]), with rustls |
 
-#[doc(hidden)]
-#[path = "bench_api.rs"]
-pub mod __bench;
 mod call_error;
 mod client;
 mod deadline;
@@ -80,6 +77,9 @@ mod error;
 pub mod extract;
 mod handler;
 mod heartbeat;
+#[cfg(feature = "__internals")]
+#[doc(hidden)]
+pub mod internals;
 #[doc(hidden)]
 pub mod marker;
 mod memory;
@@ -102,7 +102,7 @@ pub use extract::State;
 pub use handler::{Handler, IntoReply, Reply};
 pub use heartbeat::{DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT};
 pub use protocol::{Codec, CodecError, IncomingMessage, LegacyFormat, OutgoingMessage, Payload, PayloadError};
-pub use pubsub::{Hub, LagPolicy, SubscribeOptions};
+pub use pubsub::{Hub, LagPolicy, SubscribeOptions, DEFAULT_MAX_TOPIC_LENGTH, DEFAULT_MAX_TOPIC_SEGMENTS};
 pub use routing::Router;
 pub use server::{
     router, serve, AuthError, Connection, DisconnectReason, Handshake, Server, ServerBuilder, ServerStats, Shutdown,

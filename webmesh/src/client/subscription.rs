@@ -240,7 +240,7 @@ impl<T: DeserializeOwned> Subscription<T> {
 
 impl<T> Subscription<T> {
     pub(crate) async fn start(client: &Client, pattern: &str, options: crate::SubscribeOptions) -> Result<Self, Error> {
-        let parsed = TopicPattern::parse(pattern).map_err(Error::Config)?;
+        let parsed = TopicPattern::parse(pattern).map_err(|e| Error::Config(e.to_string()))?;
         let shared = client.shared();
         let (id, reply) = shared.register();
         // Registered before asking, so that no early event is missed.

@@ -1,11 +1,15 @@
 //! The registry of subscriptions, and publishing to them.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::sync::{Arc, OnceLock, PoisonError, RwLock};
 
 use serde::Serialize;
 
+use super::cache::TopicCache;
 use super::grants::{self, Gate};
+use super::index::Index;
+use super::pattern::TopicLimits;
 use super::{validate_topic, LagPolicy, Pushed, TopicPattern};
 use crate::protocol::{Compression, Envelope, Frame, WireFormat};
 use crate::{Connection, Error};
@@ -39,15 +43,28 @@ pub struct Hub {
 
 struct Inner {
     registry: RwLock<Registry>,
+    /// Each topic's matches, while no subscription that matches it changes.
+    cache: TopicCache<Matches>,
     compression: Compression,
     /// The server's subscribe handlers, once it runs.
     gate: OnceLock<Arc<dyn Gate>>,
-    /// The most subscriptions per connection, and in all.
-    limits: OnceLock<(usize, usize)>,
+    limits: OnceLock<Limits>,
 }
 
-/// A subscription's connection and wishes; keyed by (connection, subscription) id.
-#[derive(Clone)]
+/// What a server allows: [`ServerBuilder`](crate::ServerBuilder)'s settings.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Limits {
+    pub(crate) per_connection: usize,
+    pub(crate) total: usize,
+    pub(crate) topics: TopicLimits,
+}
+
+impl Limits {
+    /// A hub that no server configured has none on subscriptions.
+    const UNSET: Self = Self { per_connection: usize::MAX, total: usize::MAX, topics: TopicLimits::DEFAULT };
+}
+
+/// A subscription's connection and wishes.
 struct Subscriber {
     connection: Connection,
     lag: LagPolicy,
@@ -55,37 +72,51 @@ struct Subscriber {
     gated: bool,
 }
 
-type Key = (u64, u64);
-
-/// A subscription an event is for.
-struct Target {
-    connection: Connection,
-    subscription: u64,
-    lag: LagPolicy,
-    gated: bool,
-}
-
 #[derive(Default)]
 struct Registry {
-    /// Subscriptions without wildcards, by topic.
-    exact: HashMap<String, HashMap<Key, Subscriber>>,
-    /// Subscriptions with wildcards.
-    patterns: HashMap<Key, (TopicPattern, Subscriber)>,
+    index: Index<Subscriber>,
     /// How many subscriptions there are.
     count: usize,
     /// Each connection's subscriptions, id to pattern, to remove them.
-    by_connection: HashMap<u64, HashMap<u64, String>>,
+    by_connection: HashMap<u64, HashMap<u64, TopicPattern>>,
+}
+
+/// The subscriptions matching a topic, by connection: one event each.
+struct Matches {
+    /// By connection id.
+    groups: Vec<Group>,
+    /// The subscription ids of all groups, each group's a slice.
+    subscriptions: Vec<u64>,
+}
+
+struct Group {
+    connection: Connection,
+    subscriptions: Range<usize>,
+    /// The strictest of its subscriptions'.
+    lag: LagPolicy,
+    /// Whether all its subscriptions are gated wildcards.
+    gated: bool,
 }
 
 impl Hub {
     pub(crate) fn new(compression: Compression) -> Self {
-        let inner = Inner { registry: RwLock::default(), compression, gate: OnceLock::new(), limits: OnceLock::new() };
+        let inner = Inner {
+            registry: RwLock::default(),
+            cache: TopicCache::default(),
+            compression,
+            gate: OnceLock::new(),
+            limits: OnceLock::new(),
+        };
         Self { inner: Arc::new(inner) }
     }
 
-    /// Sets the most subscriptions per connection and in all.
-    pub(crate) fn set_limits(&self, per_connection: usize, total: usize) {
-        let _ = self.inner.limits.set((per_connection, total));
+    /// Sets the server's limits.
+    pub(crate) fn set_limits(&self, limits: Limits) {
+        let _ = self.inner.limits.set(limits);
+    }
+
+    pub(crate) fn limits(&self) -> Limits {
+        self.inner.limits.get().copied().unwrap_or(Limits::UNSET)
     }
 
     /// Puts the server's subscribe handlers in charge of wildcard deliveries.
@@ -115,26 +146,24 @@ impl Hub {
     /// subscribe handlers take (a `std::sync::Mutex`): the handler would wait
     /// for it inside `publish`, for ever.
     ///
-    /// Fails if `topic` has wildcards or `data` cannot be encoded.
+    /// Finding the subscriptions costs the topic's depth and its matches, not
+    /// the number of subscriptions; publishing to a topic again reuses what
+    /// was found until a subscription that matches it comes or goes.
+    ///
+    /// Fails if `topic` has wildcards, is over the server's limits on topics
+    /// ([`ServerBuilder::max_topic_length`](crate::ServerBuilder::max_topic_length)),
+    /// or `data` cannot be encoded.
     pub fn publish<T: Serialize + ?Sized>(&self, topic: &str, data: &T) -> Result<usize, Error> {
-        validate_topic(topic).map_err(Error::Config)?;
-        let mut targets = self.targets(topic);
-        // One event per connection, for all its matching subscriptions.
-        targets.sort_unstable_by_key(|t| (t.connection.id(), t.subscription));
+        validate_topic(topic, self.limits().topics).map_err(|e| Error::Config(e.to_string()))?;
+        let matches = self.matches(topic);
         let mut frames: Vec<(WireFormat, Frame)> = Vec::new();
         let mut reached = 0;
-        let mut subs = Vec::new();
         let gate = self.inner.gate.get();
         // Whether a subscribe handler guards the topic, looked up once, if needed.
         let mut covered = None;
-        for (i, target) in targets.iter().enumerate() {
-            subs.push(target.subscription);
-            if targets.get(i + 1).is_some_and(|next| next.connection.id() == target.connection.id()) {
-                continue;
-            }
-            let group = &targets[i + 1 - subs.len()..=i];
-            let lag = group.iter().fold(target.lag, |lag, t| lag.strictest(t.lag));
-            let connection = &target.connection;
+        for group in &matches.groups {
+            let connection = &group.connection;
+            let subscriptions = &matches.subscriptions[group.subscriptions.clone()];
             let format = connection.format();
             let frame = match frames.iter().find(|(f, _)| f.same_as(&format)) {
                 Some((_, frame)) => frame.clone(),
@@ -149,37 +178,52 @@ impl Hub {
             // An exact subscription was authorised when made, and one that
             // cannot match a guarded topic needs none: only a connection
             // whose every matching subscription is a gated wildcard waits.
-            let gated = group.iter().all(|t| t.gated);
             match gate {
-                Some(gate) if gated && *covered.get_or_insert_with(|| gate.covers(topic)) => {
-                    if grants::deliver(gate, connection, topic, frame, &subs, lag) {
+                Some(gate) if group.gated && *covered.get_or_insert_with(|| gate.covers(topic)) => {
+                    if grants::deliver(gate, connection, topic, frame, subscriptions, group.lag) {
                         reached += 1;
                     }
                 }
-                _ => match connection.push_event(frame, &subs, lag) {
+                _ => match connection.push_event(frame, subscriptions, group.lag) {
                     Pushed::Queued | Pushed::DroppedOldest => reached += 1,
                     Pushed::DroppedNewest | Pushed::Overflow => {}
                 },
             }
-            subs.clear();
         }
         Ok(reached)
     }
 
-    /// Every subscription matching `topic`.
-    fn targets(&self, topic: &str) -> Vec<Target> {
+    /// The subscriptions matching `topic`: kept, or found and kept.
+    fn matches(&self, topic: &str) -> Arc<Matches> {
+        if let Some(matches) = self.inner.cache.get(topic) {
+            return matches;
+        }
+        // Found and kept under the read lock, so no change comes between.
         let registry = self.read();
-        let exact = registry.exact.get(topic).into_iter().flatten();
-        let wild = registry.patterns.iter().filter(|(_, (p, _))| p.matches(topic)).map(|(key, (_, sub))| (key, sub));
-        exact
-            .chain(wild)
-            .map(|(&(_, subscription), s)| Target {
-                connection: s.connection.clone(),
-                subscription,
-                lag: s.lag,
-                gated: s.gated,
-            })
-            .collect()
+        let mut found = Vec::new();
+        registry.index.for_each_match(topic, |key, subscriber| found.push((key, subscriber)));
+        found.sort_unstable_by_key(|(key, _)| *key);
+        let mut matches = Matches { groups: Vec::new(), subscriptions: Vec::with_capacity(found.len()) };
+        for ((connection, subscription), subscriber) in found {
+            let start = matches.subscriptions.len();
+            matches.subscriptions.push(subscription);
+            match matches.groups.last_mut() {
+                Some(group) if group.connection.id() == connection => {
+                    group.subscriptions.end += 1;
+                    group.lag = group.lag.strictest(subscriber.lag);
+                    group.gated &= subscriber.gated;
+                }
+                _ => matches.groups.push(Group {
+                    connection: subscriber.connection.clone(),
+                    subscriptions: start..start + 1,
+                    lag: subscriber.lag,
+                    gated: subscriber.gated,
+                }),
+            }
+        }
+        let matches = Arc::new(matches);
+        self.inner.cache.insert(topic, &matches, matches.subscriptions.len());
+        matches
     }
 
     /// Adds a subscription; a second one with the same id replaces the first.
@@ -190,7 +234,6 @@ impl Hub {
         connection: &Connection,
         id: u64,
         pattern: TopicPattern,
-        raw: &str,
         lag: LagPolicy,
     ) -> Result<(), String> {
         let key = (connection.id(), id);
@@ -201,30 +244,38 @@ impl Hub {
         if connection.is_unsubscribed_all() {
             return Ok(());
         }
-        let (per_connection, total) = self.inner.limits.get().copied().unwrap_or((usize::MAX, usize::MAX));
+        let Limits { per_connection, total, .. } = self.limits();
         let mine = registry.by_connection.get(&key.0);
         if !mine.is_some_and(|subs| subs.contains_key(&id)) {
             if mine.is_some_and(|subs| subs.len() >= per_connection) {
-                return Err(format!("a connection may have at most {per_connection} subscriptions"));
+                let message = "subscriptions on one connection (max_subscriptions_per_connection)";
+                return Err(format!("the limit of {per_connection} {message} is reached"));
             }
             if registry.count >= total {
-                return Err(format!("the server has its limit of {total} subscriptions"));
+                let message = "subscriptions on the server (max_subscriptions)";
+                return Err(format!("the limit of {total} {message} is reached"));
             }
         }
-        registry.remove(key);
-        if pattern.is_exact() {
-            registry.exact.entry(raw.to_owned()).or_default().insert(key, subscriber);
-        } else {
-            registry.patterns.insert(key, (pattern, subscriber));
-        }
-        registry.by_connection.entry(key.0).or_default().insert(id, raw.to_owned());
+        self.remove(&mut registry, key);
+        registry.index.insert(&pattern, key, subscriber);
+        self.forget_matches_of(&pattern);
+        registry.by_connection.entry(key.0).or_default().insert(id, pattern);
         registry.count += 1;
         Ok(())
     }
 
+    /// Forgets the kept matches of the topics `pattern` matches.
+    fn forget_matches_of(&self, pattern: &TopicPattern) {
+        match pattern.as_topic() {
+            Some(topic) => self.inner.cache.forget(&topic),
+            None => self.inner.cache.forget_where(|topic, _| pattern.matches(topic)),
+        }
+    }
+
     /// Removes one subscription; `false` if there was none.
     pub(crate) fn unsubscribe(&self, connection: u64, id: u64) -> bool {
-        self.write().remove((connection, id))
+        let mut registry = self.write();
+        self.remove(&mut registry, (connection, id))
     }
 
     /// Removes every subscription of a connection, for good: a subscription
@@ -233,57 +284,145 @@ impl Hub {
         let mut registry = self.write();
         connection.mark_unsubscribed_all();
         let id = connection.id();
-        let ids: Vec<u64> = registry.by_connection.get(&id).map(|s| s.keys().copied().collect()).unwrap_or_default();
-        for sub in ids {
-            registry.remove((id, sub));
+        let Some(subscriptions) = registry.by_connection.remove(&id) else { return };
+        registry.count -= subscriptions.len();
+        for (subscription, pattern) in subscriptions {
+            registry.index.remove(&pattern, (id, subscription));
         }
+        // One look at the kept topics, whatever the number of subscriptions.
+        self.inner.cache.forget_where(|_, matches| matches.group(id).is_some());
+    }
+
+    fn remove(&self, registry: &mut Registry, (connection, id): (u64, u64)) -> bool {
+        let Some(subs) = registry.by_connection.get_mut(&connection) else { return false };
+        let Some(pattern) = subs.remove(&id) else { return false };
+        if subs.is_empty() {
+            registry.by_connection.remove(&connection);
+        }
+        registry.count -= 1;
+        registry.index.remove(&pattern, (connection, id));
+        match pattern.as_topic() {
+            Some(topic) => self.inner.cache.forget(&topic),
+            None => self.inner.cache.forget_where(|_, matches| matches.has(connection, id)),
+        }
+        true
     }
 
     /// How many subscriptions exist, on all connections.
     pub fn subscription_count(&self) -> usize {
         self.read().count
     }
-
-    /// The longest event queue among the subscribed connections. Not public
-    /// API: for tests.
-    #[doc(hidden)]
-    pub fn longest_event_queue(&self) -> usize {
-        let registry = self.read();
-        let exact = registry.exact.values().flat_map(HashMap::values);
-        let wild = registry.patterns.values().map(|(_, s)| s);
-        exact.chain(wild).map(|s| s.connection.events().len()).max().unwrap_or(0)
-    }
-
-    /// Whether nothing at all is left in the registry. Not public API: for tests.
-    #[doc(hidden)]
-    pub fn is_empty(&self) -> bool {
-        let registry = self.read();
-        registry.exact.is_empty() && registry.patterns.is_empty() && registry.by_connection.is_empty()
-    }
 }
 
-impl Registry {
-    fn remove(&mut self, key: Key) -> bool {
-        let Some(subs) = self.by_connection.get_mut(&key.0) else { return false };
-        let Some(raw) = subs.remove(&key.1) else { return false };
-        self.count -= 1;
-        if subs.is_empty() {
-            self.by_connection.remove(&key.0);
-        }
-        if self.patterns.remove(&key).is_none() {
-            if let Some(topic) = self.exact.get_mut(&raw) {
-                topic.remove(&key);
-                if topic.is_empty() {
-                    self.exact.remove(&raw);
-                }
-            }
-        }
-        true
+impl Matches {
+    /// The group of connection `id`: groups are sorted by connection.
+    fn group(&self, id: u64) -> Option<&Group> {
+        let i = self.groups.binary_search_by_key(&id, |g| g.connection.id()).ok()?;
+        Some(&self.groups[i])
+    }
+
+    fn has(&self, connection: u64, subscription: u64) -> bool {
+        self.group(connection).is_some_and(|g| self.subscriptions[g.subscriptions.clone()].contains(&subscription))
     }
 }
 
 impl std::fmt::Debug for Hub {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Hub").field("subscriptions", &self.subscription_count()).finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::{BTreeMap, BTreeSet};
+
+    use proptest::prelude::*;
+
+    use super::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Subscribe { connection: usize, id: u64, pattern: &'static str },
+        Unsubscribe { connection: usize, id: u64 },
+        Disconnect { connection: usize },
+        Publish { topic: &'static str },
+    }
+
+    const PATTERNS: [&str; 8] = ["/a", "/a/b", "/a/*", "/*/b", "/a/{*rest}", "/{*all}", "/b", "/b/{x}"];
+    const TOPICS: [&str; 6] = ["/a", "/b", "/a/b", "/b/b", "/a/b/c", "/c"];
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            4 => (0..4usize, 0..4u64, prop::sample::select(&PATTERNS[..]))
+                .prop_map(|(connection, id, pattern)| Op::Subscribe { connection, id, pattern }),
+            2 => (0..4usize, 0..4u64).prop_map(|(connection, id)| Op::Unsubscribe { connection, id }),
+            1 => (0..4usize).prop_map(|connection| Op::Disconnect { connection }),
+            4 => prop::sample::select(&TOPICS[..]).prop_map(|topic| Op::Publish { topic }),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(500))]
+
+        /// Whatever the order of changes and publishes, each publish reaches
+        /// exactly the connections the subscriptions then in place match: a
+        /// kept result is never stale. Removing everything leaves nothing.
+        #[test]
+        fn publishes_reach_exactly_the_current_subscribers(ops in prop::collection::vec(op(), 1..60)) {
+            let hub = Hub::new(Compression::default());
+            // A disconnected connection is replaced by a new one, as a reconnect is.
+            let mut connections: Vec<Connection> = (0..4).map(|i| Connection::detached(i, 1 << 20)).collect();
+            let mut next_id = 4;
+            let mut model: BTreeMap<(usize, u64), &str> = BTreeMap::new();
+            for op in ops {
+                match op {
+                    Op::Subscribe { connection, id, pattern } => {
+                        let parsed = TopicPattern::parse(pattern).unwrap();
+                        hub.subscribe(&connections[connection], id, parsed, LagPolicy::default()).unwrap();
+                        model.insert((connection, id), pattern);
+                    }
+                    Op::Unsubscribe { connection, id } => {
+                        let removed = hub.unsubscribe(connections[connection].id(), id);
+                        prop_assert_eq!(removed, model.remove(&(connection, id)).is_some());
+                    }
+                    Op::Disconnect { connection } => {
+                        hub.remove_connection(&connections[connection]);
+                        model.retain(|(c, _), _| *c != connection);
+                        connections[connection] = Connection::detached(next_id, 1 << 20);
+                        next_id += 1;
+                    }
+                    Op::Publish { topic } => {
+                        let expected: BTreeSet<usize> = model
+                            .iter()
+                            .filter(|(_, p)| TopicPattern::parse(p).unwrap().matches(topic))
+                            .map(|((c, _), _)| *c)
+                            .collect();
+                        prop_assert_eq!(hub.publish(topic, &1).unwrap(), expected.len(), "{}: {:?}", topic, model);
+                    }
+                }
+                prop_assert_eq!(hub.subscription_count(), model.len());
+            }
+            for connection in &connections {
+                hub.remove_connection(connection);
+            }
+            let registry = hub.read();
+            prop_assert!(registry.index.is_empty() && registry.by_connection.is_empty() && registry.count == 0);
+            drop(registry);
+            // Nothing kept still holds a connection.
+            prop_assert!(connections.iter().all(|c| hub.matches("/a/b").group(c.id()).is_none()));
+        }
+    }
+
+    #[test]
+    fn each_connection_gets_one_event_for_all_its_matching_subscriptions() {
+        let hub = Hub::new(Compression::default());
+        let connection = Connection::detached(1, 16);
+        for (id, pattern) in ["/a/b", "/a/*", "/{*all}"].into_iter().enumerate() {
+            hub.subscribe(&connection, id as u64, TopicPattern::parse(pattern).unwrap(), LagPolicy::default()).unwrap();
+        }
+        assert_eq!(hub.publish("/a/b", &1).unwrap(), 1);
+        assert_eq!(connection.events().len(), 1);
+        let matches = hub.matches("/a/b");
+        assert_eq!(matches.subscriptions, [0, 1, 2]);
     }
 }

@@ -1,14 +1,18 @@
 //! Publish/subscribe: topics are paths, subscribers use patterns.
 
+mod cache;
 mod grants;
 mod hub;
+mod index;
 mod lag;
 mod pattern;
 mod queue;
 
 pub use hub::Hub;
 pub use lag::{LagPolicy, SubscribeOptions};
+pub use pattern::{DEFAULT_MAX_TOPIC_LENGTH, DEFAULT_MAX_TOPIC_SEGMENTS};
 
 pub(crate) use grants::{Check, Gate, Grants};
-pub(crate) use pattern::{validate_topic, TopicPattern};
+pub(crate) use hub::Limits;
+pub(crate) use pattern::{validate_topic, PatternError, TopicLimits, TopicPattern};
 pub(crate) use queue::{EventQueue, Pushed};

@@ -14,11 +14,43 @@
 //! | `/prices/*/usd` | `/prices/btc/eur` | no |
 //! | `/{*all}` | `/any/topic/at/all` | yes |
 
-/// The longest pattern or topic, in bytes.
-pub(crate) const MAX_TOPIC_LENGTH: usize = 1024;
+/// The longest pattern or topic a server takes by default, in bytes.
+pub const DEFAULT_MAX_TOPIC_LENGTH: usize = 1024;
 
-/// The most segments in a pattern or topic.
-pub(crate) const MAX_TOPIC_SEGMENTS: usize = 32;
+/// The most segments in a pattern or topic a server takes by default.
+pub const DEFAULT_MAX_TOPIC_SEGMENTS: usize = 32;
+
+/// How long a pattern or topic may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct TopicLimits {
+    /// In bytes.
+    pub(crate) length: usize,
+    pub(crate) segments: usize,
+}
+
+impl TopicLimits {
+    /// A server's, unless configured otherwise.
+    pub(crate) const DEFAULT: Self = Self { length: DEFAULT_MAX_TOPIC_LENGTH, segments: DEFAULT_MAX_TOPIC_SEGMENTS };
+    /// For patterns the program itself wrote (its routes, its client's subscriptions).
+    pub(crate) const NONE: Self = Self { length: usize::MAX, segments: usize::MAX };
+}
+
+/// Why a pattern or topic was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum PatternError {
+    /// Well formed, but longer or deeper than the limits.
+    Limit(String),
+    /// Not a pattern.
+    Invalid(String),
+}
+
+impl std::fmt::Display for PatternError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            PatternError::Limit(message) | PatternError::Invalid(message) => f.write_str(message),
+        }
+    }
+}
 
 /// A parsed subscription pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,30 +58,45 @@ pub(crate) struct TopicPattern {
     segments: Vec<Segment>,
 }
 
+/// One `/`-separated part of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
-enum Segment {
+pub(crate) enum Segment {
     /// Matches itself.
-    Literal(String),
+    Literal(Box<str>),
     /// `*` or `{name}`: any one non-empty segment.
     One,
-    /// `{*name}`, last: one or more segments.
+    /// `{*name}`, last: one or more segments, the first non-empty.
     Rest,
 }
 
 impl TopicPattern {
-    pub(crate) fn parse(pattern: &str) -> Result<Self, String> {
+    /// Parses a pattern the program wrote: no limits on its size.
+    pub(crate) fn parse(pattern: &str) -> Result<Self, PatternError> {
+        Self::parse_within(pattern, TopicLimits::NONE)
+    }
+
+    /// Parses a pattern from the network, within `limits`.
+    pub(crate) fn parse_within(pattern: &str, limits: TopicLimits) -> Result<Self, PatternError> {
         // Checked before anything is split or copied: a compressed message
         // can carry megabytes of `/a/a/a...`.
-        if pattern.len() > MAX_TOPIC_LENGTH {
+        if pattern.len() > limits.length {
             let head: String = pattern.chars().take(32).collect();
-            return Err(format!("`{head}...` is {} bytes long, more than {MAX_TOPIC_LENGTH}", pattern.len()));
+            let length = limits.length;
+            return Err(PatternError::Limit(format!(
+                "`{head}...` is {} bytes long, more than the limit of {length} (max_topic_length)",
+                pattern.len()
+            )));
         }
         let segments = pattern.bytes().filter(|b| *b == b'/').count();
-        if segments > MAX_TOPIC_SEGMENTS {
-            return Err(format!("`{pattern}` has {segments} segments, more than {MAX_TOPIC_SEGMENTS}"));
+        if segments > limits.segments {
+            let most = limits.segments;
+            return Err(PatternError::Limit(format!(
+                "`{pattern}` has {segments} segments, more than the limit of {most} (max_topic_segments)"
+            )));
         }
+        let invalid = |message: String| Err(PatternError::Invalid(message));
         let Some(rest) = pattern.strip_prefix('/') else {
-            return Err(format!("pattern `{pattern}` must start with `/`"));
+            return invalid(format!("pattern `{pattern}` must start with `/`"));
         };
         let parts: Vec<&str> = rest.split('/').collect();
         let mut segments = Vec::with_capacity(parts.len());
@@ -58,21 +105,37 @@ impl TopicPattern {
                 "*" => Segment::One,
                 p if p.starts_with("{*") && p.ends_with('}') => {
                     if i + 1 != parts.len() {
-                        return Err(format!("`{p}` must end the pattern `{pattern}`"));
+                        return invalid(format!("`{p}` must end the pattern `{pattern}`"));
                     }
                     Segment::Rest
                 }
                 p if p.starts_with('{') && p.ends_with('}') && p.len() > 2 => Segment::One,
                 p if p.contains(['{', '}', '*']) => {
-                    return Err(format!(
+                    return invalid(format!(
                         "`{p}` in `{pattern}`: wildcards are whole segments, `*`, `{{name}}` or `{{*name}}`"
                     ))
                 }
-                p => Segment::Literal(p.to_owned()),
+                p => Segment::Literal(p.into()),
             };
             segments.push(segment);
         }
         Ok(Self { segments })
+    }
+
+    /// The one topic it names, if it has no wildcard.
+    pub(crate) fn as_topic(&self) -> Option<String> {
+        let mut topic = String::new();
+        for segment in &self.segments {
+            let Segment::Literal(literal) = segment else { return None };
+            topic.push('/');
+            topic.push_str(literal);
+        }
+        Some(topic)
+    }
+
+    /// Its segments, in order.
+    pub(crate) fn segments(&self) -> &[Segment] {
+        &self.segments
     }
 
     /// Whether the pattern has no wildcard, i.e. names one topic.
@@ -115,7 +178,7 @@ impl TopicPattern {
                     }
                 }
                 Segment::Literal(literal) => {
-                    if parts.next() != Some(literal.as_str()) {
+                    if parts.next() != Some(&**literal) {
                         return false;
                     }
                 }
@@ -125,13 +188,12 @@ impl TopicPattern {
     }
 }
 
-/// Checks a topic to publish to: a path without wildcards.
-pub(crate) fn validate_topic(topic: &str) -> Result<(), String> {
-    let pattern = TopicPattern::parse(topic)?;
-    if pattern.is_exact() {
+/// Checks a topic to publish to: a path without wildcards, within `limits`.
+pub(crate) fn validate_topic(topic: &str, limits: TopicLimits) -> Result<(), PatternError> {
+    if TopicPattern::parse_within(topic, limits)?.is_exact() {
         Ok(())
     } else {
-        Err(format!("cannot publish to `{topic}`: a topic has no wildcards"))
+        Err(PatternError::Invalid(format!("cannot publish to `{topic}`: a topic has no wildcards")))
     }
 }
 
@@ -165,11 +227,18 @@ mod tests {
 
     #[test]
     fn overlong_patterns_are_refused_before_being_split() {
-        let long = "/a".repeat(MAX_TOPIC_LENGTH / 2 + 1);
-        assert!(TopicPattern::parse(&long).unwrap_err().contains("bytes long"));
-        let deep = "/a".repeat(MAX_TOPIC_SEGMENTS + 1);
-        assert!(TopicPattern::parse(&deep).unwrap_err().contains("segments"));
-        assert!(TopicPattern::parse(&"/a".repeat(MAX_TOPIC_SEGMENTS)).is_ok());
+        let limits = TopicLimits::DEFAULT;
+        let refusal = |pattern: &str| match TopicPattern::parse_within(pattern, limits) {
+            Err(PatternError::Limit(message)) => message,
+            other => panic!("{other:?}"),
+        };
+        let long = "/a".repeat(DEFAULT_MAX_TOPIC_LENGTH / 2 + 1);
+        assert!(refusal(&long).contains("bytes long, more than the limit of 1024 (max_topic_length)"));
+        let deep = "/a".repeat(DEFAULT_MAX_TOPIC_SEGMENTS + 1);
+        assert!(refusal(&deep).contains("more than the limit of 32 (max_topic_segments)"));
+        assert!(TopicPattern::parse_within(&"/a".repeat(DEFAULT_MAX_TOPIC_SEGMENTS), limits).is_ok());
+        // The program's own patterns have no limits.
+        assert!(TopicPattern::parse(&long).is_ok());
     }
 
     /// Every topic of up to five segments among `a`, `b`, `x` and the empty one.
@@ -230,8 +299,9 @@ mod tests {
         for bad in ["chat", "/chat/{*rest}/x", "/chat/ab*", "/chat/{room"] {
             assert!(TopicPattern::parse(bad).is_err(), "{bad}");
         }
-        assert!(validate_topic("/chat/lobby").is_ok());
-        assert!(validate_topic("/chat/*").is_err());
-        assert!(validate_topic("/chat/{room}").is_err());
+        let limits = TopicLimits::DEFAULT;
+        assert!(validate_topic("/chat/lobby", limits).is_ok());
+        assert!(matches!(validate_topic("/chat/*", limits), Err(PatternError::Invalid(_))));
+        assert!(validate_topic("/chat/{room}", limits).is_err());
     }
 }

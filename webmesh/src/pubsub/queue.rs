@@ -141,6 +141,7 @@ impl EventQueue {
     }
 
     /// How many events wait.
+    #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
         self.state().events.len()
     }

@@ -16,7 +16,7 @@ use crate::handler::{BoxedHandler, Handler};
 use crate::heartbeat::Heartbeat;
 use crate::memory::MemoryBudget;
 use crate::protocol::{Codec, Compression};
-use crate::pubsub::Hub;
+use crate::pubsub::{Hub, Limits, TopicLimits};
 use crate::routing::{RouteKind, RouteTable, Router};
 use crate::Error;
 
@@ -115,6 +115,7 @@ pub struct ServerBuilder {
     write_timeout: Duration,
     max_subscriptions_per_connection: usize,
     max_subscriptions: usize,
+    topic_limits: TopicLimits,
     #[cfg(feature = "tls")]
     tls: Option<crate::TlsConfig>,
     expose_internal_errors: bool,
@@ -193,6 +194,7 @@ impl Default for ServerBuilder {
             write_timeout: DEFAULT_WRITE_TIMEOUT,
             max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
+            topic_limits: TopicLimits::DEFAULT,
             #[cfg(feature = "tls")]
             tls: None,
             expose_internal_errors: false,
@@ -428,6 +430,27 @@ impl ServerBuilder {
         self
     }
 
+    /// The longest pattern a client may subscribe to, or topic it may publish
+    /// to, in bytes (default [`DEFAULT_MAX_TOPIC_LENGTH`]); also bounds topics
+    /// given to [`Hub::publish`](crate::Hub::publish). Past it the SUBSCRIBE
+    /// or PUBLISH gets the error `limit`, checked before the pattern is split.
+    ///
+    /// [`DEFAULT_MAX_TOPIC_LENGTH`]: crate::DEFAULT_MAX_TOPIC_LENGTH
+    pub fn max_topic_length(mut self, bytes: usize) -> Self {
+        self.topic_limits.length = bytes;
+        self
+    }
+
+    /// The most `/`-separated segments in a pattern or topic (default
+    /// [`DEFAULT_MAX_TOPIC_SEGMENTS`]); past it, `limit`, as for
+    /// [`max_topic_length`](Self::max_topic_length).
+    ///
+    /// [`DEFAULT_MAX_TOPIC_SEGMENTS`]: crate::DEFAULT_MAX_TOPIC_SEGMENTS
+    pub fn max_topic_segments(mut self, segments: usize) -> Self {
+        self.topic_limits.segments = segments;
+        self
+    }
+
     /// Never pings clients nor closes silent ones.
     pub fn no_heartbeat(mut self) -> Self {
         self.heartbeat = None;
@@ -555,7 +578,11 @@ impl ServerBuilder {
 
     fn into_shared(mut self) -> Result<Shared, Error> {
         let hub = self.hub();
-        hub.set_limits(self.max_subscriptions_per_connection, self.max_subscriptions);
+        hub.set_limits(Limits {
+            per_connection: self.max_subscriptions_per_connection,
+            total: self.max_subscriptions,
+            topics: self.topic_limits,
+        });
         let router = if self.include_registered { self.router.with_registered() } else { self.router };
         Ok(Shared {
             routes: RouteTable::build(RouteKind::Call, &router.routes)?,

@@ -134,6 +134,15 @@ impl Connection {
         Self { inner: Arc::new(inner) }
     }
 
+    /// A connection to no one, whose events wait in its queue: for the hub's
+    /// own tests and benchmarks.
+    #[cfg(any(test, feature = "__internals"))]
+    pub(crate) fn detached(id: u64, event_queue: usize) -> Self {
+        let (outbound, _) = mpsc::channel(1);
+        let account = crate::memory::MemoryBudget::new(usize::MAX).open(id, usize::MAX);
+        Self::new(id, None, outbound, WireFormat::MsgPack, Compression::default(), event_queue, account)
+    }
+
     /// A number unique among this server's connections.
     pub fn id(&self) -> u64 {
         self.inner.id

@@ -8,7 +8,7 @@ use super::{Connection, Shared};
 use crate::extract::CallParts;
 use crate::handler::ReplyKind;
 use crate::protocol::WireFormat;
-use crate::pubsub::{validate_topic, SubscribeOptions, TopicPattern};
+use crate::pubsub::{validate_topic, PatternError, SubscribeOptions, TopicPattern};
 use crate::routing::RouteTable;
 use crate::{CallError, Payload};
 
@@ -40,14 +40,14 @@ async fn accept_subscription(
     pattern: &str,
     options: Payload,
 ) -> Result<(), CallError> {
-    let parsed = TopicPattern::parse(pattern).map_err(|e| CallError::new(CallError::BAD_REQUEST, e))?;
+    let parsed = TopicPattern::parse_within(pattern, shared.hub.limits().topics).map_err(refusal)?;
     let options: SubscribeOptions = options.deserialize::<Option<SubscribeOptions>>()?.unwrap_or_default();
     if parsed.is_exact() {
         authorise(shared, conn, &shared.subscribe_routes, pattern, Payload::nil()).await?;
     }
     // Registered under the lock an UNSUBSCRIBE takes, so one that came while
     // the handler ran is not undone.
-    match conn.finish_subscribing(id, seq, || shared.hub.subscribe(conn, id, parsed, pattern, options.lag)) {
+    match conn.finish_subscribing(id, seq, || shared.hub.subscribe(conn, id, parsed, options.lag)) {
         Some(Ok(())) => Ok(()),
         Some(Err(limit)) => Err(CallError::new(CallError::LIMIT, limit)),
         None => {
@@ -75,7 +75,7 @@ async fn accept_publication(
     topic: &str,
     payload: Payload,
 ) -> Result<(), CallError> {
-    validate_topic(topic).map_err(|e| CallError::new(CallError::BAD_REQUEST, e))?;
+    validate_topic(topic, shared.hub.limits().topics).map_err(refusal)?;
     if shared.publish_routes.at(topic).is_none() {
         let message = format!("clients may not publish to `{topic}`");
         return Err(CallError::new(CallError::FORBIDDEN, message));
@@ -85,6 +85,14 @@ async fn accept_publication(
     let data: rmpv::Value = payload.deserialize()?;
     shared.hub.publish(topic, &data).map_err(|e| CallError::internal(e.to_string()))?;
     Ok(())
+}
+
+/// A pattern or topic over the limits gets `limit`, a malformed one `bad_request`.
+fn refusal(error: PatternError) -> CallError {
+    match error {
+        PatternError::Limit(message) => CallError::new(CallError::LIMIT, message),
+        PatternError::Invalid(message) => CallError::new(CallError::BAD_REQUEST, message),
+    }
 }
 
 /// Runs the handler of `routes` matching `path`, if any: its error refuses.

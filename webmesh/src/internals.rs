@@ -1,5 +1,5 @@
-//! Entry points for the crate's own micro-benchmarks (`benches/hot_path.rs`).
-//! Not public API.
+//! Entry points for the crate's own micro-benchmarks (`benches/`) and fuzz
+//! targets (`fuzz/`), behind the feature `__internals`. Not public API.
 
 use bytes::Bytes;
 use serde::Serialize;
@@ -83,5 +83,36 @@ impl Routes {
     /// Whether `path` has a handler.
     pub fn has(&self, path: &str) -> bool {
         self.0.at(path).is_some()
+    }
+}
+
+/// A hub whose subscribers are connections to no one (their events wait in
+/// queues that drop the oldest): publishing without sockets.
+pub struct Subscriptions {
+    hub: crate::Hub,
+    connections: Vec<crate::Connection>,
+}
+
+impl Subscriptions {
+    /// A hub and `connections` detached connections.
+    pub fn new(connections: usize) -> Self {
+        let connections = (0..connections as u64).map(|id| crate::Connection::detached(id, 64)).collect();
+        Subscriptions { hub: crate::Hub::new(Compression::default()), connections }
+    }
+
+    /// The hub, to publish with.
+    pub fn hub(&self) -> &crate::Hub {
+        &self.hub
+    }
+
+    /// Subscription `id` of connection number `connection` to `pattern`.
+    pub fn subscribe(&self, connection: usize, id: u64, pattern: &str) {
+        let pattern = crate::pubsub::TopicPattern::parse(pattern).expect("pattern");
+        self.hub.subscribe(&self.connections[connection], id, pattern, Default::default()).expect("subscribe");
+    }
+
+    /// Removes subscription `id` of connection number `connection`.
+    pub fn unsubscribe(&self, connection: usize, id: u64) {
+        self.hub.unsubscribe(self.connections[connection].id(), id);
     }
 }
