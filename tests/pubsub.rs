@@ -292,7 +292,9 @@ async fn subscription_limits_refuse_with_limit_and_keep_the_connection() {
     match first.subscribe::<Value>("/a/3").await {
         Err(Error::Handler(e)) => {
             assert_eq!(e.code(), "limit");
-            assert_eq!(e.message(), "a connection may have at most 3 subscriptions");
+            let message =
+                "the limit of 3 subscriptions on one connection (max_subscriptions_per_connection) is reached";
+            assert_eq!(e.message(), message);
         }
         other => panic!("{other:?}"),
     }
@@ -307,9 +309,41 @@ async fn subscription_limits_refuse_with_limit_and_keep_the_connection() {
     kept.push(second.subscribe::<Value>("/b/1").await.unwrap());
     match second.subscribe::<Value>("/b/2").await {
         Err(Error::Handler(e)) => {
-            assert_eq!((e.code(), e.message()), ("limit", "the server has its limit of 5 subscriptions"));
+            let message = "the limit of 5 subscriptions on the server (max_subscriptions) is reached";
+            assert_eq!((e.code(), e.message()), ("limit", message));
         }
         other => panic!("{other:?}"),
     }
     assert_eq!(hub.subscription_count(), 5);
+}
+
+#[tokio::test]
+async fn patterns_and_topics_over_the_length_and_segment_limits_get_limit() {
+    let router = Router::new().on("/ping", || async { "pong" }).publish("/{*topic}", || async {});
+    let mut builder =
+        Server::builder().registered_handlers(false).router(router).max_topic_length(64).max_topic_segments(4);
+    let hub = builder.hub();
+    let server = TestServer::start(builder).await;
+    let client = server.client().await;
+    let refusal = |result: Result<(), Error>| match result {
+        Err(Error::Handler(e)) => (e.code().to_owned(), e.message().to_owned()),
+        other => panic!("{other:?}"),
+    };
+    let long = format!("/{}", "x".repeat(64));
+    let deep = "/a/b/c/d/e";
+    for (topic, limit) in [(long.as_str(), "max_topic_length"), (deep, "max_topic_segments")] {
+        let (code, message) = refusal(client.subscribe::<Value>(topic).await.map(drop));
+        assert_eq!(code, "limit", "{message}");
+        assert!(message.contains(limit), "{message}");
+        let (code, message) = refusal(client.publish(topic, &1).await);
+        assert_eq!(code, "limit", "{message}");
+        assert!(message.contains(limit), "{message}");
+        assert!(matches!(hub.publish(topic, &1), Err(Error::Config(m)) if m.contains(limit)));
+    }
+    // Within the limits all is as usual.
+    let mut sub = client.subscribe::<u32>("/a/b/c/{d}").await.unwrap();
+    client.publish(&format!("/a/b/c/{}", "y".repeat(56)), &7).await.unwrap();
+    assert_eq!(next(&mut sub).await.data, 7);
+    assert_eq!(hub.subscription_count(), 1, "nothing half-registered");
+    assert_eq!(client.call::<String>("/ping", &()).await.unwrap(), "pong", "the connection goes on");
 }

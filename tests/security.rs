@@ -614,13 +614,52 @@ async fn fifty_greedy_connections_stay_under_the_server_memory_budget() {
     .await;
 }
 
+/// 250,000 SUBSCRIBEs of distinct 1 KiB patterns from one connection that
+/// reads every answer: the first 2,048 are made, every other one is refused
+/// with `limit`, the server stays small, and another client is served
+/// throughout.
 #[tokio::test]
 async fn a_flood_of_distinct_subscriptions_is_bounded_by_the_per_connection_limit() {
+    const FLOOD: u64 = 250_000;
     survives("echo", |port| async move {
-        let mut ws = raw(port).await;
+        let (mut sink, mut stream) = raw(port).await.split();
+        let reader = tokio::spawn(async move {
+            let (mut made, mut refused) = (0u64, 0u64);
+            while made + refused < FLOOD {
+                let Message::Text(text) = within(60, stream.next()).await.unwrap().unwrap() else { continue };
+                let answer: serde_json::Value = serde_json::from_str(&text).unwrap();
+                match answer[0].as_u64() {
+                    Some(3) => made += 1,
+                    Some(4) if answer[2] == "limit" => refused += 1,
+                    _ => panic!("unexpected answer {answer}"),
+                }
+            }
+            (made, refused, stream)
+        });
+        let bystander = tokio::spawn(async move {
+            let client = Client::connect(&format!("ws://127.0.0.1:{port}")).await.unwrap();
+            let mut served = 0u32;
+            for n in 0..100u32 {
+                let answer: serde_json::Value = within(10, client.call("/echo", &json!({"n": n}))).await.unwrap();
+                assert_eq!(answer, json!({"n": n}));
+                served += 1;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            served
+        });
         let padding = "p".repeat(1000);
-        let sent = flood(&mut ws, 50_000, |n| Message::text(format!(r#"[6,{n},"/{padding}/{n}",null]"#))).await;
-        (format!("{sent} SUBSCRIBEs of distinct 1 KiB patterns"), vec![ws])
+        for n in 0..FLOOD {
+            let subscribe = format!(r#"[6,{n},"/{padding}/{n}",null]"#);
+            within(10, sink.send(Message::text(subscribe))).await.unwrap();
+        }
+        let (made, refused, stream) = reader.await.unwrap();
+        assert_eq!((made, refused), (2048, FLOOD - 2048));
+        let served = bystander.await.unwrap();
+        let ws = sink.reunite(stream).unwrap();
+        (
+            format!("{FLOOD} SUBSCRIBEs of distinct 1 KiB patterns, {made} made; another client served {served} calls"),
+            vec![ws],
+        )
     })
     .await;
 }
