@@ -65,8 +65,9 @@ impl CallError {
     /// memory than its connection may hold
     /// ([`ServerBuilder::connection_memory`](crate::ServerBuilder::connection_memory)).
     pub const TOO_LARGE: &'static str = "too_large";
-    /// The code of a subscription past a limit of the server's (per
-    /// connection, or in all); the message names the limit.
+    /// The code of a SUBSCRIBE or PUBLISH past a limit of the server's (the
+    /// length or segments of its pattern or topic, the subscriptions per
+    /// connection or in all); the message names the limit's setting.
     pub const LIMIT: &'static str = "limit";
     /// The code of a subscription cancelled by an UNSUBSCRIBE before it was
     /// in place.
