@@ -66,9 +66,10 @@ pub(crate) struct Options {
     /// Events published in the fan-out benchmark.
     #[arg(long, default_value_t = 200)]
     events: usize,
-    /// Only the systems whose name contains this.
-    #[arg(long)]
-    only: Option<String>,
+    /// Only the systems whose name contains one of these
+    /// (`socketioxide,webmesh-msgpack`).
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<String>,
 }
 
 impl Options {
