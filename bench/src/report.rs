@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::fanout::{self, FanoutResult};
 use crate::load::{self, CallResult, ServerProcess};
 use crate::system::System;
-use crate::{idle, proc, Options};
+use crate::{idle, nats_server, proc, Options};
 
 pub(crate) fn run(options: &Options) {
     // The load generator on core 1, the servers on core 0.
@@ -14,11 +14,12 @@ pub(crate) fn run(options: &Options) {
     runtime.block_on(measure(options));
 }
 
-/// The systems `--only` selects.
+/// The systems `--only` selects, less nats-server when it cannot be had.
 fn selected(options: &Options) -> Vec<System> {
     System::ALL
         .into_iter()
         .filter(|s| options.only.is_empty() || options.only.iter().any(|only| s.name().contains(only.as_str())))
+        .filter(|&s| s != System::NatsServer || nats_server::binary().is_some())
         .collect()
 }
 
@@ -100,6 +101,10 @@ impl Measured {
     fn p99(&self, name: &str) -> Option<f64> {
         self.call_median(name, |r| r.p99_us)
     }
+
+    fn delivery_cpu(&self, name: &str) -> Option<f64> {
+        median_of(self.fanout.get(name), |r| r.cpu_us_per_delivery)
+    }
 }
 
 /// `a / b`, when both were measured.
@@ -169,6 +174,10 @@ fn print_targets(measured: &Measured) {
     check("webmesh 16 KiB zlib CPU / 16 KiB raw", ratio(cpu("webmesh-16k-zlib"), cpu("webmesh-16k-raw")), 2.0);
     check("webmesh p99 / axum echo p99", ratio(measured.p99("webmesh-msgpack"), measured.p99("axum-echo")), 1.5);
     check("webmesh KiB per idle connection", median_of(measured.idle.get("webmesh-msgpack"), |&kib| kib), 8.0);
+    let delivery = |name: &str| measured.delivery_cpu(name);
+    for other in ["nats-server", "socketioxide"] {
+        check(&format!("webmesh CPU per delivery / {other}"), ratio(delivery("webmesh-msgpack"), delivery(other)), 1.0);
+    }
 }
 
 /// Prints one target, if what it compares was measured.

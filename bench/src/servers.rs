@@ -19,6 +19,7 @@ pub(crate) fn serve(name: &str) {
             System::AxumEcho => axum_echo(listener, addr).await,
             System::Jsonrpsee => jsonrpsee(listener).await,
             System::Socketioxide => socketioxide(listener, addr).await,
+            System::NatsServer => unreachable!("nats-server runs its own binary"),
             _ => webmesh(system, listener, addr).await,
         }
     });

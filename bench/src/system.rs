@@ -21,10 +21,13 @@ pub(crate) enum System {
     /// handler guards: each delivery is authorised (and cached) per
     /// subscriber. Fan-out only.
     WebmeshGuarded,
+    /// The NATS broker, driven by async-nats: the fan-out to beat. Fan-out
+    /// only.
+    NatsServer,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 8] = [
+    pub(crate) const ALL: [System; 9] = [
         System::AxumEcho,
         System::Jsonrpsee,
         System::Socketioxide,
@@ -33,6 +36,7 @@ impl System {
         System::WebmeshLargeZlib,
         System::WebmeshLargeRaw,
         System::WebmeshGuarded,
+        System::NatsServer,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -45,6 +49,7 @@ impl System {
             System::WebmeshLargeZlib => "webmesh-16k-zlib",
             System::WebmeshLargeRaw => "webmesh-16k-raw",
             System::WebmeshGuarded => "webmesh-guarded",
+            System::NatsServer => "nats-server",
         }
     }
 
@@ -52,23 +57,20 @@ impl System {
         System::ALL.into_iter().find(|s| s.name() == name)
     }
 
-    /// Whether its idle memory is measured (the large-payload variants are
+    /// Whether its idle memory is measured (the other webmesh variants are
     /// the same server as webmesh-msgpack).
     pub(crate) fn measures_idle(self) -> bool {
-        !matches!(
-            self,
-            System::WebmeshJson | System::WebmeshLargeZlib | System::WebmeshLargeRaw | System::WebmeshGuarded
-        )
+        matches!(self, System::AxumEcho | System::Jsonrpsee | System::Socketioxide | System::WebmeshMsgpack)
     }
 
     /// Whether its CPU per call is measured.
     pub(crate) fn measures_calls(self) -> bool {
-        self != System::WebmeshGuarded
+        !matches!(self, System::WebmeshGuarded | System::NatsServer)
     }
 
     /// Whether its fan-out is measured.
     pub(crate) fn measures_fanout(self) -> bool {
-        matches!(self, System::WebmeshMsgpack | System::WebmeshGuarded | System::Socketioxide)
+        matches!(self, System::WebmeshMsgpack | System::WebmeshGuarded | System::Socketioxide | System::NatsServer)
     }
 
     /// The subscription pattern and the topic of the fan-out benchmark.
