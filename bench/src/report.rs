@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use crate::fanout::{self, FanoutResult};
 use crate::load::{self, CallResult, ServerProcess};
 use crate::system::System;
-use crate::{idle, nats_server, proc, Options};
+use crate::{idle, nats_server, proc, scaling, Options};
 
 pub(crate) fn run(options: &Options) {
     // The load generator on core 1, the servers on core 0.
@@ -23,18 +23,18 @@ fn selected(options: &Options) -> Vec<System> {
         .collect()
 }
 
-/// The systems in a different order each run, so that drift on a shared
-/// machine does not always favour the same one.
-fn rotated(systems: &[System], run: usize) -> Vec<System> {
-    let mut systems = systems.to_vec();
-    if !systems.is_empty() {
-        let shift = run % systems.len();
-        systems.rotate_left(shift);
+/// The systems (or loads) in a different order each run, so that drift on
+/// a shared machine does not always favour the same one.
+fn rotated<T: Clone>(items: &[T], run: usize) -> Vec<T> {
+    let mut items = items.to_vec();
+    if !items.is_empty() {
+        let shift = run % items.len();
+        items.rotate_left(shift);
         if run % 2 == 1 {
-            systems.reverse();
+            items.reverse();
         }
     }
-    systems
+    items
 }
 
 fn median(mut values: Vec<f64>) -> f64 {
@@ -52,11 +52,15 @@ struct Measured {
     calls: BTreeMap<&'static str, Vec<CallResult>>,
     idle: BTreeMap<&'static str, Vec<f64>>,
     fanout: BTreeMap<&'static str, Vec<FanoutResult>>,
+    /// By number of unrelated wildcard subscriptions: server CPU per
+    /// publish, in microseconds.
+    publish_cost: BTreeMap<usize, Vec<f64>>,
 }
 
 async fn measure(options: &Options) {
     let systems = selected(options);
     let mut measured = Measured::default();
+    let scales = if systems.contains(&System::WebmeshScaling) { options.scaling.clone() } else { Vec::new() };
     for run in 0..options.runs {
         let call_systems: Vec<System> = systems.iter().copied().filter(|s| s.measures_calls()).collect();
         for system in rotated(&call_systems, run) {
@@ -77,10 +81,16 @@ async fn measure(options: &Options) {
             eprintln!("run {run} fan-out {:<16} {result:?}", system.name());
             measured.fanout.entry(system.name()).or_default().push(result);
         }
+        for unrelated in rotated(&scales, run) {
+            let us = scaling::cpu_us_per_publish(unrelated, options).await;
+            eprintln!("run {run} publish beside {unrelated} unrelated wildcards: {us:.2} us of server CPU");
+            measured.publish_cost.entry(unrelated).or_default().push(us);
+        }
     }
     print_calls(options, &systems, &measured);
     print_idle(options, &measured);
     print_fanout(options, &measured);
+    print_scaling(options, &measured);
     print_targets(&measured);
 }
 
@@ -104,6 +114,10 @@ impl Measured {
 
     fn delivery_cpu(&self, name: &str) -> Option<f64> {
         median_of(self.fanout.get(name), |r| r.cpu_us_per_delivery)
+    }
+
+    fn publish_cost(&self, unrelated: usize) -> Option<f64> {
+        median_of(self.publish_cost.get(&unrelated), |&us| us)
     }
 }
 
@@ -165,7 +179,26 @@ fn print_fanout(options: &Options, measured: &Measured) {
     }
 }
 
-/// Each target whose systems were measured.
+fn print_scaling(options: &Options, measured: &Measured) {
+    if measured.publish_cost.is_empty() {
+        return;
+    }
+    println!(
+        "\nPublish cost with N unrelated wildcard subscriptions ({} publishes to a topic with 1 subscriber, \
+         medians of {} runs)\n",
+        options.publishes, options.runs
+    );
+    println!("| N | server CPU per publish (us) | vs N = 0 |");
+    println!("|---:|---:|---:|");
+    for (&unrelated, runs) in &measured.publish_cost {
+        let us = median(runs.clone());
+        let versus_none = ratio(Some(us), measured.publish_cost(0)).map_or("-".to_string(), |r| format!("{r:.2}x"));
+        println!("| {unrelated} | {us:.2} | {versus_none} |");
+    }
+}
+
+/// Each target whose systems were measured; a `--scaling` without 100,000
+/// prints its table but checks nothing.
 fn print_targets(measured: &Measured) {
     println!("\nTargets\n");
     let cpu = |name: &str| measured.call_cpu(name);
@@ -178,6 +211,8 @@ fn print_targets(measured: &Measured) {
     for other in ["nats-server", "socketioxide"] {
         check(&format!("webmesh CPU per delivery / {other}"), ratio(delivery("webmesh-msgpack"), delivery(other)), 1.0);
     }
+    let publish = |unrelated: usize| measured.publish_cost(unrelated);
+    check("publish cost with 100,000 unrelated wildcards / none", ratio(publish(100_000), publish(0)), 1.5);
 }
 
 /// Prints one target, if what it compares was measured.

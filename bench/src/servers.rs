@@ -90,6 +90,8 @@ async fn webmesh(system: System, listener: tokio::net::TcpListener, addr: Socket
         .on("/echo", |data: Value| async move { data })
         .publish("/fanout", || async {})
         .publish("/guarded/{room}", || async {})
+        // The topic of the publish-cost measurement.
+        .publish("/news/{x}", || async {})
         // Checked for each wildcard subscriber, once per topic.
         .subscribe("/guarded/{room}", |conn: webmesh::Connection| async move {
             if conn.id() == 0 {
@@ -101,6 +103,10 @@ async fn webmesh(system: System, listener: tokio::net::TcpListener, addr: Socket
     let mut builder = webmesh::Server::builder().registered_handlers(false).router(router).addr(addr.to_string());
     if system == System::WebmeshLargeRaw {
         builder = builder.compression_threshold(usize::MAX);
+    }
+    if system == System::WebmeshScaling {
+        // Room for the 100,000 unrelated wildcards, from a few connections.
+        builder = builder.max_subscriptions_per_connection(1_000_000).max_subscriptions(1_000_000);
     }
     let server = builder.bind().await.expect("bind");
     ready(server.local_addr());

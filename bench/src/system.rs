@@ -24,10 +24,13 @@ pub(crate) enum System {
     /// The NATS broker, driven by async-nats: the fan-out to beat. Fan-out
     /// only.
     NatsServer,
+    /// webmesh with its subscription limits raised, for the cost of a
+    /// publish beside many unrelated wildcard subscriptions. Scaling only.
+    WebmeshScaling,
 }
 
 impl System {
-    pub(crate) const ALL: [System; 9] = [
+    pub(crate) const ALL: [System; 10] = [
         System::AxumEcho,
         System::Jsonrpsee,
         System::Socketioxide,
@@ -37,6 +40,7 @@ impl System {
         System::WebmeshLargeRaw,
         System::WebmeshGuarded,
         System::NatsServer,
+        System::WebmeshScaling,
     ];
 
     pub(crate) fn name(self) -> &'static str {
@@ -50,6 +54,7 @@ impl System {
             System::WebmeshLargeRaw => "webmesh-16k-raw",
             System::WebmeshGuarded => "webmesh-guarded",
             System::NatsServer => "nats-server",
+            System::WebmeshScaling => "webmesh-scaling",
         }
     }
 
@@ -65,7 +70,7 @@ impl System {
 
     /// Whether its CPU per call is measured.
     pub(crate) fn measures_calls(self) -> bool {
-        !matches!(self, System::WebmeshGuarded | System::NatsServer)
+        !matches!(self, System::WebmeshGuarded | System::NatsServer | System::WebmeshScaling)
     }
 
     /// Whether its fan-out is measured.

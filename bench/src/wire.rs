@@ -35,7 +35,7 @@ fn zlib(bytes: &[u8]) -> Vec<u8> {
 pub(crate) fn request(system: System) -> Message {
     let payload = small_payload();
     match system {
-        System::AxumEcho | System::WebmeshMsgpack | System::WebmeshGuarded => {
+        System::AxumEcho | System::WebmeshMsgpack | System::WebmeshGuarded | System::WebmeshScaling => {
             Message::binary(msgpack(&json!([1, 1, "/echo", payload])))
         }
         System::WebmeshJson => Message::text(json!([1, 1, "/echo", payload]).to_string()),

@@ -6,6 +6,7 @@ fn the_harness_prints_every_table() {
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_webmesh-bench"))
         .args(["--runs", "1", "--seconds", "0.2", "--connections", "2", "--in-flight", "2"])
         .args(["--idle", "20", "--subscribers", "5", "--events", "5"])
+        .args(["--scaling", "0,100", "--publishes", "20"])
         .output()
         .expect("run the harness");
     let stdout = String::from_utf8_lossy(&output.stdout);
@@ -19,8 +20,13 @@ fn the_harness_prints_every_table() {
     for system in ["socketioxide", "webmesh-msgpack", "webmesh-guarded", "nats-server"] {
         assert!(column(&fanout, system, 1) > 0.0, "{system} delivered nothing: {stdout}");
     }
+    let scaling = table(&stdout, "Publish cost with N unrelated wildcard subscriptions");
+    for unrelated in ["0", "100"] {
+        assert!(column(&scaling, unrelated, 1) > 0.0, "no publish cost beside {unrelated}: {stdout}");
+    }
     // The five of calls and idle memory, webmesh's CPU per delivery against
-    // nats-server and socketioxide.
+    // nats-server and socketioxide; none for publish cost, whose target is
+    // at 100,000 subscriptions.
     assert_eq!(stdout.matches("(limit").count(), 7, "{stdout}");
 }
 
