@@ -110,11 +110,15 @@ async fn errors_carry_their_data_and_hide_credentials() {
 /// Starts the echo example of the root package on a free port, and waits
 /// until it listens.
 async fn start_echo() -> (tokio::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    start_echo_on(port).await
+}
+
+async fn start_echo_on(port: u16) -> (tokio::process::Child, String) {
     // `cargo test --workspace` builds the examples of the root package here.
     let deps = std::env::current_exe().unwrap();
     let example = deps.parent().and_then(|d| d.parent()).unwrap().join("examples/echo");
     assert!(example.exists(), "{} is missing: run `cargo test --workspace --all-features`", example.display());
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let echo = tokio::process::Command::new(example)
         .env("WEBMESH_ADDR", format!("127.0.0.1:{port}"))
         .stderr(std::process::Stdio::null())
@@ -170,6 +174,94 @@ async fn the_cli_subscribes_and_publishes_on_the_echo_example() {
     let out = cli(&["publish", &url, "/elsewhere", "1"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert_eq!(stderr(&out), "error: handler error forbidden: clients may not publish to `/elsewhere`\n");
+}
+
+/// Publishes to `topic` until `lines` yields an event line.
+async fn publish_until_printed(
+    url: &str,
+    topic: &str,
+    lines: &mut tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+) -> Value {
+    for n in 0..400 {
+        let _ = cli(&["publish", url, topic, &format!(r#"{{"n": {n}}}"#)]).await;
+        if let Ok(line) = tokio::time::timeout(Duration::from_millis(50), lines.next_line()).await {
+            return serde_json::from_str(&line.unwrap().expect("an event line")).unwrap();
+        }
+    }
+    panic!("the subscriber printed nothing");
+}
+
+/// As `nats sub` does: `webmesh subscribe` follows the echo example through
+/// a kill -9 and a restart, saying so on stderr.
+#[tokio::test]
+async fn subscribe_follows_the_server_across_a_restart() {
+    use tokio::io::AsyncBufReadExt;
+    let (mut echo, url) = start_echo().await;
+    let mut subscriber = tokio::process::Command::new(env!("CARGO_BIN_EXE_webmesh"))
+        .args(["subscribe", &url, "/news/{*rest}"])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(subscriber.stdout.take().unwrap()).lines();
+    let mut errors = tokio::io::BufReader::new(subscriber.stderr.take().unwrap()).lines();
+    assert_eq!(publish_until_printed(&url, "/news/before", &mut lines).await["topic"], "/news/before");
+
+    echo.kill().await.unwrap();
+    let lost = tokio::time::timeout(Duration::from_secs(10), errors.next_line()).await.unwrap().unwrap().unwrap();
+    assert!(lost.starts_with("webmesh: connection lost ("), "{lost}");
+    assert!(lost.ends_with("); reconnecting"), "{lost}");
+
+    let port: u16 = url.rsplit(':').next().unwrap().parse().unwrap();
+    let (_echo, _) = start_echo_on(port).await;
+    let event = publish_until_printed(&url, "/news/after", &mut lines).await;
+    assert_eq!(event["topic"], "/news/after");
+    let back = tokio::time::timeout(Duration::from_secs(10), errors.next_line()).await.unwrap().unwrap().unwrap();
+    assert_eq!(back, "webmesh: reconnected and resubscribed; events published meanwhile are missed");
+    assert!(subscriber.try_wait().unwrap().is_none(), "the subscriber still runs");
+}
+
+/// `--token`, `WEBMESH_TOKEN` and `-H` reach a server that authenticates.
+#[tokio::test]
+async fn the_cli_authenticates_with_a_token_or_headers() {
+    use webmesh::{AuthError, Handshake};
+    let server = Server::builder()
+        .registered_handlers(false)
+        .router(Router::new().on("/echo", |data: Value| async move { data }))
+        .authenticate(|handshake: Handshake| async move {
+            match (handshake.bearer_token(), handshake.header("x-api-key")) {
+                (Some("s3cret"), _) | (_, Some("k1")) => Ok(()),
+                _ => Err(AuthError::unauthorized("send a token")),
+            }
+        })
+        .addr("127.0.0.1:0")
+        .bind()
+        .await
+        .unwrap();
+    let url = format!("ws://{}", server.local_addr());
+    tokio::spawn(server.serve());
+
+    let out = cli(&["call", &url, "/echo", "1"]).await;
+    assert!(stderr(&out).contains("401"), "{}", stderr(&out));
+    for args in [&["--token", "s3cret"][..], &["-H", "X-Api-Key: k1"], &["--header", "x-api-key:k1"]] {
+        let out = cli(&[&["call", &url, "/echo", "1"][..], args].concat()).await;
+        assert_eq!(stdout(&out), "1\n", "{args:?}: {}", stderr(&out));
+    }
+    let url_for_env = url.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(env!("CARGO_BIN_EXE_webmesh"))
+            .args(["call", &url_for_env, "/echo", "2"])
+            .env("WEBMESH_TOKEN", "s3cret")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert_eq!(stdout(&out), "2\n", "{}", stderr(&out));
+    // A wrong token is refused, and its value is not printed.
+    let out = cli(&["call", "--token", "wrong-token", &url, "/echo", "1"]).await;
+    assert!(!out.status.success() && !stderr(&out).contains("wrong-token"), "{}", stderr(&out));
 }
 
 #[tokio::test]

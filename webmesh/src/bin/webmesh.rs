@@ -7,6 +7,7 @@
 //! webmesh call --legacy json ws://127.0.0.1:4269 /echo '"hi"'
 //! webmesh subscribe ws://127.0.0.1:4269 '/news/{*rest}'
 //! webmesh publish ws://127.0.0.1:4269 /news/rust '{"title": "hello"}'
+//! WEBMESH_TOKEN=secret webmesh call ws://127.0.0.1:4269 /whoami
 //! ```
 
 use std::process::ExitCode;
@@ -31,7 +32,8 @@ enum Command {
     Emit(Emit),
     /// Subscribe to the topics PATTERN matches (e.g. `/news/{*rest}`) and
     /// print each event as one JSON line, `{"topic": .., "data": ..}`, until
-    /// interrupted.
+    /// interrupted. Follows the server across restarts: a line on stderr
+    /// says when the connection drops and when it is back.
     Subscribe(Subscribe),
     /// Publish a JSON payload to the topic TOPIC.
     Publish(Publish),
@@ -52,6 +54,21 @@ struct Server {
     /// Seconds to wait for the connection to open.
     #[arg(long, default_value_t = 10.0, value_name = "SECONDS")]
     connect_timeout: f64,
+    /// A bearer token for servers that authenticate: sent as
+    /// `Authorization: Bearer TOKEN` with the upgrade request. Prefer the
+    /// environment variable: other users can see command lines.
+    #[arg(long, env = "WEBMESH_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    token: Option<String>,
+    /// A header of the upgrade request, e.g. `-H 'X-Api-Key: k'`; repeatable.
+    #[arg(short = 'H', long = "header", value_name = "NAME:VALUE", value_parser = parse_header)]
+    headers: Vec<(String, String)>,
+}
+
+fn parse_header(text: &str) -> Result<(String, String), String> {
+    match text.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => Ok((name.trim().to_owned(), value.trim().to_owned())),
+        _ => Err(format!("`{text}` is not NAME:VALUE")),
+    }
 }
 
 /// A message to a handler: what `call` and `emit` take.
@@ -153,7 +170,7 @@ async fn run(command: Command) -> Result<(), String> {
                     .map_err(|e| format!("invalid subscription options: {e}"))?,
                 None => SubscribeArgs { lag: webmesh::LagPolicy::default() },
             };
-            let client = connect(&subscribe.server, None, None).await?;
+            let client = connect_with(&subscribe.server, None, None, Reconnect::Yes).await?;
             let options = webmesh::SubscribeOptions::default().lag(options.lag);
             follow(&client, &subscribe.pattern, options).await?;
         }
@@ -172,11 +189,36 @@ fn seconds(flag: &str, value: f64) -> Result<Duration, String> {
     Duration::try_from_secs_f64(value).map_err(|e| format!("--{flag}: {e}"))
 }
 
+/// Whether a command follows the server across restarts.
+#[derive(PartialEq)]
+enum Reconnect {
+    Yes,
+    No,
+}
+
 async fn connect(server: &Server, legacy: Option<CodecArg>, timeout: Option<f64>) -> Result<Client, String> {
+    connect_with(server, legacy, timeout, Reconnect::No).await
+}
+
+/// Connects once; the first connection must succeed, whether or not later
+/// ones are tried.
+async fn connect_with(
+    server: &Server,
+    legacy: Option<CodecArg>,
+    timeout: Option<f64>,
+    reconnect: Reconnect,
+) -> Result<Client, String> {
     let url = redact(&server.url);
-    let mut builder = Client::builder(&server.url)
-        .connect_timeout(seconds("connect-timeout", server.connect_timeout)?)
-        .no_reconnect();
+    let mut builder = Client::builder(&server.url).connect_timeout(seconds("connect-timeout", server.connect_timeout)?);
+    if reconnect == Reconnect::No {
+        builder = builder.no_reconnect();
+    }
+    if let Some(token) = &server.token {
+        builder = builder.bearer_token(token);
+    }
+    for (name, value) in &server.headers {
+        builder = builder.header(name, value);
+    }
     if let Some(timeout) = timeout {
         builder = builder.timeout(seconds("timeout", timeout)?);
     }
@@ -220,9 +262,17 @@ fn redact(url: &str) -> String {
 async fn follow(client: &Client, pattern: &str, options: webmesh::SubscribeOptions) -> Result<(), String> {
     use std::io::Write;
     let mut events = client.subscribe_with::<Value>(pattern, options).await.map_err(describe)?;
+    let mut states = client.state_changes();
+    let mut lost = false;
     loop {
         let event = tokio::select! {
             event = events.recv() => event,
+            changed = states.changed(), if changed_is_possible(&states) => {
+                if changed.is_ok() {
+                    report(&states.borrow_and_update(), &mut lost);
+                }
+                continue;
+            }
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
         match event {
@@ -234,9 +284,32 @@ async fn follow(client: &Client, pattern: &str, options: webmesh::SubscribeOptio
                     return Ok(());
                 }
             }
+            // The gap of a reconnection, said by `report` already.
+            Some(Err(webmesh::Error::Lagged { missed: None })) => {}
             Some(Err(e)) => eprintln!("warning: {e}"),
             None => return Err("the connection closed".into()),
         }
+    }
+}
+
+fn changed_is_possible(states: &tokio::sync::watch::Receiver<webmesh::ConnectionState>) -> bool {
+    states.has_changed().is_ok()
+}
+
+/// Says on stderr when the connection drops and when it is back, once each.
+fn report(state: &webmesh::ConnectionState, lost: &mut bool) {
+    use webmesh::ConnectionState;
+    match state {
+        ConnectionState::Reconnecting { last_error, .. } if !*lost => {
+            *lost = true;
+            let why = last_error.as_deref().unwrap_or("the connection closed");
+            eprintln!("webmesh: connection lost ({why}); reconnecting");
+        }
+        ConnectionState::Connected if *lost => {
+            *lost = false;
+            eprintln!("webmesh: reconnected and resubscribed; events published meanwhile are missed");
+        }
+        _ => {}
     }
 }
 
@@ -265,6 +338,13 @@ mod tests {
         assert!(serde_json::from_str::<SubscribeArgs>(r#"{"lag": "disconnect"}"#).is_ok());
         assert!(serde_json::from_str::<SubscribeArgs>(r#"{"lag": "bogus"}"#).is_err());
         assert!(serde_json::from_str::<SubscribeArgs>(r#"{"lagg": "drop_newest"}"#).is_err());
+    }
+
+    #[test]
+    fn headers_are_name_colon_value() {
+        assert_eq!(parse_header("X-Api-Key: k:1").unwrap(), ("X-Api-Key".into(), "k:1".into()));
+        assert!(parse_header("novalue").is_err());
+        assert!(parse_header(": v").is_err());
     }
 
     #[test]

@@ -23,7 +23,9 @@ pub use codec::{Codec, CodecError, IncomingMessage, OutgoingMessage};
 pub use payload::{Payload, PayloadError};
 
 pub(crate) use codec::subprotocol as codec_subprotocol;
-pub(crate) use compression::{compress, decompress, Compression};
+pub(crate) use compression::Compression;
+#[cfg(feature = "__internals")]
+pub(crate) use compression::{compress, decompress};
 pub(crate) use envelope::{Envelope, Incoming};
 pub(crate) use frame::Frame;
 pub use legacy::LegacyFormat;

@@ -13,9 +13,10 @@ use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 const SHARDS: usize = 16;
 /// Topics kept per shard: 1,024 in all, as nats-server's sublist cache.
 const TOPICS_PER_SHARD: usize = 64;
-/// Matches kept per shard, whatever the topics: a result of a million
-/// wildcard subscribers is found anew each time rather than kept 1,024 times.
-const MATCHES_PER_SHARD: usize = 1 << 16;
+/// Matches kept per shard, whatever the topics: 262,144 in all, at most
+/// about 10 MiB. A topic with more subscribers than a shard keeps is found
+/// anew each time, a cost its deliveries dwarf.
+const MATCHES_PER_SHARD: usize = 1 << 14;
 
 /// Values (of `size` matches each) by topic.
 pub(crate) struct TopicCache<V> {
