@@ -317,6 +317,37 @@ async fn subscription_limits_refuse_with_limit_and_keep_the_connection() {
     assert_eq!(hub.subscription_count(), 5);
 }
 
+/// A limit of 0 refuses the first; the bytes a connection's subscriptions
+/// hold count against its memory, whatever their number.
+#[tokio::test]
+async fn a_limit_of_zero_and_the_connection_memory_bound_subscriptions() {
+    let builder = Server::builder().registered_handlers(false).max_subscriptions_per_connection(0);
+    let server = TestServer::start(builder).await;
+    let refused = server.client().await.subscribe::<Value>("/a").await;
+    assert!(matches!(refused, Err(Error::Handler(e)) if e.code() == "limit"));
+
+    let mut builder = Server::builder().registered_handlers(false).connection_memory(64 * 1024);
+    let hub = builder.hub();
+    let server = TestServer::start(builder).await;
+    let client = server.client().await;
+    let deep = "/s".repeat(30);
+    let mut kept = Vec::new();
+    let message = loop {
+        match client.subscribe::<Value>(&format!("{deep}/{}/*", kept.len())).await {
+            Ok(subscription) => kept.push(subscription),
+            Err(Error::Handler(e)) if e.code() == "limit" => break e.message().to_owned(),
+            Err(other) => panic!("{other:?}"),
+        }
+    };
+    assert!(message.contains("(connection_memory)"), "{message}");
+    // About 3.5 KiB each: far fewer than the 2048 the count allows.
+    assert!((10..40).contains(&kept.len()), "{} subscriptions fit in 64 KiB", kept.len());
+    assert_eq!(hub.subscription_count(), kept.len(), "nothing half-registered");
+    // Room freed is room to take.
+    kept.pop().unwrap().unsubscribe().await;
+    kept.push(client.subscribe::<Value>(&format!("{deep}/again/*")).await.unwrap());
+}
+
 #[tokio::test]
 async fn patterns_and_topics_over_the_length_and_segment_limits_get_limit() {
     let router = Router::new().on("/ping", || async { "pong" }).publish("/{*topic}", || async {});

@@ -107,8 +107,8 @@ impl Subscriptions {
 
     /// Subscription `id` of connection number `connection` to `pattern`.
     pub fn subscribe(&self, connection: usize, id: u64, pattern: &str) {
-        let pattern = crate::pubsub::TopicPattern::parse(pattern).expect("pattern");
-        self.hub.subscribe(&self.connections[connection], id, pattern, Default::default()).expect("subscribe");
+        let parsed = crate::pubsub::TopicPattern::parse(pattern).expect("pattern");
+        self.hub.subscribe(&self.connections[connection], id, parsed, pattern, Default::default()).expect("subscribe");
     }
 
     /// Removes subscription `id` of connection number `connection`.

@@ -40,6 +40,8 @@ pub(crate) enum Direction {
     /// outgoing too, but dropped by the lag policy rather than closing a
     /// slow consumer.
     Events,
+    /// The connection's subscriptions in the server's registry.
+    Subscriptions,
 }
 
 /// One connection's bytes.
@@ -49,6 +51,7 @@ pub(crate) struct Account {
     incoming: AtomicUsize,
     outgoing: AtomicUsize,
     events: AtomicUsize,
+    subscriptions: AtomicUsize,
     budget: Arc<MemoryBudget>,
     /// Wakes a reader waiting for the messages under way to shrink.
     room: Notify,
@@ -91,6 +94,7 @@ impl MemoryBudget {
             incoming: AtomicUsize::new(0),
             outgoing: AtomicUsize::new(0),
             events: AtomicUsize::new(0),
+            subscriptions: AtomicUsize::new(0),
             budget: self.clone(),
             room: Notify::new(),
             shed: AtomicBool::new(false),
@@ -147,6 +151,7 @@ impl Account {
             Direction::Incoming => &self.incoming,
             Direction::Outgoing => &self.outgoing,
             Direction::Events => &self.events,
+            Direction::Subscriptions => &self.subscriptions,
         }
     }
 
@@ -191,7 +196,7 @@ impl Account {
 
     /// Bytes held, all told.
     pub(crate) fn held(&self) -> usize {
-        self.held_in(Direction::Incoming) + self.waiting_to_be_written()
+        self.held_in(Direction::Incoming) + self.waiting_to_be_written() + self.held_in(Direction::Subscriptions)
     }
 
     /// Replies, pushes and events waiting to be written.

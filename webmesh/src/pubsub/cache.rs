@@ -3,11 +3,16 @@
 //!
 //! Publishers on different topics meet on different shards. An entry is
 //! filled under the registry's read lock and forgotten under its write lock
-//! when a subscription that matches it comes or goes, so it is never stale.
+//! when a subscription that may match it comes or goes, so it is never
+//! stale: one topic when the subscription names it, all topics at once (a
+//! new generation, in constant time) when it is a wildcard. Looking for the
+//! kept topics a wildcard matches would cost each SUBSCRIBE up to the whole
+//! cache, which a client chooses.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, PoisonError, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 const SHARDS: usize = 16;
@@ -21,6 +26,8 @@ const MATCHES_PER_SHARD: usize = 1 << 14;
 /// Values (of `size` matches each) by topic.
 pub(crate) struct TopicCache<V> {
     hasher: RandomState,
+    /// Entries of older generations are forgotten.
+    generation: AtomicU64,
     shards: [Shard<V>; SHARDS],
 }
 
@@ -29,14 +36,21 @@ pub(crate) struct TopicCache<V> {
 struct Shard<V>(RwLock<Entries<V>>);
 
 struct Entries<V> {
-    topics: HashMap<Box<str>, (Arc<V>, usize)>,
+    topics: HashMap<Box<str>, Entry<V>>,
     size: usize,
+}
+
+struct Entry<V> {
+    value: Arc<V>,
+    size: usize,
+    generation: u64,
 }
 
 impl<V> Default for TopicCache<V> {
     fn default() -> Self {
         Self {
             hasher: RandomState::new(),
+            generation: AtomicU64::new(0),
             shards: std::array::from_fn(|_| Shard(RwLock::new(Entries { topics: HashMap::new(), size: 0 }))),
         }
     }
@@ -48,7 +62,9 @@ impl<V> TopicCache<V> {
     }
 
     pub(crate) fn get(&self, topic: &str) -> Option<Arc<V>> {
-        self.shard(topic).read().topics.get(topic).map(|(value, _)| value.clone())
+        let generation = self.generation.load(Ordering::Acquire);
+        let shard = self.shard(topic).read();
+        shard.topics.get(topic).filter(|e| e.generation == generation).map(|e| e.value.clone())
     }
 
     /// Keeps `value`, making room by forgetting others. Call it under the
@@ -64,8 +80,10 @@ impl<V> TopicCache<V> {
             shard.forget(&evicted);
         }
         shard.size += size;
-        if let Some((_, replaced)) = shard.topics.insert(topic.into(), (value.clone(), size)) {
-            shard.size -= replaced;
+        let generation = self.generation.load(Ordering::Acquire);
+        let entry = Entry { value: value.clone(), size, generation };
+        if let Some(replaced) = shard.topics.insert(topic.into(), entry) {
+            shard.size -= replaced.size;
         }
     }
 
@@ -74,18 +92,9 @@ impl<V> TopicCache<V> {
         self.shard(topic).write().forget(topic);
     }
 
-    /// Forgets every topic `stale` says is. Call it under the registry's
-    /// write lock.
-    pub(crate) fn forget_where(&self, mut stale: impl FnMut(&str, &V) -> bool) {
-        for shard in &self.shards {
-            // Looked over first for reading: most changes touch few topics.
-            let topics: Vec<Box<str>> =
-                shard.read().topics.iter().filter(|(t, (v, _))| stale(t, v)).map(|(t, _)| t.clone()).collect();
-            if !topics.is_empty() {
-                let mut shard = shard.write();
-                topics.iter().for_each(|topic| shard.forget(topic));
-            }
-        }
+    /// Forgets every topic. Call it under the registry's write lock.
+    pub(crate) fn forget_all(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
     }
 
     /// How many topics are kept.
@@ -107,8 +116,8 @@ impl<V> Shard<V> {
 
 impl<V> Entries<V> {
     fn forget(&mut self, topic: &str) {
-        if let Some((_, size)) = self.topics.remove(topic) {
-            self.size -= size;
+        if let Some(entry) = self.topics.remove(topic) {
+            self.size -= entry.size;
         }
     }
 }
@@ -129,9 +138,12 @@ mod tests {
         assert!(cache.get("/big").is_none());
         cache.insert("/kept", &Arc::new(7), 10);
         assert_eq!(cache.get("/kept").as_deref(), Some(&7));
-        cache.forget_where(|topic, _| topic.starts_with("/t/"));
-        assert_eq!(cache.len(), 1);
         cache.forget("/kept");
-        assert_eq!(cache.len(), 0);
+        assert!(cache.get("/kept").is_none());
+        cache.insert("/kept", &Arc::new(8), 10);
+        cache.forget_all();
+        assert!(cache.get("/kept").is_none());
+        cache.insert("/kept", &Arc::new(9), 10);
+        assert_eq!(cache.get("/kept").as_deref(), Some(&9));
     }
 }

@@ -8,9 +8,10 @@ use serde::Serialize;
 
 use super::cache::TopicCache;
 use super::grants::{self, Gate};
-use super::index::Index;
+use super::index::{Index, Key};
 use super::pattern::TopicLimits;
 use super::{validate_topic, LagPolicy, Pushed, TopicPattern};
+use crate::memory::{Charge, Direction};
 use crate::protocol::{Compression, Envelope, Frame, WireFormat};
 use crate::{Connection, Error};
 
@@ -70,15 +71,21 @@ struct Subscriber {
     lag: LagPolicy,
     /// A wildcard that may match guarded topics: checked at delivery.
     gated: bool,
+    /// What it holds in the registry, on its connection's account.
+    _held: Charge,
 }
 
 #[derive(Default)]
 struct Registry {
-    index: Index<Subscriber>,
+    /// Subscriptions without wildcards, by topic: one lookup, and no tree
+    /// nodes for a deep topic.
+    exact: HashMap<Box<str>, HashMap<Key, Subscriber>>,
+    /// Subscriptions with wildcards.
+    wild: Index<Subscriber>,
     /// How many subscriptions there are.
     count: usize,
     /// Each connection's subscriptions, id to pattern, to remove them.
-    by_connection: HashMap<u64, HashMap<u64, TopicPattern>>,
+    by_connection: HashMap<u64, HashMap<u64, Box<str>>>,
 }
 
 /// The subscriptions matching a topic, by connection: one event each.
@@ -201,7 +208,9 @@ impl Hub {
         // Found and kept under the read lock, so no change comes between.
         let registry = self.read();
         let mut found = Vec::new();
-        registry.index.for_each_match(topic, |key, subscriber| found.push((key, subscriber)));
+        let exact = registry.exact.get(topic).into_iter().flatten();
+        found.extend(exact.map(|(key, subscriber)| (*key, subscriber)));
+        registry.wild.for_each_match(topic, |key, subscriber| found.push((key, subscriber)));
         found.sort_unstable_by_key(|(key, _)| *key);
         let mut matches = Matches { groups: Vec::new(), subscriptions: Vec::with_capacity(found.len()) };
         for ((connection, subscription), subscriber) in found {
@@ -228,17 +237,20 @@ impl Hub {
 
     /// Adds a subscription; a second one with the same id replaces the first.
     /// Does nothing once the connection was removed. Fails, adding nothing,
-    /// past the limits on subscriptions per connection or in all.
+    /// past the limits on subscriptions per connection or in all, or on the
+    /// bytes the connection's subscriptions hold.
     pub(crate) fn subscribe(
         &self,
         connection: &Connection,
         id: u64,
         pattern: TopicPattern,
+        raw: &str,
         lag: LagPolicy,
     ) -> Result<(), String> {
         let key = (connection.id(), id);
         let gated = !pattern.is_exact() && self.inner.gate.get().is_some_and(|gate| gate.guards(&pattern));
-        let subscriber = Subscriber { connection: connection.clone(), lag, gated };
+        let account = connection.account();
+        let bytes = registry_bytes(raw, &pattern);
         let mut registry = self.write();
         // Read under the lock `remove_connection` sets it under.
         if connection.is_unsubscribed_all() {
@@ -246,8 +258,9 @@ impl Hub {
         }
         let Limits { per_connection, total, .. } = self.limits();
         let mine = registry.by_connection.get(&key.0);
-        if !mine.is_some_and(|subs| subs.contains_key(&id)) {
-            if mine.is_some_and(|subs| subs.len() >= per_connection) {
+        let replaced = mine.and_then(|subs| subs.get(&id));
+        if replaced.is_none() {
+            if mine.map_or(0, HashMap::len) >= per_connection {
                 let message = "subscriptions on one connection (max_subscriptions_per_connection)";
                 return Err(format!("the limit of {per_connection} {message} is reached"));
             }
@@ -256,20 +269,33 @@ impl Hub {
                 return Err(format!("the limit of {total} {message} is reached"));
             }
         }
+        let freed = replaced.map_or(0, |old| registry_bytes(old, &TopicPattern::parse(old).expect("registered")));
+        if !account.has_room(Direction::Subscriptions, bytes.saturating_sub(freed)) {
+            let limit = account.limit();
+            return Err(format!(
+                "the subscriptions of this connection would hold more than {limit} bytes (connection_memory)"
+            ));
+        }
+        let subscriber = Subscriber {
+            connection: connection.clone(),
+            lag,
+            gated,
+            _held: account.charge(Direction::Subscriptions, bytes),
+        };
         self.remove(&mut registry, key);
-        registry.index.insert(&pattern, key, subscriber);
-        self.forget_matches_of(&pattern);
-        registry.by_connection.entry(key.0).or_default().insert(id, pattern);
+        match pattern.as_topic() {
+            Some(topic) => {
+                self.inner.cache.forget(&topic);
+                registry.exact.entry(topic.into()).or_default().insert(key, subscriber);
+            }
+            None => {
+                registry.wild.insert(&pattern, key, subscriber);
+                self.inner.cache.forget_all();
+            }
+        }
+        registry.by_connection.entry(key.0).or_default().insert(id, raw.into());
         registry.count += 1;
         Ok(())
-    }
-
-    /// Forgets the kept matches of the topics `pattern` matches.
-    fn forget_matches_of(&self, pattern: &TopicPattern) {
-        match pattern.as_topic() {
-            Some(topic) => self.inner.cache.forget(&topic),
-            None => self.inner.cache.forget_where(|topic, _| pattern.matches(topic)),
-        }
     }
 
     /// Removes one subscription; `false` if there was none.
@@ -284,26 +310,34 @@ impl Hub {
         let mut registry = self.write();
         connection.mark_unsubscribed_all();
         let id = connection.id();
-        let Some(subscriptions) = registry.by_connection.remove(&id) else { return };
-        registry.count -= subscriptions.len();
-        for (subscription, pattern) in subscriptions {
-            registry.index.remove(&pattern, (id, subscription));
+        let ids: Vec<u64> = registry.by_connection.get(&id).map(|s| s.keys().copied().collect()).unwrap_or_default();
+        for sub in ids {
+            self.remove(&mut registry, (id, sub));
         }
-        // One look at the kept topics, whatever the number of subscriptions.
-        self.inner.cache.forget_where(|_, matches| matches.group(id).is_some());
     }
 
     fn remove(&self, registry: &mut Registry, (connection, id): (u64, u64)) -> bool {
         let Some(subs) = registry.by_connection.get_mut(&connection) else { return false };
-        let Some(pattern) = subs.remove(&id) else { return false };
+        let Some(raw) = subs.remove(&id) else { return false };
         if subs.is_empty() {
             registry.by_connection.remove(&connection);
         }
         registry.count -= 1;
-        registry.index.remove(&pattern, (connection, id));
+        let pattern = TopicPattern::parse(&raw).expect("registered patterns parse");
         match pattern.as_topic() {
-            Some(topic) => self.inner.cache.forget(&topic),
-            None => self.inner.cache.forget_where(|_, matches| matches.has(connection, id)),
+            Some(topic) => {
+                if let Some(subscribers) = registry.exact.get_mut(&*topic) {
+                    subscribers.remove(&(connection, id));
+                    if subscribers.is_empty() {
+                        registry.exact.remove(&*topic);
+                    }
+                }
+                self.inner.cache.forget(&topic);
+            }
+            None => {
+                registry.wild.remove(&pattern, (connection, id));
+                self.inner.cache.forget_all();
+            }
         }
         true
     }
@@ -314,16 +348,12 @@ impl Hub {
     }
 }
 
-impl Matches {
-    /// The group of connection `id`: groups are sorted by connection.
-    fn group(&self, id: u64) -> Option<&Group> {
-        let i = self.groups.binary_search_by_key(&id, |g| g.connection.id()).ok()?;
-        Some(&self.groups[i])
-    }
-
-    fn has(&self, connection: u64, subscription: u64) -> bool {
-        self.group(connection).is_some_and(|g| self.subscriptions[g.subscriptions.clone()].contains(&subscription))
-    }
+/// What a subscription holds in the registry, about: its pattern (twice:
+/// by connection and in the tree), its entries, and a tree node per segment
+/// of a wildcard pattern (measured at about 100 bytes each).
+fn registry_bytes(raw: &str, pattern: &TopicPattern) -> usize {
+    let nodes = if pattern.is_exact() { 1 } else { pattern.segments().len() };
+    256 + 2 * raw.len() + 100 * nodes
 }
 
 impl std::fmt::Debug for Hub {
@@ -378,7 +408,7 @@ mod tests {
                 match op {
                     Op::Subscribe { connection, id, pattern } => {
                         let parsed = TopicPattern::parse(pattern).unwrap();
-                        hub.subscribe(&connections[connection], id, parsed, LagPolicy::default()).unwrap();
+                        hub.subscribe(&connections[connection], id, parsed, pattern, LagPolicy::default()).unwrap();
                         model.insert((connection, id), pattern);
                     }
                     Op::Unsubscribe { connection, id } => {
@@ -406,10 +436,12 @@ mod tests {
                 hub.remove_connection(connection);
             }
             let registry = hub.read();
-            prop_assert!(registry.index.is_empty() && registry.by_connection.is_empty() && registry.count == 0);
+            prop_assert!(registry.wild.is_empty() && registry.exact.is_empty());
+            prop_assert!(registry.by_connection.is_empty() && registry.count == 0);
             drop(registry);
-            // Nothing kept still holds a connection.
-            prop_assert!(connections.iter().all(|c| hub.matches("/a/b").group(c.id()).is_none()));
+            // Nothing kept still holds a connection, nor bytes on its account.
+            prop_assert!(TOPICS.iter().all(|topic| hub.matches(topic).groups.is_empty()));
+            prop_assert!(connections.iter().all(|c| c.account().held_in(Direction::Subscriptions) == 0));
         }
     }
 
@@ -418,7 +450,8 @@ mod tests {
         let hub = Hub::new(Compression::default());
         let connection = Connection::detached(1, 16);
         for (id, pattern) in ["/a/b", "/a/*", "/{*all}"].into_iter().enumerate() {
-            hub.subscribe(&connection, id as u64, TopicPattern::parse(pattern).unwrap(), LagPolicy::default()).unwrap();
+            let parsed = TopicPattern::parse(pattern).unwrap();
+            hub.subscribe(&connection, id as u64, parsed, pattern, LagPolicy::default()).unwrap();
         }
         assert_eq!(hub.publish("/a/b", &1).unwrap(), 1);
         assert_eq!(connection.events().len(), 1);

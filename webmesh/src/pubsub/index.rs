@@ -6,6 +6,10 @@
 //! Each node has a child per literal segment, one child for the one-segment
 //! wildcard (`*`, `{name}`), and the subscriptions that end there: those
 //! whose pattern ends at that node, and those whose `{*rest}` starts there.
+//!
+//! Nodes are small (a few literal children live in a vector, more in a
+//! map) because a hostile client chooses the patterns' shapes: a deep
+//! pattern costs about 100 bytes per segment.
 
 use std::collections::HashMap;
 
@@ -20,7 +24,7 @@ pub(crate) struct Index<T> {
 }
 
 struct Node<T> {
-    literal: HashMap<Box<str>, Node<T>>,
+    literal: Literals<T>,
     one: Option<Box<Node<T>>>,
     /// Boxed: most nodes on the way to a subscription hold none.
     ends: Option<Box<Ends<T>>>,
@@ -35,7 +39,67 @@ struct Ends<T> {
 
 impl<T> Default for Node<T> {
     fn default() -> Self {
-        Self { literal: HashMap::new(), one: None, ends: None }
+        Self { literal: Literals::Few(Vec::new()), one: None, ends: None }
+    }
+}
+
+/// A node's literal children.
+enum Literals<T> {
+    /// Searched in order: most nodes have one child.
+    Few(Vec<(Box<str>, Node<T>)>),
+    Many(HashMap<Box<str>, Node<T>>),
+}
+
+/// Past this many children a node's literals move to a map.
+const FEW: usize = 8;
+
+impl<T> Literals<T> {
+    fn get(&self, segment: &str) -> Option<&Node<T>> {
+        match self {
+            Literals::Few(children) => children.iter().find(|(s, _)| &**s == segment).map(|(_, node)| node),
+            Literals::Many(children) => children.get(segment),
+        }
+    }
+
+    fn get_mut(&mut self, segment: &str) -> Option<&mut Node<T>> {
+        match self {
+            Literals::Few(children) => children.iter_mut().find(|(s, _)| &**s == segment).map(|(_, node)| node),
+            Literals::Many(children) => children.get_mut(segment),
+        }
+    }
+
+    fn get_or_insert(&mut self, segment: &str) -> &mut Node<T> {
+        if let Literals::Few(children) = self {
+            if children.len() >= FEW && !children.iter().any(|(s, _)| &**s == segment) {
+                *self = Literals::Many(std::mem::take(children).into_iter().collect());
+            }
+        }
+        match self {
+            Literals::Few(children) => match children.iter().position(|(s, _)| &**s == segment) {
+                Some(i) => &mut children[i].1,
+                None => {
+                    children.push((segment.into(), Node::default()));
+                    &mut children.last_mut().expect("just pushed").1
+                }
+            },
+            Literals::Many(children) => children.entry(segment.into()).or_default(),
+        }
+    }
+
+    fn remove(&mut self, segment: &str) {
+        match self {
+            Literals::Few(children) => children.retain(|(s, _)| &**s != segment),
+            Literals::Many(children) => {
+                children.remove(segment);
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        match self {
+            Literals::Few(children) => children.is_empty(),
+            Literals::Many(children) => children.is_empty(),
+        }
     }
 }
 
@@ -52,7 +116,7 @@ impl<T> Index<T> {
         let mut rest = false;
         for segment in pattern.segments() {
             node = match segment {
-                Segment::Literal(literal) => node.literal.entry(literal.clone()).or_default(),
+                Segment::Literal(literal) => node.literal.get_or_insert(literal),
                 Segment::One => node.one.get_or_insert_with(Box::default),
                 Segment::Rest => {
                     rest = true;
@@ -142,7 +206,7 @@ impl<T> Node<T> {
                 one.visit(tail, found);
             }
         }
-        if let Some(child) = self.literal.get(*first) {
+        if let Some(child) = self.literal.get(first) {
             child.visit(tail, found);
         }
     }
@@ -228,6 +292,29 @@ mod tests {
             }
             prop_assert!(index.is_empty());
         }
+    }
+
+    /// Past a few children a node's literals move to a map: both kinds
+    /// find, and lose, the same.
+    #[test]
+    fn many_literal_children() {
+        let mut index = Index::default();
+        let patterns: Vec<TopicPattern> = (0..40)
+            .flat_map(|i| [format!("/x{i}/*"), format!("/x{i}"), format!("/x{i}/y/{{*r}}")])
+            .map(|p| TopicPattern::parse(&p).unwrap())
+            .collect();
+        for (n, pattern) in patterns.iter().enumerate() {
+            index.insert(pattern, (0, n as u64), ());
+        }
+        let subscriptions: Vec<(Key, TopicPattern)> =
+            patterns.iter().enumerate().map(|(n, p)| ((0, n as u64), p.clone())).collect();
+        for topic in ["/x0", "/x7/a", "/x39/y/z", "/x40", "/x12/y"] {
+            assert_eq!(found(&index, topic), oracle(&subscriptions, topic), "{topic}");
+        }
+        for (key, pattern) in &subscriptions {
+            assert!(index.remove(pattern, *key).is_some());
+        }
+        assert!(index.is_empty());
     }
 
     #[test]

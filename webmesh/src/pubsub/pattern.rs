@@ -20,6 +20,10 @@ pub const DEFAULT_MAX_TOPIC_LENGTH: usize = 1024;
 /// The most segments in a pattern or topic a server takes by default.
 pub const DEFAULT_MAX_TOPIC_SEGMENTS: usize = 32;
 
+/// The most segments a server can be configured to take: the subscription
+/// index walks a pattern's segments recursively.
+pub(crate) const MAX_TOPIC_SEGMENTS_CEILING: usize = 256;
+
 /// How long a pattern or topic may be.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct TopicLimits {

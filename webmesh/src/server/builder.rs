@@ -16,7 +16,7 @@ use crate::handler::{BoxedHandler, Handler};
 use crate::heartbeat::Heartbeat;
 use crate::memory::MemoryBudget;
 use crate::protocol::{Codec, Compression};
-use crate::pubsub::{Hub, Limits, TopicLimits};
+use crate::pubsub::{Hub, Limits, TopicLimits, MAX_TOPIC_SEGMENTS_CEILING};
 use crate::routing::{RouteKind, RouteTable, Router};
 use crate::Error;
 
@@ -442,12 +442,13 @@ impl ServerBuilder {
     }
 
     /// The most `/`-separated segments in a pattern or topic (default
-    /// [`DEFAULT_MAX_TOPIC_SEGMENTS`]); past it, `limit`, as for
+    /// [`DEFAULT_MAX_TOPIC_SEGMENTS`], at most 256: larger values are taken
+    /// as 256); past it, `limit`, as for
     /// [`max_topic_length`](Self::max_topic_length).
     ///
     /// [`DEFAULT_MAX_TOPIC_SEGMENTS`]: crate::DEFAULT_MAX_TOPIC_SEGMENTS
     pub fn max_topic_segments(mut self, segments: usize) -> Self {
-        self.topic_limits.segments = segments;
+        self.topic_limits.segments = segments.min(MAX_TOPIC_SEGMENTS_CEILING);
         self
     }
 

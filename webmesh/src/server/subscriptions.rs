@@ -47,7 +47,7 @@ async fn accept_subscription(
     }
     // Registered under the lock an UNSUBSCRIBE takes, so one that came while
     // the handler ran is not undone.
-    match conn.finish_subscribing(id, seq, || shared.hub.subscribe(conn, id, parsed, options.lag)) {
+    match conn.finish_subscribing(id, seq, || shared.hub.subscribe(conn, id, parsed, pattern, options.lag)) {
         Some(Ok(())) => Ok(()),
         Some(Err(limit)) => Err(CallError::new(CallError::LIMIT, limit)),
         None => {
