@@ -10,6 +10,7 @@ use super::cache::TopicCache;
 use super::grants::{self, Gate};
 use super::index::{Index, Key};
 use super::pattern::TopicLimits;
+use super::small_map::SmallMap;
 use super::{validate_topic, LagPolicy, Pushed, TopicPattern};
 use crate::memory::{Charge, Direction};
 use crate::protocol::{Compression, Envelope, Frame, WireFormat};
@@ -79,7 +80,7 @@ struct Subscriber {
 struct Registry {
     /// Subscriptions without wildcards, by topic: one lookup, and no tree
     /// nodes for a deep topic.
-    exact: HashMap<Box<str>, HashMap<Key, Subscriber>>,
+    exact: HashMap<Box<str>, SmallMap<Key, Subscriber>>,
     /// Subscriptions with wildcards.
     wild: Index<Subscriber>,
     /// How many subscriptions there are.
@@ -208,8 +209,9 @@ impl Hub {
         // Found and kept under the read lock, so no change comes between.
         let registry = self.read();
         let mut found = Vec::new();
-        let exact = registry.exact.get(topic).into_iter().flatten();
-        found.extend(exact.map(|(key, subscriber)| (*key, subscriber)));
+        if let Some(subscribers) = registry.exact.get(topic) {
+            subscribers.for_each(|key, subscriber| found.push((*key, subscriber)));
+        }
         registry.wild.for_each_match(topic, |key, subscriber| found.push((key, subscriber)));
         found.sort_unstable_by_key(|(key, _)| *key);
         let mut matches = Matches { groups: Vec::new(), subscriptions: Vec::with_capacity(found.len()) };
@@ -348,12 +350,14 @@ impl Hub {
     }
 }
 
-/// What a subscription holds in the registry, about: its pattern (twice:
-/// by connection and in the tree), its entries, and a tree node per segment
-/// of a wildcard pattern (measured at about 100 bytes each).
+/// What a subscription holds in the registry, about, as measured with
+/// 200,000 subscriptions of each shape: its pattern twice (by connection,
+/// and as the key of an exact topic or in the tree's literals), its entries,
+/// and for a wildcard a tree node per segment. A 32-segment wildcard holds
+/// about 4.4 KB, a short exact pattern 500 bytes.
 fn registry_bytes(raw: &str, pattern: &TopicPattern) -> usize {
-    let nodes = if pattern.is_exact() { 1 } else { pattern.segments().len() };
-    256 + 2 * raw.len() + 100 * nodes
+    let entries = if pattern.is_exact() { 180 } else { 130 * pattern.segments().len() };
+    256 + 2 * raw.len() + entries
 }
 
 impl std::fmt::Debug for Hub {

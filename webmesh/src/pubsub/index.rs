@@ -7,13 +7,11 @@
 //! wildcard (`*`, `{name}`), and the subscriptions that end there: those
 //! whose pattern ends at that node, and those whose `{*rest}` starts there.
 //!
-//! Nodes are small (a few literal children live in a vector, more in a
-//! map) because a hostile client chooses the patterns' shapes: a deep
-//! pattern costs about 100 bytes per segment.
-
-use std::collections::HashMap;
+//! Nodes are small (a few children or subscriptions live in a vector, more
+//! in a map) because a hostile client chooses the patterns' shapes.
 
 use super::pattern::{Segment, TopicPattern};
+use super::small_map::SmallMap;
 
 /// A subscription's key: (connection id, subscription id).
 pub(crate) type Key = (u64, u64);
@@ -24,7 +22,7 @@ pub(crate) struct Index<T> {
 }
 
 struct Node<T> {
-    literal: Literals<T>,
+    literal: SmallMap<Box<str>, Node<T>>,
     one: Option<Box<Node<T>>>,
     /// Boxed: most nodes on the way to a subscription hold none.
     ends: Option<Box<Ends<T>>>,
@@ -32,74 +30,14 @@ struct Node<T> {
 
 struct Ends<T> {
     /// Patterns that end here.
-    here: HashMap<Key, T>,
+    here: SmallMap<Key, T>,
     /// Patterns whose `{*rest}` starts here.
-    rest: HashMap<Key, T>,
+    rest: SmallMap<Key, T>,
 }
 
 impl<T> Default for Node<T> {
     fn default() -> Self {
-        Self { literal: Literals::Few(Vec::new()), one: None, ends: None }
-    }
-}
-
-/// A node's literal children.
-enum Literals<T> {
-    /// Searched in order: most nodes have one child.
-    Few(Vec<(Box<str>, Node<T>)>),
-    Many(HashMap<Box<str>, Node<T>>),
-}
-
-/// Past this many children a node's literals move to a map.
-const FEW: usize = 8;
-
-impl<T> Literals<T> {
-    fn get(&self, segment: &str) -> Option<&Node<T>> {
-        match self {
-            Literals::Few(children) => children.iter().find(|(s, _)| &**s == segment).map(|(_, node)| node),
-            Literals::Many(children) => children.get(segment),
-        }
-    }
-
-    fn get_mut(&mut self, segment: &str) -> Option<&mut Node<T>> {
-        match self {
-            Literals::Few(children) => children.iter_mut().find(|(s, _)| &**s == segment).map(|(_, node)| node),
-            Literals::Many(children) => children.get_mut(segment),
-        }
-    }
-
-    fn get_or_insert(&mut self, segment: &str) -> &mut Node<T> {
-        if let Literals::Few(children) = self {
-            if children.len() >= FEW && !children.iter().any(|(s, _)| &**s == segment) {
-                *self = Literals::Many(std::mem::take(children).into_iter().collect());
-            }
-        }
-        match self {
-            Literals::Few(children) => match children.iter().position(|(s, _)| &**s == segment) {
-                Some(i) => &mut children[i].1,
-                None => {
-                    children.push((segment.into(), Node::default()));
-                    &mut children.last_mut().expect("just pushed").1
-                }
-            },
-            Literals::Many(children) => children.entry(segment.into()).or_default(),
-        }
-    }
-
-    fn remove(&mut self, segment: &str) {
-        match self {
-            Literals::Few(children) => children.retain(|(s, _)| &**s != segment),
-            Literals::Many(children) => {
-                children.remove(segment);
-            }
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        match self {
-            Literals::Few(children) => children.is_empty(),
-            Literals::Many(children) => children.is_empty(),
-        }
+        Self { literal: SmallMap::default(), one: None, ends: None }
     }
 }
 
@@ -116,7 +54,9 @@ impl<T> Index<T> {
         let mut rest = false;
         for segment in pattern.segments() {
             node = match segment {
-                Segment::Literal(literal) => node.literal.get_or_insert(literal),
+                Segment::Literal(literal) => {
+                    node.literal.get_or_insert_with(&**literal, || (literal.clone(), Node::default()))
+                }
                 Segment::One => node.one.get_or_insert_with(Box::default),
                 Segment::Rest => {
                     rest = true;
@@ -124,7 +64,8 @@ impl<T> Index<T> {
                 }
             };
         }
-        let ends = node.ends.get_or_insert_with(|| Box::new(Ends { here: HashMap::new(), rest: HashMap::new() }));
+        let ends =
+            node.ends.get_or_insert_with(|| Box::new(Ends { here: SmallMap::default(), rest: SmallMap::default() }));
         if rest { &mut ends.rest } else { &mut ends.here }.insert(key, value);
     }
 
@@ -145,7 +86,7 @@ impl<T> Index<T> {
                 return removed;
             }
             Some((Segment::Literal(literal), tail)) => {
-                let child = node.literal.get_mut(literal)?;
+                let child = node.literal.get_mut(&**literal)?;
                 let removed = Self::remove_below(child, tail, key);
                 (removed, child.is_empty().then_some(()))
             }
@@ -158,7 +99,7 @@ impl<T> Index<T> {
         if emptied.is_some() {
             match &segments[0] {
                 Segment::Literal(literal) => {
-                    node.literal.remove(literal);
+                    node.literal.remove(&**literal);
                 }
                 _ => node.one = None,
             }
@@ -193,20 +134,20 @@ impl<T> Node<T> {
     fn visit<'a>(&'a self, parts: &[&str], found: &mut impl FnMut(Key, &'a T)) {
         let Some((first, tail)) = parts.split_first() else {
             if let Some(ends) = &self.ends {
-                ends.here.iter().for_each(|(key, value)| found(*key, value));
+                ends.here.for_each(|key, value| found(*key, value));
             }
             return;
         };
         // Wildcards take only non-empty segments.
         if !first.is_empty() {
             if let Some(ends) = &self.ends {
-                ends.rest.iter().for_each(|(key, value)| found(*key, value));
+                ends.rest.for_each(|key, value| found(*key, value));
             }
             if let Some(one) = &self.one {
                 one.visit(tail, found);
             }
         }
-        if let Some(child) = self.literal.get(first) {
+        if let Some(child) = self.literal.get(*first) {
             child.visit(tail, found);
         }
     }

@@ -7,6 +7,7 @@ mod index;
 mod lag;
 mod pattern;
 mod queue;
+mod small_map;
 
 pub use hub::Hub;
 pub use lag::{LagPolicy, SubscribeOptions};

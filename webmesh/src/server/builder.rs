@@ -391,6 +391,9 @@ impl ServerBuilder {
     ///   [`LagPolicy`](crate::LagPolicy); a reply or push that would pass it,
     ///   while others wait, closes the connection with code 1008: the client
     ///   does not read what it asked for (a slow consumer).
+    /// - **subscriptions**, what the connection's subscriptions hold in the
+    ///   server's registry (about 500 bytes for a short topic, 4.4 KB for a
+    ///   32-segment wildcard). A SUBSCRIBE past the limit gets `limit`.
     pub fn connection_memory(mut self, bytes: usize) -> Self {
         self.connection_memory = bytes.max(1024);
         self
