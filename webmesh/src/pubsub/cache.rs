@@ -4,10 +4,11 @@
 //! Publishers on different topics meet on different shards. An entry is
 //! filled under the registry's read lock and forgotten under its write lock
 //! when a subscription that may match it comes or goes, so it is never
-//! stale: one topic when the subscription names it, all topics at once (a
-//! new generation, in constant time) when it is a wildcard. Looking for the
-//! kept topics a wildcard matches would cost each SUBSCRIBE up to the whole
-//! cache, which a client chooses.
+//! stale: one topic when the subscription names it; when it is a wildcard,
+//! all the topics under its first segment if that is a literal (`/rooms/*`
+//! forgets `/rooms/...`), else all topics. Both in constant time, by change
+//! counters: looking for the kept topics a wildcard matches would cost each
+//! SUBSCRIBE up to the whole cache, which a client chooses.
 
 use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
@@ -23,11 +24,21 @@ const TOPICS_PER_SHARD: usize = 64;
 /// anew each time, a cost its deliveries dwarf.
 const MATCHES_PER_SHARD: usize = 1 << 14;
 
+/// Buckets of first segments, each with its own change counter; topics
+/// whose first segments share one are forgotten together.
+const PREFIXES: usize = 256;
+
 /// Values (of `size` matches each) by topic.
 pub(crate) struct TopicCache<V> {
     hasher: RandomState,
-    /// Entries of older generations are forgotten.
-    generation: AtomicU64,
+    /// How many wildcard changes there were: an entry remembers the count
+    /// when it was filled.
+    changes: AtomicU64,
+    /// The count at the last change of a wildcard that starts with one.
+    any_changed: AtomicU64,
+    /// The count at the last change of a wildcard that starts with a
+    /// literal, by the literal's bucket.
+    prefix_changed: [AtomicU64; PREFIXES],
     shards: [Shard<V>; SHARDS],
 }
 
@@ -43,14 +54,17 @@ struct Entries<V> {
 struct Entry<V> {
     value: Arc<V>,
     size: usize,
-    generation: u64,
+    /// The count of changes when it was filled.
+    filled: u64,
 }
 
 impl<V> Default for TopicCache<V> {
     fn default() -> Self {
         Self {
             hasher: RandomState::new(),
-            generation: AtomicU64::new(0),
+            changes: AtomicU64::new(0),
+            any_changed: AtomicU64::new(0),
+            prefix_changed: std::array::from_fn(|_| AtomicU64::new(0)),
             shards: std::array::from_fn(|_| Shard(RwLock::new(Entries { topics: HashMap::new(), size: 0 }))),
         }
     }
@@ -61,10 +75,15 @@ impl<V> TopicCache<V> {
         &self.shards[self.hasher.hash_one(topic) as usize % SHARDS]
     }
 
+    fn prefix(&self, first_segment: &str) -> &AtomicU64 {
+        &self.prefix_changed[self.hasher.hash_one(first_segment) as usize % PREFIXES]
+    }
+
     pub(crate) fn get(&self, topic: &str) -> Option<Arc<V>> {
-        let generation = self.generation.load(Ordering::Acquire);
+        let first = topic.trim_start_matches('/').split('/').next().unwrap_or_default();
+        let changed = self.any_changed.load(Ordering::Acquire).max(self.prefix(first).load(Ordering::Acquire));
         let shard = self.shard(topic).read();
-        shard.topics.get(topic).filter(|e| e.generation == generation).map(|e| e.value.clone())
+        shard.topics.get(topic).filter(|e| e.filled >= changed).map(|e| e.value.clone())
     }
 
     /// Keeps `value`, making room by forgetting others. Call it under the
@@ -80,8 +99,7 @@ impl<V> TopicCache<V> {
             shard.forget(&evicted);
         }
         shard.size += size;
-        let generation = self.generation.load(Ordering::Acquire);
-        let entry = Entry { value: value.clone(), size, generation };
+        let entry = Entry { value: value.clone(), size, filled: self.changes.load(Ordering::Acquire) };
         if let Some(replaced) = shard.topics.insert(topic.into(), entry) {
             shard.size -= replaced.size;
         }
@@ -92,9 +110,15 @@ impl<V> TopicCache<V> {
         self.shard(topic).write().forget(topic);
     }
 
-    /// Forgets every topic. Call it under the registry's write lock.
-    pub(crate) fn forget_all(&self) {
-        self.generation.fetch_add(1, Ordering::AcqRel);
+    /// Forgets the topics a wildcard starting with `first_literal` may
+    /// match: those under it, or all if it starts with a wildcard. Call it
+    /// under the registry's write lock.
+    pub(crate) fn forget_under(&self, first_literal: Option<&str>) {
+        let count = self.changes.fetch_add(1, Ordering::AcqRel) + 1;
+        match first_literal {
+            Some(first) => self.prefix(first).store(count, Ordering::Release),
+            None => self.any_changed.store(count, Ordering::Release),
+        }
     }
 
     /// How many topics are kept.
@@ -140,8 +164,18 @@ mod tests {
         assert_eq!(cache.get("/kept").as_deref(), Some(&7));
         cache.forget("/kept");
         assert!(cache.get("/kept").is_none());
+        // A cache with room, so that nothing is evicted.
+        let cache = TopicCache::default();
+        // A first segment in another bucket than `kept`'s.
+        let other = (0..).map(|n| format!("other{n}")).find(|o| !std::ptr::eq(cache.prefix(o), cache.prefix("kept")));
+        let other = other.expect("256 buckets");
         cache.insert("/kept", &Arc::new(8), 10);
-        cache.forget_all();
+        cache.insert(&format!("/{other}/x"), &Arc::new(1), 10);
+        // A change under the other leaves `/kept` kept.
+        cache.forget_under(Some(&other));
+        assert!(cache.get(&format!("/{other}/x")).is_none());
+        assert_eq!(cache.get("/kept").as_deref(), Some(&8));
+        cache.forget_under(None);
         assert!(cache.get("/kept").is_none());
         cache.insert("/kept", &Arc::new(9), 10);
         assert_eq!(cache.get("/kept").as_deref(), Some(&9));

@@ -292,7 +292,7 @@ impl Hub {
             }
             None => {
                 registry.wild.insert(&pattern, key, subscriber);
-                self.inner.cache.forget_all();
+                self.inner.cache.forget_under(pattern.first_literal());
             }
         }
         registry.by_connection.entry(key.0).or_default().insert(id, raw.into());
@@ -338,7 +338,7 @@ impl Hub {
             }
             None => {
                 registry.wild.remove(&pattern, (connection, id));
-                self.inner.cache.forget_all();
+                self.inner.cache.forget_under(pattern.first_literal());
             }
         }
         true

@@ -137,6 +137,14 @@ impl TopicPattern {
         Some(topic)
     }
 
+    /// Its first segment, if a literal: every topic it matches starts with it.
+    pub(crate) fn first_literal(&self) -> Option<&str> {
+        match self.segments.first() {
+            Some(Segment::Literal(literal)) => Some(literal),
+            _ => None,
+        }
+    }
+
     /// Its segments, in order.
     pub(crate) fn segments(&self) -> &[Segment] {
         &self.segments
