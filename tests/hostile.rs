@@ -271,3 +271,56 @@ async fn events_of_undecided_topics_stay_within_the_connection_bound() {
 
 // E2. A subscribe handler that caches the user's rights in an extension
 //     (insert_extension) invalidates its own decision: every delivery asks again.
+
+/// Subscribes with 1 KiB wildcard patterns until the server ends the
+/// connection; returns how many were made.
+async fn subscribe_until_closed(port: u16) -> usize {
+    let (mut sink, mut stream) = raw(port).await.split();
+    let padding = "p".repeat(1000);
+    let reader = tokio::spawn(async move {
+        let mut made = 0;
+        while let Some(Ok(message)) = stream.next().await {
+            if let Message::Text(text) = message {
+                made += usize::from(text.starts_with("[3,"));
+            }
+        }
+        made
+    });
+    for n in 0..5000 {
+        let subscribe = format!(r#"[6,{n},"/{padding}/{n}/*",null]"#);
+        if within(10, sink.send(Message::text(subscribe))).await.is_err() {
+            break;
+        }
+    }
+    within(10, reader).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// The docs suggest keeping `Connection`s (a map of online users): one kept
+/// after its session ended must not blind the budget, which would then shed
+/// nobody while every reader waits for room.
+async fn connections_kept_by_user_code_do_not_stall_shedding() {
+    let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = kept.clone();
+    let (gone_tx, mut gone) = tokio::sync::mpsc::unbounded_channel();
+    let builder = Server::builder()
+        .registered_handlers(false)
+        .router(Router::new().on("/ping", || async { "pong" }))
+        .memory_budget(4 << 20)
+        .on_connect(move |conn| keep.lock().unwrap().push(conn.clone()))
+        .on_disconnect(move |_, reason| {
+            let _ = gone_tx.send(reason.clone());
+        });
+    let server = TestServer::start(builder).await;
+    let port = server.addr.port();
+    // Each greedy client holds about 6 KB per subscription: 4 MiB takes
+    // about 700. Three in turn must each be shed.
+    for round in 0..3 {
+        let made = subscribe_until_closed(port).await;
+        let reason = within(10, gone.recv()).await.unwrap();
+        assert!(matches!(reason, DisconnectReason::OverBudget(_)), "round {round}: {reason:?} after {made}");
+    }
+    let client = webmesh::Client::connect(&server.url()).await.unwrap();
+    assert_eq!(within(10, client.call::<String>("/ping", &())).await.unwrap(), "pong");
+    assert!(kept.lock().unwrap().len() >= 4, "the hook kept every connection");
+}

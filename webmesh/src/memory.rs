@@ -124,7 +124,10 @@ impl MemoryBudget {
         {
             return;
         }
-        let accounts: Vec<Arc<Account>> = self.accounts().values().filter_map(Weak::upgrade).collect();
+        // Chosen and marked under the lock that `retire` takes, so that an
+        // account is never counted as leaving after its session ended.
+        let registered = self.accounts();
+        let accounts: Vec<Arc<Account>> = registered.values().filter_map(Weak::upgrade).collect();
         let largest = accounts.iter().filter(|a| !a.is_shed()).max_by_key(|a| a.held());
         if let Some(account) = largest {
             if !account.shed.swap(true, Ordering::AcqRel) {
@@ -141,6 +144,8 @@ impl MemoryBudget {
                 account.ending.notify_one();
             }
         }
+        drop(registered);
+        drop(accounts);
         self.scanning.store(false, Ordering::Release);
     }
 }
@@ -245,6 +250,27 @@ impl Account {
                 freed.await;
             }
             budget.waiting.fetch_sub(1, Ordering::AcqRel);
+        }
+    }
+}
+
+impl Account {
+    /// Its connection's session ended: what it held when shed no longer
+    /// counts as leaving, even if a `Connection` kept by user code keeps
+    /// the account alive (the budget would otherwise stay blind to the
+    /// others, and readers wait for room for ever).
+    pub(crate) fn retire(&self) {
+        let shed_bytes = {
+            let mut accounts = self.budget.accounts();
+            // Never chosen again: it has nothing left to give back by ending.
+            accounts.remove(&self.id);
+            self.shed.store(true, Ordering::Release);
+            self.shed_bytes.swap(0, Ordering::AcqRel)
+        };
+        if shed_bytes > 0 {
+            self.budget.leaving.fetch_sub(shed_bytes, Ordering::AcqRel);
+            self.budget.shed();
+            self.budget.room.notify_waiters();
         }
     }
 }

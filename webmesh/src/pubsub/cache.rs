@@ -80,7 +80,9 @@ impl<V> TopicCache<V> {
     }
 
     pub(crate) fn get(&self, topic: &str) -> Option<Arc<V>> {
-        let first = topic.trim_start_matches('/').split('/').next().unwrap_or_default();
+        // Exactly one `/`: the first segment of `//a` is empty, as a
+        // pattern's (`//*`) is.
+        let first = topic.strip_prefix('/').unwrap_or(topic).split('/').next().unwrap_or_default();
         let changed = self.any_changed.load(Ordering::Acquire).max(self.prefix(first).load(Ordering::Acquire));
         let shard = self.shard(topic).read();
         shard.topics.get(topic).filter(|e| e.filled >= changed).map(|e| e.value.clone())
@@ -119,6 +121,27 @@ impl<V> TopicCache<V> {
             Some(first) => self.prefix(first).store(count, Ordering::Release),
             None => self.any_changed.store(count, Ordering::Release),
         }
+    }
+
+    /// Forgets every kept topic, valid or not, that `stale` says is. Call
+    /// it under the registry's write lock.
+    pub(crate) fn forget_where(&self, mut stale: impl FnMut(&str, &V) -> bool) {
+        for shard in &self.shards {
+            let topics: Vec<Box<str>> =
+                shard.read().topics.iter().filter(|(t, e)| stale(t, &e.value)).map(|(t, _)| t.clone()).collect();
+            if !topics.is_empty() {
+                let mut shard = shard.write();
+                topics.iter().for_each(|topic| shard.forget(topic));
+            }
+        }
+    }
+
+    /// A kept topic, valid or not, that `found` says is.
+    #[cfg(test)]
+    pub(crate) fn find(&self, mut found: impl FnMut(&str, &V) -> bool) -> Option<Box<str>> {
+        self.shards
+            .iter()
+            .find_map(|shard| shard.read().topics.iter().find(|(t, e)| found(t, &e.value)).map(|(t, _)| t.clone()))
     }
 
     /// How many topics are kept.

@@ -171,6 +171,10 @@ impl Hub {
         let mut covered = None;
         for group in &matches.groups {
             let connection = &group.connection;
+            // Gone since its matches were kept: nothing to queue for it.
+            if connection.is_unsubscribed_all() {
+                continue;
+            }
             let subscriptions = &matches.subscriptions[group.subscriptions.clone()];
             let format = connection.format();
             let frame = match frames.iter().find(|(f, _)| f.same_as(&format)) {
@@ -309,13 +313,24 @@ impl Hub {
     /// Removes every subscription of a connection, for good: a subscription
     /// that its handler allows later is not made.
     pub(crate) fn remove_connection(&self, connection: &Connection) {
-        let mut registry = self.write();
-        connection.mark_unsubscribed_all();
         let id = connection.id();
-        let ids: Vec<u64> = registry.by_connection.get(&id).map(|s| s.keys().copied().collect()).unwrap_or_default();
-        for sub in ids {
-            self.remove(&mut registry, (id, sub));
+        let mut ids: Vec<u64> = {
+            let registry = self.write();
+            connection.mark_unsubscribed_all();
+            registry.by_connection.get(&id).map(|s| s.keys().copied().collect()).unwrap_or_default()
+        };
+        // A few at a time: thousands of long patterns would hold the lock
+        // for milliseconds. Nothing is added meanwhile (it is marked), and
+        // publishers skip it.
+        while !ids.is_empty() {
+            let mut registry = self.write();
+            for sub in ids.drain(ids.len().saturating_sub(64)..) {
+                self.remove(&mut registry, (id, sub));
+            }
         }
+        // Kept matches that a wildcard change made stale may still name it:
+        // they would keep its connection, and its account, alive.
+        self.inner.cache.forget_where(|_, matches| matches.names(id));
     }
 
     fn remove(&self, registry: &mut Registry, (connection, id): (u64, u64)) -> bool {
@@ -323,6 +338,8 @@ impl Hub {
         let Some(raw) = subs.remove(&id) else { return false };
         if subs.is_empty() {
             registry.by_connection.remove(&connection);
+        } else {
+            shrink(subs);
         }
         registry.count -= 1;
         let pattern = TopicPattern::parse(&raw).expect("registered patterns parse");
@@ -332,6 +349,7 @@ impl Hub {
                     subscribers.remove(&(connection, id));
                     if subscribers.is_empty() {
                         registry.exact.remove(&*topic);
+                        shrink(&mut registry.exact);
                     }
                 }
                 self.inner.cache.forget(&topic);
@@ -347,6 +365,21 @@ impl Hub {
     /// How many subscriptions exist, on all connections.
     pub fn subscription_count(&self) -> usize {
         self.read().count
+    }
+}
+
+/// Gives back a table's room once it is mostly empty: what a client made it
+/// hold at its peak is not charged once the subscriptions are gone.
+fn shrink<K: std::hash::Hash + Eq, V>(map: &mut HashMap<K, V>) {
+    if map.len() * 4 < map.capacity() {
+        map.shrink_to(map.len() * 2);
+    }
+}
+
+impl Matches {
+    /// Whether connection `id` is among them: groups are sorted by connection.
+    fn names(&self, id: u64) -> bool {
+        self.groups.binary_search_by_key(&id, |g| g.connection.id()).is_ok()
     }
 }
 
@@ -382,8 +415,9 @@ mod tests {
         Publish { topic: &'static str },
     }
 
-    const PATTERNS: [&str; 8] = ["/a", "/a/b", "/a/*", "/*/b", "/a/{*rest}", "/{*all}", "/b", "/b/{x}"];
-    const TOPICS: [&str; 6] = ["/a", "/b", "/a/b", "/b/b", "/a/b/c", "/c"];
+    const PATTERNS: [&str; 11] =
+        ["/a", "/a/b", "/a/*", "/*/b", "/a/{*rest}", "/{*all}", "/b", "/b/{x}", "//*", "//{*r}", "/"];
+    const TOPICS: [&str; 9] = ["/a", "/b", "/a/b", "/b/b", "/a/b/c", "/c", "//a", "//a/b", "/"];
 
     fn op() -> impl Strategy<Value = Op> {
         prop_oneof![
@@ -443,7 +477,9 @@ mod tests {
             prop_assert!(registry.wild.is_empty() && registry.exact.is_empty());
             prop_assert!(registry.by_connection.is_empty() && registry.count == 0);
             drop(registry);
-            // Nothing kept still holds a connection, nor bytes on its account.
+            // Nothing kept still holds a connection, not even stale matches
+            // (they would keep its account alive), nor bytes on its account.
+            prop_assert!(connections.iter().all(|c| hub.inner.cache.find(|_, m| m.names(c.id())).is_none()));
             prop_assert!(TOPICS.iter().all(|topic| hub.matches(topic).groups.is_empty()));
             prop_assert!(connections.iter().all(|c| c.account().held_in(Direction::Subscriptions) == 0));
         }

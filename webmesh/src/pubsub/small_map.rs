@@ -93,6 +93,10 @@ impl<K: Hash + Eq, V> SmallMap<K, V> {
                 let value = entries.remove(key);
                 if entries.len() <= FEW / 2 {
                     *self = SmallMap::Few(std::mem::take(entries).into_iter().collect());
+                } else if entries.len() * 4 < entries.capacity() {
+                    // Give back what the entries no longer need: a client
+                    // could otherwise leave tables at their peak, uncharged.
+                    entries.shrink_to(entries.len() * 2);
                 }
                 value
             }
@@ -135,6 +139,18 @@ mod tests {
             }
             assert_eq!(map.get(&key), oracle.get(&key));
             assert_eq!(map.is_empty(), oracle.is_empty());
+        }
+        // Emptied down to a few, a map gives its room back.
+        let mut wide = SmallMap::default();
+        for k in 0..2000u32 {
+            wide.insert(k, k);
+        }
+        for k in 6..2000u32 {
+            wide.remove(&k);
+        }
+        match &wide {
+            SmallMap::Many(entries) => assert!(entries.capacity() < 64, "{}", entries.capacity()),
+            SmallMap::Few(_) => panic!("six entries stay in the map shape"),
         }
         let mut seen = HashMap::new();
         map.for_each(|k, v| assert!(seen.insert(*k, *v).is_none()));

@@ -91,6 +91,7 @@ async fn serve(
     if tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await.is_err() {
         writer.abort();
     }
+    conn.account().retire();
 }
 
 /// How long the writer may take to send what is queued and the close frame.
