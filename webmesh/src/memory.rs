@@ -145,8 +145,9 @@ impl MemoryBudget {
             }
         }
         drop(registered);
-        drop(accounts);
         self.scanning.store(false, Ordering::Release);
+        // Last: dropping the last handle of an account sheds again, if need be.
+        drop(accounts);
     }
 }
 
