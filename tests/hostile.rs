@@ -324,3 +324,38 @@ async fn connections_kept_by_user_code_do_not_stall_shedding() {
     assert_eq!(within(10, client.call::<String>("/ping", &())).await.unwrap(), "pong");
     assert!(kept.lock().unwrap().len() >= 4, "the hook kept every connection");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+/// A disconnect hook that panics (user code) still lets go of what the
+/// connection held: shedding goes on, others are served.
+async fn a_panicking_disconnect_hook_does_not_stall_shedding() {
+    let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let keep = kept.clone();
+    let shed = Arc::new(AtomicUsize::new(0));
+    let count = shed.clone();
+    let builder = Server::builder()
+        .registered_handlers(false)
+        .router(Router::new().on("/ping", || async { "pong" }))
+        .memory_budget(4 << 20)
+        .on_connect(move |conn| keep.lock().unwrap().push(conn.clone()))
+        .on_disconnect(move |_, reason| {
+            if matches!(reason, DisconnectReason::OverBudget(_)) {
+                count.fetch_add(1, Ordering::SeqCst);
+            }
+            panic!("a bug in the hook");
+        });
+    let server = TestServer::start(builder).await;
+    let port = server.addr.port();
+    for round in 1..=3 {
+        subscribe_until_closed(port).await;
+        let shed_so_far = || shed.load(Ordering::SeqCst);
+        within(10, async {
+            while shed_so_far() < round {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        })
+        .await;
+    }
+    let client = webmesh::Client::connect(&server.url()).await.unwrap();
+    assert_eq!(within(10, client.call::<String>("/ping", &())).await.unwrap(), "pong");
+}

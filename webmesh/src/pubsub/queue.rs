@@ -43,6 +43,8 @@ struct State {
     /// The bytes of `events`.
     bytes: usize,
     missed: BTreeMap<u64, u64>,
+    /// Cleared for good: the connection ended, nothing more is queued.
+    closed: bool,
 }
 
 /// What became of a pushed event.
@@ -59,7 +61,7 @@ pub(crate) enum Pushed {
 
 impl EventQueue {
     pub(crate) fn new(capacity: usize, account: Arc<Account>) -> Self {
-        let state = State { events: VecDeque::new(), bytes: 0, missed: BTreeMap::new() };
+        let state = State { events: VecDeque::new(), bytes: 0, missed: BTreeMap::new(), closed: false };
         Self { state: Mutex::new(state), capacity: capacity.max(1), account, ready: Notify::new() }
     }
 
@@ -73,6 +75,9 @@ impl EventQueue {
     pub(crate) fn push(&self, frame: Frame, subs: &[u64], policy: LagPolicy) -> Pushed {
         let account = &self.account;
         let mut state = self.state();
+        if state.closed {
+            return Pushed::DroppedNewest;
+        }
         let mut pushed = Pushed::Queued;
         let len = frame.len();
         let full = |state: &State| state.events.len() >= self.capacity || !account.has_room_for_event(len);
@@ -117,9 +122,10 @@ impl EventQueue {
         self.ready.notify_one();
     }
 
-    /// Drops every queued event (the connection is closing).
+    /// Drops every event, and every later one: its connection ended.
     pub(crate) fn clear(&self) {
         let mut state = self.state();
+        state.closed = true;
         state.events.clear();
         state.missed.clear();
         self.account.release(Direction::Events, std::mem::take(&mut state.bytes));

@@ -53,6 +53,7 @@ async fn serve(
     admit: Option<Admit>,
 ) {
     tracing::debug!("connected");
+    let mut teardown = Teardown { conn: &conn, shared: &shared, done: false };
     let mut writer = tokio::spawn(write(sink, queue, conn.clone()));
     if let Some(admit) = admit {
         admit(&conn);
@@ -79,8 +80,7 @@ async fn serve(
             tracing::warn!(running = handlers.len(), "handlers still running at shutdown");
         }
     }
-    shared.hub.remove_connection(&conn);
-    conn.events().clear();
+    teardown.now();
     let (code, message) = close.clone().unwrap_or((close_code::NORMAL, String::new()));
     if held_too_much || !conn.try_close(code, message) {
         conn.hurry(close);
@@ -91,7 +91,33 @@ async fn serve(
     if tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await.is_err() {
         writer.abort();
     }
-    conn.account().retire();
+}
+
+/// Lets go of what a connection holds in the server however its session
+/// ends: a hook that panics, or a task aborted, must not leave its
+/// subscriptions registered or its bytes counted as leaving (the budget
+/// would shed nobody else).
+struct Teardown<'a> {
+    conn: &'a Connection,
+    shared: &'a Shared,
+    done: bool,
+}
+
+impl Teardown<'_> {
+    /// Unsubscribes it and drops its events, for good.
+    fn now(&mut self) {
+        if !std::mem::replace(&mut self.done, true) {
+            self.shared.hub.remove_connection(self.conn);
+            self.conn.events().clear();
+        }
+    }
+}
+
+impl Drop for Teardown<'_> {
+    fn drop(&mut self) {
+        self.now();
+        self.conn.account().retire();
+    }
 }
 
 /// How long the writer may take to send what is queued and the close frame.
