@@ -53,13 +53,12 @@ async fn serve(
     admit: Option<Admit>,
 ) {
     tracing::debug!("connected");
-    let mut teardown = Teardown { conn: &conn, shared: &shared, done: false };
     let mut writer = tokio::spawn(write(sink, queue, conn.clone()));
     if let Some(admit) = admit {
-        admit(&conn);
+        run_hook("authenticate", || admit(&conn));
     }
     if let Some(hook) = &shared.hooks.on_connect {
-        hook(&conn);
+        run_hook("on_connect", || hook(&conn));
     }
     let handlers = TaskTracker::new();
     let mut aborts = None;
@@ -80,43 +79,26 @@ async fn serve(
             tracing::warn!(running = handlers.len(), "handlers still running at shutdown");
         }
     }
-    teardown.now();
+    shared.hub.remove_connection(&conn);
+    conn.events().clear();
     let (code, message) = close.clone().unwrap_or((close_code::NORMAL, String::new()));
     if held_too_much || !conn.try_close(code, message) {
         conn.hurry(close);
     }
     if let Some(hook) = &shared.hooks.on_disconnect {
-        hook(&conn, &reason);
+        run_hook("on_disconnect", || hook(&conn, &reason));
     }
     if tokio::time::timeout(CLOSE_TIMEOUT, &mut writer).await.is_err() {
         writer.abort();
     }
+    conn.account().retire();
 }
 
-/// Lets go of what a connection holds in the server however its session
-/// ends: a hook that panics, or a task aborted, must not leave its
-/// subscriptions registered or its bytes counted as leaving (the budget
-/// would shed nobody else).
-struct Teardown<'a> {
-    conn: &'a Connection,
-    shared: &'a Shared,
-    done: bool,
-}
-
-impl Teardown<'_> {
-    /// Unsubscribes it and drops its events, for good.
-    fn now(&mut self) {
-        if !std::mem::replace(&mut self.done, true) {
-            self.shared.hub.remove_connection(self.conn);
-            self.conn.events().clear();
-        }
-    }
-}
-
-impl Drop for Teardown<'_> {
-    fn drop(&mut self) {
-        self.now();
-        self.conn.account().retire();
+/// Runs a user's hook, catching its panic: the session must still let go of
+/// what the connection holds (its subscriptions, its bytes).
+fn run_hook(name: &str, hook: impl FnOnce()) {
+    if std::panic::catch_unwind(std::panic::AssertUnwindSafe(hook)).is_err() {
+        tracing::error!(hook = name, "a connection hook panicked");
     }
 }
 
