@@ -295,22 +295,26 @@ async fn subscribe_until_closed(port: u16) -> usize {
     within(10, reader).await.unwrap()
 }
 
+/// A server with a 4 MiB budget whose connect hook keeps every `Connection`.
+fn keeping_every_connection(kept: &Arc<std::sync::Mutex<Vec<webmesh::Connection>>>) -> webmesh::ServerBuilder {
+    let keep = kept.clone();
+    Server::builder()
+        .registered_handlers(false)
+        .router(Router::new().on("/ping", || async { "pong" }))
+        .memory_budget(4 << 20)
+        .on_connect(move |conn| keep.lock().unwrap().push(conn.clone()))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 /// The docs suggest keeping `Connection`s (a map of online users): one kept
 /// after its session ended must not blind the budget, which would then shed
 /// nobody while every reader waits for room.
 async fn connections_kept_by_user_code_do_not_stall_shedding() {
     let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = kept.clone();
     let (gone_tx, mut gone) = tokio::sync::mpsc::unbounded_channel();
-    let builder = Server::builder()
-        .registered_handlers(false)
-        .router(Router::new().on("/ping", || async { "pong" }))
-        .memory_budget(4 << 20)
-        .on_connect(move |conn| keep.lock().unwrap().push(conn.clone()))
-        .on_disconnect(move |_, reason| {
-            let _ = gone_tx.send(reason.clone());
-        });
+    let builder = keeping_every_connection(&kept).on_disconnect(move |_, reason| {
+        let _ = gone_tx.send(reason.clone());
+    });
     let server = TestServer::start(builder).await;
     let port = server.addr.port();
     // Each greedy client holds about 6 KB per subscription: 4 MiB takes
@@ -330,20 +334,14 @@ async fn connections_kept_by_user_code_do_not_stall_shedding() {
 /// connection held: shedding goes on, others are served.
 async fn a_panicking_disconnect_hook_does_not_stall_shedding() {
     let kept = Arc::new(std::sync::Mutex::new(Vec::new()));
-    let keep = kept.clone();
     let shed = Arc::new(AtomicUsize::new(0));
     let count = shed.clone();
-    let builder = Server::builder()
-        .registered_handlers(false)
-        .router(Router::new().on("/ping", || async { "pong" }))
-        .memory_budget(4 << 20)
-        .on_connect(move |conn| keep.lock().unwrap().push(conn.clone()))
-        .on_disconnect(move |_, reason| {
-            if matches!(reason, DisconnectReason::OverBudget(_)) {
-                count.fetch_add(1, Ordering::SeqCst);
-            }
-            panic!("a bug in the hook");
-        });
+    let builder = keeping_every_connection(&kept).on_disconnect(move |_, reason| {
+        if matches!(reason, DisconnectReason::OverBudget(_)) {
+            count.fetch_add(1, Ordering::SeqCst);
+        }
+        panic!("a bug in the hook");
+    });
     let server = TestServer::start(builder).await;
     let port = server.addr.port();
     for round in 1..=3 {
