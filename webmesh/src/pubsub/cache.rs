@@ -124,7 +124,8 @@ impl<V> TopicCache<V> {
     }
 
     /// Forgets every kept topic, valid or not, that `stale` says is. Call
-    /// it under the registry's write lock.
+    /// it once the change is made: an entry is filled under the registry's
+    /// read lock, so every entry filled before the change is here to see.
     pub(crate) fn forget_where(&self, mut stale: impl FnMut(&str, &V) -> bool) {
         for shard in &self.shards {
             let topics: Vec<Box<str>> =
