@@ -289,15 +289,13 @@ impl Hub {
             _held: account.charge(Direction::Subscriptions, bytes),
         };
         self.remove(&mut registry, key);
-        match pattern.as_topic() {
-            Some(topic) => {
-                self.inner.cache.forget(&topic);
-                registry.exact.entry(topic.into()).or_default().insert(key, subscriber);
-            }
-            None => {
-                registry.wild.insert(&pattern, key, subscriber);
-                self.inner.cache.forget_under(pattern.first_literal());
-            }
+        // A pattern without wildcards is the topic it names.
+        if pattern.is_exact() {
+            self.inner.cache.forget(raw);
+            registry.exact.entry(raw.into()).or_default().insert(key, subscriber);
+        } else {
+            registry.wild.insert(&pattern, key, subscriber);
+            self.inner.cache.forget_under(pattern.first_literal());
         }
         registry.by_connection.entry(key.0).or_default().insert(id, raw.into());
         registry.count += 1;
@@ -343,21 +341,18 @@ impl Hub {
         }
         registry.count -= 1;
         let pattern = TopicPattern::parse(&raw).expect("registered patterns parse");
-        match pattern.as_topic() {
-            Some(topic) => {
-                if let Some(subscribers) = registry.exact.get_mut(&*topic) {
-                    subscribers.remove(&(connection, id));
-                    if subscribers.is_empty() {
-                        registry.exact.remove(&*topic);
-                        shrink(&mut registry.exact);
-                    }
+        if pattern.is_exact() {
+            if let Some(subscribers) = registry.exact.get_mut(&*raw) {
+                subscribers.remove(&(connection, id));
+                if subscribers.is_empty() {
+                    registry.exact.remove(&*raw);
+                    shrink(&mut registry.exact);
                 }
-                self.inner.cache.forget(&topic);
             }
-            None => {
-                registry.wild.remove(&pattern, (connection, id));
-                self.inner.cache.forget_under(pattern.first_literal());
-            }
+            self.inner.cache.forget(&raw);
+        } else {
+            registry.wild.remove(&pattern, (connection, id));
+            self.inner.cache.forget_under(pattern.first_literal());
         }
         true
     }

@@ -126,17 +126,6 @@ impl TopicPattern {
         Ok(Self { segments })
     }
 
-    /// The one topic it names, if it has no wildcard.
-    pub(crate) fn as_topic(&self) -> Option<String> {
-        let mut topic = String::new();
-        for segment in &self.segments {
-            let Segment::Literal(literal) = segment else { return None };
-            topic.push('/');
-            topic.push_str(literal);
-        }
-        Some(topic)
-    }
-
     /// Its first segment, if a literal: every topic it matches starts with it.
     pub(crate) fn first_literal(&self) -> Option<&str> {
         match self.segments.first() {
