@@ -45,6 +45,13 @@ pub enum Error {
         /// What was wrong with it.
         message: String,
     },
+    /// No node of the mesh serves the path (or none that is up); see
+    /// [`Mesh::call`](crate::Mesh::call). Nothing was sent.
+    #[error("no node of the mesh serves `{path}`")]
+    NoRoute {
+        /// The path that was called.
+        path: String,
+    },
     /// The handler answered with an error.
     #[error("handler error {0}")]
     Handler(CallError),
@@ -109,6 +116,20 @@ impl Error {
                 message: error.message().to_owned(),
             },
             _ => Error::Handler(error),
+        }
+    }
+}
+
+/// How the reason of an [`Error::Closed`] ends when the message was not sent.
+pub(crate) const NOT_SENT: &str = "it was not sent";
+
+impl Error {
+    /// Whether the message certainly was not sent: it may go elsewhere.
+    pub(crate) fn was_not_sent(&self) -> bool {
+        match self {
+            Error::Closed(Some(reason)) => reason.ends_with(NOT_SENT),
+            Error::TooLarge { .. } => true,
+            _ => false,
         }
     }
 }

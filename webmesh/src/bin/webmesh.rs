@@ -8,6 +8,7 @@
 //! webmesh subscribe ws://127.0.0.1:4269 '/news/{*rest}'
 //! webmesh publish ws://127.0.0.1:4269 /news/rust '{"title": "hello"}'
 //! WEBMESH_TOKEN=secret webmesh call ws://127.0.0.1:4269 /whoami
+//! webmesh nodes ws://127.0.0.1:4269 --watch
 //! ```
 
 use std::process::ExitCode;
@@ -37,6 +38,23 @@ enum Command {
     Subscribe(Subscribe),
     /// Publish a JSON payload to the topic TOPIC.
     Publish(Publish),
+    /// List the nodes of the mesh the server at URL belongs to, as that
+    /// node sees them: name, id, URL, state, uptime, routes, calls/s.
+    Nodes(Nodes),
+}
+
+#[derive(Args)]
+struct Nodes {
+    #[command(flatten)]
+    server: Server,
+    /// Print JSON (one array; with --watch, one node per line) for scripts.
+    #[arg(long)]
+    json: bool,
+    /// After the table, print a line each time a node joins or changes
+    /// state (with --json, each change), until interrupted. Follows the
+    /// server across restarts.
+    #[arg(long)]
+    watch: bool,
 }
 
 /// How to reach the server.
@@ -174,6 +192,26 @@ async fn run(command: Command) -> Result<(), String> {
             let options = webmesh::SubscribeOptions::default().lag(options.lag);
             follow(&client, &subscribe.pattern, options).await?;
         }
+        Command::Nodes(nodes) => {
+            let reconnect = if nodes.watch { Reconnect::Yes } else { Reconnect::No };
+            let client = connect_with(&nodes.server, None, None, reconnect).await?;
+            // Subscribed first, so that no change falls between the list and the watch.
+            let changes = match nodes.watch {
+                true => Some(client.subscribe::<webmesh::Node>("/_mesh/nodes/*").await.map_err(describe)?),
+                false => None,
+            };
+            let list: Vec<webmesh::Node> = client.call("/_mesh/nodes", &()).await.map_err(|e| match e {
+                webmesh::Error::NotFound { .. } => "this server is no node of a mesh".to_owned(),
+                e => describe(e),
+            })?;
+            match nodes.json {
+                true => println!("{}", serde_json::to_string(&list).map_err(|e| e.to_string())?),
+                false => print!("{}", table(&list)),
+            }
+            if let Some(changes) = changes {
+                watch_nodes(&client, changes, list, nodes.json).await?;
+            }
+        }
     }
     Ok(())
 }
@@ -290,6 +328,99 @@ async fn follow(client: &Client, pattern: &str, options: webmesh::SubscribeOptio
             None => return Err("the connection closed".into()),
         }
     }
+}
+
+/// The nodes as a table.
+fn table(nodes: &[webmesh::Node]) -> String {
+    let mut rows = vec![["NAME", "ID", "URL", "STATE", "UPTIME", "CALLS/S", "ROUTES"].map(String::from).to_vec()];
+    for node in nodes {
+        let (uptime, rate) = match &node.status {
+            Some(status) => (human(Duration::from_millis(status.uptime_ms)), format!("{:.1}", status.calls_per_second)),
+            None => ("-".into(), "-".into()),
+        };
+        rows.push(vec![
+            node.name.clone(),
+            node.id.clone(),
+            node.url.clone(),
+            node.state.to_string(),
+            uptime,
+            rate,
+            node.routes.calls.join(" "),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for row in rows {
+        let cells: Vec<String> = row.iter().zip(&widths).map(|(cell, width)| format!("{cell:<width$}")).collect();
+        out.push_str(cells.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+/// A duration as people read it: `42s`, `3m07s`, `5h02m`, `2d03h`.
+fn human(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m{:02}s", s / 60, s % 60),
+        3600..86400 => format!("{}h{:02}m", s / 3600, s % 3600 / 60),
+        _ => format!("{}d{:02}h", s / 86400, s % 86400 / 3600),
+    }
+}
+
+/// Prints each node that joins or changes state (with `json`, each change).
+async fn watch_nodes(
+    client: &Client,
+    mut changes: webmesh::Subscription<webmesh::Node>,
+    list: Vec<webmesh::Node>,
+    json: bool,
+) -> Result<(), String> {
+    use std::collections::HashMap;
+    use std::io::Write;
+    let mut states: HashMap<String, webmesh::NodeState> = list.into_iter().map(|n| (n.id, n.state)).collect();
+    let mut connection = client.state_changes();
+    let mut lost = false;
+    loop {
+        let change = tokio::select! {
+            change = changes.recv() => change,
+            changed = connection.changed(), if changed_is_possible(&connection) => {
+                if changed.is_ok() {
+                    report(&connection.borrow_and_update(), &mut lost);
+                }
+                continue;
+            }
+            _ = tokio::signal::ctrl_c() => return Ok(()),
+        };
+        let node = match change {
+            Some(Ok(event)) => event.data,
+            Some(Err(webmesh::Error::Lagged { missed: None })) => continue,
+            Some(Err(e)) => {
+                eprintln!("warning: {e}");
+                continue;
+            }
+            None => return Err("the connection closed".into()),
+        };
+        let line = if json {
+            serde_json::to_string(&node).map_err(|e| e.to_string())?
+        } else {
+            if states.insert(node.id.clone(), node.state) == Some(node.state) {
+                continue;
+            }
+            let time = utc_time();
+            format!("{time}  {}  {}  {}  {}", node.name, node.id, node.url, node.state)
+        };
+        let mut stdout = std::io::stdout().lock();
+        if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
+            return Ok(());
+        }
+    }
+}
+
+/// The time of day in UTC, `HH:MM:SS`.
+fn utc_time() -> String {
+    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs());
+    format!("{:02}:{:02}:{:02}", secs / 3600 % 24, secs / 60 % 60, secs % 60)
 }
 
 fn changed_is_possible(states: &tokio::sync::watch::Receiver<webmesh::ConnectionState>) -> bool {

@@ -120,6 +120,9 @@ async fn reconnect(shared: &ClientShared, dialer: &Dialer, policy: Reconnect, dr
                 // Events published while disconnected are lost: say so
                 // before the first event of the new connection.
                 shared.subscriptions.interrupted();
+                if let Some(relay) = shared.relay.get() {
+                    relay.lost(None, None);
+                }
                 shared.generation.send_modify(|g| *g += 1);
                 shared.state.send_replace(ConnectionState::Connected);
                 tracing::debug!(attempt, "client reconnected");

@@ -385,7 +385,7 @@ impl std::fmt::Debug for Client {
 }
 
 fn not_sent_while_reconnecting() -> Error {
-    Error::Closed(Some("not connected (reconnecting); it was not sent".into()))
+    Error::Closed(Some(format!("not connected (reconnecting); {}", crate::error::NOT_SENT)))
 }
 
 /// Turns what a waiting call got into its result.

@@ -19,4 +19,5 @@ pub use dial::DEFAULT_CONNECT_TIMEOUT;
 pub use handle::Client;
 pub use push::{Push, Pushes};
 pub use reconnect::{ConnectionState, Reconnect, WhileDisconnected};
+pub(crate) use shared::Relay;
 pub use subscription::{Event, Subscription};

@@ -76,6 +76,19 @@ pub(crate) struct ClientShared {
     recycle: watch::Sender<u64>,
     /// Becomes `true` when the connection task has ended.
     pub(crate) finished: watch::Sender<bool>,
+    /// A mesh link's: takes every event once, instead of the subscriptions.
+    pub(crate) relay: std::sync::OnceLock<Arc<dyn Relay>>,
+}
+
+/// Where a mesh link's client hands what its subscriptions receive: each
+/// event once (the server sends one per topic, whichever subscriptions
+/// match), and each loss.
+pub(crate) trait Relay: Send + Sync {
+    /// An event arrived.
+    fn event(&self, topic: String, payload: Payload);
+    /// Events of `pattern` (of every subscription if `None`) were lost:
+    /// `missed` of them, when known.
+    fn lost(&self, pattern: Option<&str>, missed: Option<u64>);
 }
 
 impl ClientShared {
@@ -111,6 +124,7 @@ impl ClientShared {
             generation: watch::Sender::new(1),
             recycle: watch::Sender::new(0),
             finished: watch::Sender::new(false),
+            relay: std::sync::OnceLock::new(),
         }
     }
 
@@ -168,7 +182,7 @@ impl ClientShared {
         self.state.send_replace(ConnectionState::Reconnecting { attempt: 1, last_error: Some(reason.to_owned()) });
         let fail_fast = self.while_disconnected == WhileDisconnected::FailFast;
         let lost = format!("the connection dropped while the call was under way ({reason}); it may have run");
-        let unsent = format!("the connection dropped ({reason}) before the call was sent; it was not sent");
+        let unsent = format!("the connection dropped ({reason}) before the call was sent; {}", crate::error::NOT_SENT);
         let failed: Vec<Waiter> = {
             let mut pending = self.pending.lock().unwrap_or_else(PoisonError::into_inner);
             let ids: Vec<u64> = pending.iter().filter(|(_, w)| w.sent || fail_fast).map(|(id, _)| *id).collect();
@@ -243,8 +257,18 @@ impl ClientShared {
                     self.push(Push::new(path, payload));
                 }
             }
-            Incoming::Event { topic, payload } => self.subscriptions.deliver(&topic, &payload),
-            Incoming::Lagged { id, missed } => self.subscriptions.lagged(id, missed),
+            Incoming::Event { topic, payload } => match self.relay.get() {
+                Some(relay) => relay.event(topic, payload),
+                None => self.subscriptions.deliver(&topic, &payload),
+            },
+            Incoming::Lagged { id, missed } => {
+                if let Some(relay) = self.relay.get() {
+                    if let Some(pattern) = self.subscriptions.pattern(id) {
+                        relay.lost(Some(&pattern), Some(missed).filter(|n| *n != 0));
+                    }
+                }
+                self.subscriptions.lagged(id, missed)
+            }
             Incoming::Call { .. }
             | Incoming::Emit { .. }
             | Incoming::Subscribe { .. }

@@ -123,6 +123,11 @@ impl Subscriptions {
         self.local().iter().map(|(id, l)| (*id, l.raw.clone(), l.options)).collect()
     }
 
+    /// The pattern of subscription `id`.
+    pub(crate) fn pattern(&self, id: u64) -> Option<String> {
+        self.local().get(&id).map(|l| l.raw.clone())
+    }
+
     /// Ends subscription `id` with `error`; `false` if there is none.
     pub(crate) fn end(&self, id: u64, error: crate::CallError) -> bool {
         match self.local().remove(&id) {
@@ -148,7 +153,8 @@ impl Subscriptions {
     /// Passes on the server's notice that subscription `id` lost events.
     pub(crate) fn lagged(&self, id: u64, missed: u64) {
         if let Some(local) = self.local().get_mut(&id) {
-            local.offer(Item::Lagged(Some(missed)));
+            // 0: the server does not know how many (a mesh link broke).
+            local.offer(Item::Lagged(Some(missed).filter(|n| *n != 0)));
         }
     }
 

@@ -1,8 +1,9 @@
 //! The registry of subscriptions, and publishing to them.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::ops::Range;
-use std::sync::{Arc, OnceLock, PoisonError, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError, RwLock};
 
 use serde::Serialize;
 
@@ -51,6 +52,64 @@ struct Inner {
     /// The server's subscribe handlers, once it runs.
     gate: OnceLock<Arc<dyn Gate>>,
     limits: OnceLock<Limits>,
+    /// The patterns of this server's own subscribers, kept once a mesh asks.
+    interest: OnceLock<Arc<Interest>>,
+    /// Events published, and dropped for subscribers that lagged.
+    published: AtomicU64,
+    dropped: AtomicU64,
+}
+
+/// The distinct patterns of the subscriptions that are not a mesh link's,
+/// with how many subscriptions hold each: what a mesh node tells its peers
+/// it wants. Kept only once a mesh asks for it.
+pub(crate) struct Interest {
+    /// Patterns under this prefix are not counted (the mesh's own topics).
+    excluded: &'static str,
+    patterns: Mutex<HashMap<Box<str>, usize>>,
+    /// Bumped when a pattern comes or goes.
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Interest {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Box<str>, usize>> {
+        self.patterns.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The patterns held now.
+    pub(crate) fn patterns(&self) -> Vec<String> {
+        self.lock().keys().map(|p| p.to_string()).collect()
+    }
+
+    /// Changes whenever a pattern comes or goes.
+    pub(crate) fn changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
+    }
+
+    fn add(&self, raw: &str) {
+        if raw.starts_with(self.excluded) {
+            return;
+        }
+        let mut patterns = self.lock();
+        let count = patterns.entry(raw.into()).or_default();
+        *count += 1;
+        if *count == 1 {
+            self.changed.send_modify(|n| *n += 1);
+        }
+    }
+
+    fn remove(&self, raw: &str) {
+        if raw.starts_with(self.excluded) {
+            return;
+        }
+        let mut patterns = self.lock();
+        if let Some(count) = patterns.get_mut(raw) {
+            *count -= 1;
+            if *count == 0 {
+                patterns.remove(raw);
+                self.changed.send_modify(|n| *n += 1);
+            }
+        }
+    }
 }
 
 /// What a server allows: [`ServerBuilder`](crate::ServerBuilder)'s settings.
@@ -87,6 +146,9 @@ struct Registry {
     count: usize,
     /// Each connection's subscriptions, id to pattern, to remove them.
     by_connection: HashMap<u64, HashMap<u64, Box<str>>>,
+    /// The mesh links among the connections with subscriptions: theirs are
+    /// not their server's own interest.
+    relays: HashSet<u64>,
 }
 
 /// The subscriptions matching a topic, by connection: one event each.
@@ -114,6 +176,9 @@ impl Hub {
             compression,
             gate: OnceLock::new(),
             limits: OnceLock::new(),
+            interest: OnceLock::new(),
+            published: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -162,7 +227,19 @@ impl Hub {
     /// ([`ServerBuilder::max_topic_length`](crate::ServerBuilder::max_topic_length)),
     /// or `data` cannot be encoded.
     pub fn publish<T: Serialize + ?Sized>(&self, topic: &str, data: &T) -> Result<usize, Error> {
+        self.publish_to(topic, data, true)
+    }
+
+    /// Publishes an event that came from another node of a mesh: to this
+    /// server's own subscribers, not to the links of other nodes (each node
+    /// gets a node's events from that node: one hop).
+    pub(crate) fn publish_relayed<T: Serialize + ?Sized>(&self, topic: &str, data: &T) -> Result<usize, Error> {
+        self.publish_to(topic, data, false)
+    }
+
+    fn publish_to<T: Serialize + ?Sized>(&self, topic: &str, data: &T, to_relays: bool) -> Result<usize, Error> {
         validate_topic(topic, self.limits().topics).map_err(|e| Error::Config(e.to_string()))?;
+        self.inner.published.fetch_add(1, Ordering::Relaxed);
         let matches = self.matches(topic);
         let mut frames: Vec<(WireFormat, Frame)> = Vec::new();
         let mut reached = 0;
@@ -172,7 +249,7 @@ impl Hub {
         for group in &matches.groups {
             let connection = &group.connection;
             // Gone since its matches were kept: nothing to queue for it.
-            if connection.is_unsubscribed_all() {
+            if connection.is_unsubscribed_all() || (!to_relays && connection.is_relay()) {
                 continue;
             }
             let subscriptions = &matches.subscriptions[group.subscriptions.clone()];
@@ -197,8 +274,14 @@ impl Hub {
                     }
                 }
                 _ => match connection.push_event(frame, subscriptions, group.lag) {
-                    Pushed::Queued | Pushed::DroppedOldest => reached += 1,
-                    Pushed::DroppedNewest | Pushed::Overflow => {}
+                    Pushed::Queued => reached += 1,
+                    Pushed::DroppedOldest => {
+                        reached += 1;
+                        self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
+                    Pushed::DroppedNewest | Pushed::Overflow => {
+                        self.inner.dropped.fetch_add(1, Ordering::Relaxed);
+                    }
                 },
             }
         }
@@ -254,7 +337,9 @@ impl Hub {
         lag: LagPolicy,
     ) -> Result<(), String> {
         let key = (connection.id(), id);
-        let gated = !pattern.is_exact() && self.inner.gate.get().is_some_and(|gate| gate.guards(&pattern));
+        let relay = connection.is_relay();
+        // A mesh link's subscriptions carry interest its node authorised.
+        let gated = !pattern.is_exact() && !relay && self.inner.gate.get().is_some_and(|gate| gate.guards(&pattern));
         let account = connection.account();
         let bytes = registry_bytes(raw, &pattern);
         let mut registry = self.write();
@@ -266,7 +351,8 @@ impl Hub {
         let mine = registry.by_connection.get(&key.0);
         let replaced = mine.and_then(|subs| subs.get(&id));
         if replaced.is_none() {
-            if mine.map_or(0, HashMap::len) >= per_connection {
+            // A mesh link carries all the patterns of its node's subscribers.
+            if mine.map_or(0, HashMap::len) >= per_connection && !relay {
                 let message = "subscriptions on one connection (max_subscriptions_per_connection)";
                 return Err(format!("the limit of {per_connection} {message} is reached"));
             }
@@ -299,6 +385,11 @@ impl Hub {
         }
         registry.by_connection.entry(key.0).or_default().insert(id, raw.into());
         registry.count += 1;
+        if relay {
+            registry.relays.insert(key.0);
+        } else if let Some(interest) = self.inner.interest.get() {
+            interest.add(raw);
+        }
         Ok(())
     }
 
@@ -334,12 +425,17 @@ impl Hub {
     fn remove(&self, registry: &mut Registry, (connection, id): (u64, u64)) -> bool {
         let Some(subs) = registry.by_connection.get_mut(&connection) else { return false };
         let Some(raw) = subs.remove(&id) else { return false };
-        if subs.is_empty() {
+        let emptied = subs.is_empty();
+        if emptied {
             registry.by_connection.remove(&connection);
         } else {
             shrink(subs);
         }
         registry.count -= 1;
+        let relay = if emptied { registry.relays.remove(&connection) } else { registry.relays.contains(&connection) };
+        if let Some(interest) = self.inner.interest.get().filter(|_| !relay) {
+            interest.remove(&raw);
+        }
         let pattern = TopicPattern::parse(&raw).expect("registered patterns parse");
         if pattern.is_exact() {
             if let Some(subscribers) = registry.exact.get_mut(&*raw) {
@@ -360,6 +456,80 @@ impl Hub {
     /// How many subscriptions exist, on all connections.
     pub fn subscription_count(&self) -> usize {
         self.read().count
+    }
+
+    /// The events published since the hub was made.
+    pub(crate) fn published(&self) -> u64 {
+        self.inner.published.load(Ordering::Relaxed)
+    }
+
+    /// The events dropped for subscribers that lagged.
+    pub(crate) fn dropped(&self) -> u64 {
+        self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Starts keeping the patterns of this server's own subscribers (not
+    /// mesh links'), except those under `excluded`; every call returns the
+    /// same record.
+    pub(crate) fn interest(&self, excluded: &'static str) -> Arc<Interest> {
+        self.inner
+            .interest
+            .get_or_init(|| {
+                // Counted under the lock, so that no subscription comes between.
+                let registry = self.read();
+                let interest =
+                    Interest { excluded, patterns: Mutex::default(), changed: tokio::sync::watch::Sender::new(0) };
+                for (connection, subs) in &registry.by_connection {
+                    if !registry.relays.contains(connection) {
+                        subs.values().for_each(|raw| interest.add(raw));
+                    }
+                }
+                Arc::new(interest)
+            })
+            .clone()
+    }
+
+    /// Tells this server's own subscribers whose patterns could match a
+    /// topic of `pattern` (all of them if `None`) that they lost events: a
+    /// LAGGED notice with `missed`, where 0 stands for an unknown number.
+    /// Subscriptions to topics under `excluded` are not told.
+    pub(crate) fn report_lost(&self, pattern: Option<&TopicPattern>, missed: u64, excluded: &str) {
+        let registry = self.read();
+        for (connection, subs) in &registry.by_connection {
+            if registry.relays.contains(connection) {
+                continue;
+            }
+            let mut ids = Vec::new();
+            let mut found = None;
+            for (id, raw) in subs {
+                if raw.starts_with(excluded) {
+                    continue;
+                }
+                let Ok(parsed) = TopicPattern::parse(raw) else { continue };
+                if pattern.is_none_or(|p| parsed.overlaps(p) || p.overlaps(&parsed)) {
+                    ids.push(*id);
+                    if found.is_none() {
+                        found = registry.subscriber(&parsed, raw, (*connection, *id)).map(|s| s.connection.clone());
+                    }
+                }
+            }
+            let Some(conn) = found else { continue };
+            if missed == 0 {
+                conn.events().count_unknown_loss(&ids);
+            } else {
+                conn.events().count_missed_by(&ids, missed);
+            }
+        }
+    }
+}
+
+impl Registry {
+    fn subscriber(&self, pattern: &TopicPattern, raw: &str, key: Key) -> Option<&Subscriber> {
+        if pattern.is_exact() {
+            self.exact.get(raw)?.get(&key)
+        } else {
+            self.wild.get(pattern, key)
+        }
     }
 }
 

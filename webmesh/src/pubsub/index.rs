@@ -107,6 +107,19 @@ impl<T> Index<T> {
         removed
     }
 
+    /// The value of `key` under `pattern`.
+    pub(crate) fn get(&self, pattern: &TopicPattern, key: Key) -> Option<&T> {
+        let mut node = &self.root;
+        for segment in pattern.segments() {
+            node = match segment {
+                Segment::Literal(literal) => node.literal.get(&**literal)?,
+                Segment::One => node.one.as_deref()?,
+                Segment::Rest => return node.ends.as_ref()?.rest.get(&key),
+            };
+        }
+        node.ends.as_ref()?.here.get(&key)
+    }
+
     /// Calls `found` with each value whose pattern matches `topic` (the
     /// rules of [`TopicPattern::matches`]), each once.
     pub(crate) fn for_each_match<'a>(&'a self, topic: &str, mut found: impl FnMut(Key, &'a T)) {

@@ -14,6 +14,6 @@ pub use lag::{LagPolicy, SubscribeOptions};
 pub use pattern::{DEFAULT_MAX_TOPIC_LENGTH, DEFAULT_MAX_TOPIC_SEGMENTS};
 
 pub(crate) use grants::{Check, Gate, Grants};
-pub(crate) use hub::Limits;
+pub(crate) use hub::{Interest, Limits};
 pub(crate) use pattern::{validate_topic, PatternError, TopicLimits, TopicPattern, MAX_TOPIC_SEGMENTS_CEILING};
 pub(crate) use queue::{EventQueue, Pushed};

@@ -122,6 +122,24 @@ impl EventQueue {
         self.ready.notify_one();
     }
 
+    /// Counts `lost` events that subscriptions `subs` lost elsewhere (on a
+    /// mesh link that fed them).
+    pub(crate) fn count_missed_by(&self, subs: &[u64], lost: u64) {
+        self.state().count_missed_by(subs, lost.max(1));
+        self.ready.notify_one();
+    }
+
+    /// Records that subscriptions `subs` may have lost an unknown number of
+    /// events (a mesh link that fed them broke): reported as 0 missed.
+    pub(crate) fn count_unknown_loss(&self, subs: &[u64]) {
+        let mut state = self.state();
+        for sub in subs {
+            state.missed.insert(*sub, 0);
+        }
+        drop(state);
+        self.ready.notify_one();
+    }
+
     /// Drops every event, and every later one: its connection ended.
     pub(crate) fn clear(&self) {
         let mut state = self.state();
@@ -175,9 +193,15 @@ impl Drop for EventQueue {
 }
 
 impl State {
+    /// One more lost event each; a count of 0 stands for an unknown number
+    /// and stays so.
     fn count_missed(&mut self, subs: &[u64]) {
+        self.count_missed_by(subs, 1);
+    }
+
+    fn count_missed_by(&mut self, subs: &[u64], lost: u64) {
         for sub in subs {
-            *self.missed.entry(*sub).or_default() += 1;
+            self.missed.entry(*sub).and_modify(|n| *n = n.saturating_add(lost * (*n != 0) as u64)).or_insert(lost);
         }
     }
 }

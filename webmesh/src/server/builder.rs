@@ -154,6 +154,8 @@ pub(crate) struct Shared {
     pub(crate) write_timeout: Duration,
     /// Whether callers see the details of errors (see [`CallError::with_detail`](crate::CallError::with_detail)).
     pub(crate) expose_internal_errors: bool,
+    /// The calls handled, for [`ServerStats`](crate::ServerStats).
+    pub(crate) counters: super::stats::Counters,
 }
 
 impl Shared {
@@ -580,6 +582,28 @@ impl ServerBuilder {
         Ok((super::upgrade::router(shared.clone()), crate::Shutdown::new(shared)))
     }
 
+    /// Takes the authentication hook out, for a mesh to wrap it.
+    pub(crate) fn take_authenticate(&mut self) -> Option<Authenticate> {
+        self.authenticate.take()
+    }
+
+    /// Sets an authentication hook that decides what the connection gets.
+    pub(crate) fn set_authenticate(mut self, authenticate: Authenticate) -> Self {
+        self.authenticate = Some(authenticate);
+        self
+    }
+
+    /// Adds routes to the server's (the mesh's own, say).
+    pub(crate) fn add_routes(mut self, router: Router) -> Self {
+        self.router = self.router.merge(router);
+        self
+    }
+
+    /// Whether a not-found handler was set, which a mesh's forwarding would replace.
+    pub(crate) fn has_not_found(&self) -> bool {
+        self.not_found.is_some()
+    }
+
     fn into_shared(mut self) -> Result<Shared, Error> {
         let hub = self.hub();
         hub.set_limits(Limits {
@@ -615,6 +639,7 @@ impl ServerBuilder {
             connection_memory: self.connection_memory,
             write_timeout: self.write_timeout,
             expose_internal_errors: self.expose_internal_errors,
+            counters: super::stats::Counters::default(),
         })
     }
 }

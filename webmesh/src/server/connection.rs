@@ -73,6 +73,11 @@ struct Inner {
     /// Set, under the hub's lock, once the connection's subscriptions are
     /// removed: a subscription made later would never be.
     unsubscribed_all: AtomicBool,
+    /// Set for a link from another node of a mesh, authenticated as one:
+    /// its subscriptions carry that node's interest (they skip subscribe
+    /// handlers and per-connection limits), and events relayed from other
+    /// nodes are not sent to it again.
+    relay: AtomicBool,
     /// Counts the frames the writer wrote: a peer that takes what is written
     /// is alive, and a write that takes frames makes progress.
     written: AtomicU64,
@@ -128,6 +133,7 @@ impl Connection {
             hurry_close: OnceLock::new(),
             subscribing: Mutex::default(),
             unsubscribed_all: AtomicBool::new(false),
+            relay: AtomicBool::new(false),
             written: AtomicU64::new(0),
             writing_since: AtomicU64::new(0),
         };
@@ -135,8 +141,7 @@ impl Connection {
     }
 
     /// A connection to no one, whose events wait in its queue: for the hub's
-    /// own tests and benchmarks.
-    #[cfg(any(test, feature = "__internals"))]
+    /// own tests and benchmarks, and the caller of a mesh's local calls.
     pub(crate) fn detached(id: u64, event_queue: usize) -> Self {
         let (outbound, _) = mpsc::channel(1);
         let account = crate::memory::MemoryBudget::new(usize::MAX).open(id, usize::MAX);
@@ -322,6 +327,17 @@ impl Connection {
     /// Whether the hub removed the connection; read under its lock.
     pub(crate) fn is_unsubscribed_all(&self) -> bool {
         self.inner.unsubscribed_all.load(Ordering::Acquire)
+    }
+
+    /// Marks the connection as a link from another node of a mesh; done by
+    /// the mesh's admission, before the connection reads anything.
+    pub(crate) fn mark_relay(&self) {
+        self.inner.relay.store(true, Ordering::Release);
+    }
+
+    /// Whether the connection is a link from another node of a mesh.
+    pub(crate) fn is_relay(&self) -> bool {
+        self.inner.relay.load(Ordering::Acquire)
     }
 
     /// The writer wrote a reply, push or event.

@@ -36,17 +36,30 @@ pub(crate) async fn dispatch(
     // Timed only when someone listens: quiet by default, and free then.
     let started = tracing::enabled!(tracing::Level::DEBUG).then(std::time::Instant::now);
     let path: Arc<str> = path.into();
-    let handler = match shared.routes.at(&path) {
+    let routed = shared.routes.at(&path);
+    let served = routed.is_some();
+    let handler = match routed {
         Some((handler, params)) => Some((handler.clone(), params)),
         None => shared.not_found.clone().map(|h| (h, PathParams::from([]))),
     };
     let reply = match handler {
         Some((handler, params)) => {
             let parts = CallParts { connection: conn.clone(), path: path.clone(), params, shared: shared.clone() };
-            handler.call(parts, payload).await
+            let running = shared.counters.start();
+            let reply = handler.call(parts, payload).await;
+            running.done(matches!(reply.0, ReplyKind::Error(_)));
+            reply
         }
         None if matches!(mode, Mode::Legacy) => Reply::value(LEGACY_NOT_FOUND),
         None => Reply::error(CallError::not_found(&path)),
+    };
+    // A not-found handler that found nothing either (a mesh's forwarding)
+    // answers a 0.1.2 client as 0.1.2 did.
+    let reply = match reply.0 {
+        ReplyKind::Error(e) if !served && matches!(mode, Mode::Legacy) && e.code() == CallError::NOT_FOUND => {
+            Reply::value(LEGACY_NOT_FOUND)
+        }
+        other => Reply(other),
     };
     if let Some(started) = started {
         let outcome = match &reply.0 {
@@ -56,6 +69,16 @@ pub(crate) async fn dispatch(
         tracing::debug!(outcome, elapsed_us = started.elapsed().as_micros() as u64, "handled");
     }
     respond(&conn, &format, mode, &path, reply).await;
+}
+
+/// Runs the handler of `path` for `conn` and returns its reply, or `None`
+/// when no route serves `path` (the not-found handler is not asked): a
+/// mesh's calls to its own node, and the calls other nodes forward to it.
+pub(crate) async fn call_local(shared: &Arc<Shared>, conn: Connection, path: &str, payload: Payload) -> Option<Reply> {
+    let (handler, params) = shared.routes.at(path)?;
+    let handler = handler.clone();
+    let parts = CallParts { connection: conn, path: path.into(), params, shared: shared.clone() };
+    Some(handler.call(parts, payload).await)
 }
 
 /// Answers a message refused before its handler ran.

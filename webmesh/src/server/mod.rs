@@ -1,6 +1,6 @@
 //! The server: accepts WebSocket connections and runs handlers for them.
 
-mod admission;
+pub(crate) mod admission;
 mod builder;
 mod connection;
 mod dispatch;
@@ -29,3 +29,4 @@ pub use shutdown::Shutdown;
 pub use stats::ServerStats;
 
 pub(crate) use builder::Shared;
+pub(crate) use dispatch::call_local;

@@ -44,6 +44,17 @@ impl Server {
         Ok(Self { listener, local_addr, shared: shared.start(), tls })
     }
 
+    /// What the server's connections share: for a mesh, which runs the
+    /// server's handlers for its own node.
+    pub(crate) fn shared(&self) -> &Arc<Shared> {
+        &self.shared
+    }
+
+    /// Whether the server serves TLS itself.
+    pub(crate) fn serves_tls(&self) -> bool {
+        self.tls.is_some()
+    }
+
     /// The [`Hub`](crate::Hub) of this server's subscribers.
     pub fn hub(&self) -> crate::Hub {
         self.shared.hub.clone()

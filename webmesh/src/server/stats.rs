@@ -1,8 +1,44 @@
 //! Live figures of a running server.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use super::Shared;
+
+/// What the server counts as it runs.
+#[derive(Debug, Default)]
+pub(crate) struct Counters {
+    pub(crate) calls: AtomicU64,
+    pub(crate) failed: AtomicU64,
+    pub(crate) in_flight: AtomicU64,
+}
+
+impl Counters {
+    /// Counts a message whose handler starts; the guard counts its end.
+    pub(crate) fn start(&self) -> InFlight<'_> {
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        InFlight(self)
+    }
+}
+
+/// A handler under way.
+pub(crate) struct InFlight<'a>(&'a Counters);
+
+impl InFlight<'_> {
+    /// The handler finished, with an error reply if `failed`.
+    pub(crate) fn done(self, failed: bool) {
+        self.0.calls.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.0.failed.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 /// Live figures of a running server, for metrics and health checks. Cheap
 /// to clone; get it from [`Server::stats`](crate::Server::stats) before
@@ -43,6 +79,35 @@ impl ServerStats {
     /// The WebSocket connections open now.
     pub fn connections(&self) -> usize {
         self.shared.sessions.len()
+    }
+
+    /// The calls and emits whose handler finished since the server started
+    /// (with a reply or an error), not counting those refused before their
+    /// handler ran.
+    pub fn calls_handled(&self) -> u64 {
+        self.shared.counters.calls.load(Ordering::Relaxed)
+    }
+
+    /// Those of [`calls_handled`](Self::calls_handled) whose handler answered with an error.
+    pub fn calls_failed(&self) -> u64 {
+        self.shared.counters.failed.load(Ordering::Relaxed)
+    }
+
+    /// The calls and emits whose handler runs now.
+    pub fn calls_in_flight(&self) -> u64 {
+        self.shared.counters.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// The events published through the server's [`Hub`](crate::Hub) since
+    /// it started, by handlers, clients, or other nodes of a mesh.
+    pub fn events_published(&self) -> u64 {
+        self.shared.hub.published()
+    }
+
+    /// The events the hub dropped for subscribers that did not keep up
+    /// (one per subscriber connection and event lost).
+    pub fn events_dropped(&self) -> u64 {
+        self.shared.hub.dropped()
     }
 }
 

@@ -42,7 +42,9 @@ async fn accept_subscription(
 ) -> Result<(), CallError> {
     let parsed = TopicPattern::parse_within(pattern, shared.hub.limits().topics).map_err(refusal)?;
     let options: SubscribeOptions = options.deserialize::<Option<SubscribeOptions>>()?.unwrap_or_default();
-    if parsed.is_exact() {
+    // A mesh link's subscriptions carry the interest of subscribers its
+    // node authorised already.
+    if parsed.is_exact() && !conn.is_relay() {
         authorise(shared, conn, &shared.subscribe_routes, pattern, Payload::nil()).await?;
     }
     // Registered under the lock an UNSUBSCRIBE takes, so one that came while

@@ -1,0 +1,542 @@
+//! The mesh: nodes in this process and in child processes killed for real,
+//! on 127.0.0.1, with short timings set through the builder.
+
+mod common;
+
+use std::collections::HashMap;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use common::python;
+use serde_json::{json, Value};
+use webmesh::{Client, Error, Mesh, MeshBuilder, Node, NodeState, Router, Server, State};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// Timings short enough for tests: a dead link is `suspect` within 0.5 s,
+/// `down` 0.5 s later.
+fn fast(builder: MeshBuilder) -> MeshBuilder {
+    builder.link_heartbeat(ms(200), ms(300)).down_after(ms(500)).status_interval(ms(200))
+}
+
+fn builder(name: &str, router: Router, addr: &str) -> MeshBuilder {
+    let server = Server::builder().registered_handlers(false).router(router).addr(addr);
+    fast(Mesh::builder().server(server).name(name))
+}
+
+async fn node(name: &str, router: Router, seeds: &[&Mesh]) -> Mesh {
+    let mut builder = builder(name, router, "127.0.0.1:0");
+    for seed in seeds {
+        builder = builder.peer(seed.url());
+    }
+    builder.start().await.expect("start a node")
+}
+
+/// A route answering with the id of the node that ran it.
+fn whoami(path: &str) -> Router {
+    Router::new().on(path, |State(mesh): State<Mesh>| mesh.id())
+}
+
+fn state_of(mesh: &Mesh, id: &str) -> Option<NodeState> {
+    mesh.nodes().into_iter().find(|n| n.id == id).map(|n| n.state)
+}
+
+fn all_up(mesh: &Mesh, count: usize) -> bool {
+    let nodes = mesh.nodes();
+    nodes.len() == count && nodes.iter().all(|n| n.state == NodeState::Up)
+}
+
+/// Waits until `done` holds, checking every 20 ms, failing after `secs`.
+async fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(ms(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_nodes_from_one_seed_reach_full_membership_a_late_one_is_known_to_all_and_leaving_is_left() {
+    let seed = node("seed", Router::new(), &[]).await;
+    let mut nodes = vec![seed.clone()];
+    for i in 0..4 {
+        nodes.push(node(&format!("n{i}"), Router::new(), &[&seed]).await);
+    }
+    until("5 nodes see 5 nodes up", 15, || nodes.iter().all(|n| all_up(n, 5))).await;
+
+    // A latecomer knows only the last node.
+    let late = node("late", Router::new(), &[&nodes[4]]).await;
+    nodes.push(late.clone());
+    until("6 nodes see 6 nodes up", 15, || nodes.iter().all(|n| all_up(n, 6))).await;
+    let ids: Vec<String> = nodes.iter().map(Mesh::id).collect();
+    for node in &nodes {
+        let mut seen: Vec<String> = node.nodes().into_iter().map(|n| n.id).collect();
+        seen.sort();
+        let mut expected = ids.clone();
+        expected.sort();
+        assert_eq!(seen, expected, "each node once, no duplicates");
+    }
+
+    late.shutdown().await;
+    until("the others see the late node left", 10, || {
+        nodes[..5].iter().all(|n| state_of(n, &late.id()) == Some(NodeState::Left))
+    })
+    .await;
+    // `left` is final: no dial brings it back as suspect or down.
+    tokio::time::sleep(ms(1200)).await;
+    assert!(nodes[..5].iter().all(|n| state_of(n, &ids[5]) == Some(NodeState::Left)));
+    for node in &nodes[..5] {
+        node.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_go_to_the_nodes_serving_the_path_in_turn_else_no_route() {
+    let a = node("worker", whoami("/work"), &[]).await;
+    let b = node("worker", whoami("/work"), &[&a]).await;
+    let c = node("front", whoami("/front"), &[&a]).await;
+    for n in [&a, &b, &c] {
+        until("3 nodes up", 10, || all_up(n, 3)).await;
+    }
+
+    let mut answered: HashMap<String, usize> = HashMap::new();
+    for _ in 0..20 {
+        let by: String = c.call("/work", &()).await.unwrap();
+        *answered.entry(by).or_default() += 1;
+    }
+    assert_eq!(answered.len(), 2, "both workers took calls: {answered:?}");
+    assert!(answered.values().all(|n| *n >= 5), "spread over both: {answered:?}");
+
+    // A node serving the path itself takes its turns without a socket.
+    let mut local = 0;
+    for _ in 0..10 {
+        if a.call::<String>("/work", &()).await.unwrap() == a.id() {
+            local += 1;
+        }
+    }
+    assert!((1..10).contains(&local), "a took some, b the others: {local}");
+    assert_eq!(c.call::<String>("/front", &()).await.unwrap(), c.id());
+
+    match c.call::<Value>("/nowhere", &()).await {
+        Err(Error::NoRoute { path }) => assert_eq!(path, "/nowhere"),
+        other => panic!("expected NoRoute, got {other:?}"),
+    }
+    assert!(matches!(c.emit("/nowhere", &()).await, Err(Error::NoRoute { .. })));
+
+    // One node by id, or a service by name.
+    for _ in 0..3 {
+        assert_eq!(c.node(&b.id()).call::<String>("/work", &()).await.unwrap(), b.id());
+    }
+    let by_name: String = a.node("front").call("/front", &()).await.unwrap();
+    assert_eq!(by_name, c.id());
+    assert!(matches!(a.node("nobody").call::<Value>("/work", &()).await, Err(Error::NoRoute { .. })));
+    assert_eq!(c.broadcast("/work", &()).await.unwrap(), 2);
+
+    // A worker leaves: its calls go to the other.
+    b.shutdown().await;
+    until("b left on c", 10, || state_of(&c, &b.id()) == Some(NodeState::Left)).await;
+    for _ in 0..5 {
+        assert_eq!(c.call::<String>("/work", &()).await.unwrap(), a.id());
+    }
+    a.shutdown().await;
+    until("a left on c", 10, || state_of(&c, &a.id()) == Some(NodeState::Left)).await;
+    assert!(matches!(c.call::<Value>("/work", &()).await, Err(Error::NoRoute { .. })));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node() {
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    let router = whoami("/served/by/c").on("/count", move || {
+        counted.fetch_add(1, Ordering::SeqCst);
+    });
+    let c = node("c", router, &[]).await;
+    let a = node("a", Router::new(), &[&c]).await;
+    until("a and c up", 10, || all_up(&a, 2) && all_up(&c, 2)).await;
+
+    for client in [Client::connect(&a.url()).await.unwrap(), Client::builder(a.url()).json().connect().await.unwrap()] {
+        let by: String = client.call("/served/by/c", &()).await.unwrap();
+        assert_eq!(by, c.id(), "forwarded from a to c");
+        client.emit("/count", &()).await.unwrap();
+        assert!(matches!(client.call::<Value>("/nowhere", &()).await, Err(Error::NotFound { .. })));
+        // Nothing a client sends passes for a node's message.
+        let forged = json!({"path": "/served/by/c", "data": null, "identity": "admin"});
+        match client.call::<Value>("/_mesh/forward", &forged).await {
+            Err(Error::Handler(e)) => assert_eq!(e.code(), "forbidden"),
+            other => panic!("a client forged a forward: {other:?}"),
+        }
+        let hello = json!({"node": c.nodes()[0], "members": []});
+        assert!(
+            matches!(client.call::<Value>("/_mesh/hello", &hello).await, Err(Error::Handler(e)) if e.code() == "forbidden")
+        );
+        // Reserved topics: subscribe yes, publish no.
+        let _watch = client.subscribe::<Node>("/_mesh/nodes/*").await.unwrap();
+        match client.publish(&format!("/_mesh/nodes/{}", c.id()), &json!({"state": "down"})).await {
+            Err(Error::Handler(e)) => assert_eq!(e.code(), "forbidden"),
+            other => panic!("a client published on a reserved topic: {other:?}"),
+        }
+        // The list of nodes is for anyone.
+        let listed: Vec<Node> = client.call("/_mesh/nodes", &()).await.unwrap();
+        assert_eq!(listed.len(), 2);
+    }
+    until("both emits ran on c", 5, || count.load(Ordering::SeqCst) == 2).await;
+    // The forwarded calls were counted where they ran (2 calls, 2 emits).
+    until("c's status counts the calls it ran", 5, || {
+        let me = c.nodes().into_iter().find(|n| n.id == c.id()).unwrap();
+        me.status.is_some_and(|s| s.calls_handled >= 4)
+    })
+    .await;
+    a.shutdown().await;
+    c.shutdown().await;
+}
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct User(String);
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_calls_carry_the_callers_identity_over_authenticated_links_only() {
+    let secured = |router: Router| {
+        Server::builder().registered_handlers(false).router(router).addr("127.0.0.1:0").authenticate(
+            |handshake: webmesh::Handshake| async move {
+                match handshake.bearer_token() {
+                    Some(name) => Ok(User(name.to_owned())),
+                    None => Err(webmesh::AuthError::unauthorized("a token, please")),
+                }
+            },
+        )
+    };
+    let whoami = Router::new()
+        .on("/whoami", |webmesh::extract::Authenticated(User(name)): webmesh::extract::Authenticated<User>| name);
+    // A server that authenticates needs a mesh secret.
+    let refused = fast(Mesh::builder().server(secured(Router::new()))).start().await;
+    assert!(matches!(refused, Err(Error::Config(_))), "{refused:?}");
+
+    let mesh = |router| fast(Mesh::builder().server(secured(router)).secret("s3cret").forward_identity::<User>());
+    let b = mesh(whoami).name("b").start().await.unwrap();
+    let a = mesh(Router::new()).name("a").peer(b.url()).start().await.unwrap();
+    until("a and b up", 10, || all_up(&a, 2) && all_up(&b, 2)).await;
+
+    let ada = Client::builder(a.url()).bearer_token("ada").connect().await.unwrap();
+    assert_eq!(ada.call::<String>("/whoami", &()).await.unwrap(), "ada", "b saw the caller a authenticated");
+    // No token: a refuses the client, whatever b would say.
+    assert!(matches!(Client::connect(&a.url()).await, Err(Error::Refused { status: 401, .. })));
+    // A client posing as a node without the secret is refused...
+    let posing = Client::builder(b.url()).header("webmesh-node", "x").connect().await;
+    assert!(matches!(posing, Err(Error::Refused { status: 403, .. })), "{posing:?}");
+    let wrong =
+        Client::builder(b.url()).header("webmesh-node", "x").header("webmesh-mesh-secret", "guess").connect().await;
+    assert!(matches!(wrong, Err(Error::Refused { status: 403, .. })));
+    // ...and an authenticated client cannot forge a forwarded identity.
+    let eve = Client::builder(b.url()).bearer_token("eve").connect().await.unwrap();
+    let forged = json!({"path": "/whoami", "data": null, "identity": "ada"});
+    assert!(
+        matches!(eve.call::<Value>("/_mesh/forward", &forged).await, Err(Error::Handler(e)) if e.code() == "forbidden")
+    );
+    assert_eq!(eve.call::<String>("/whoami", &()).await.unwrap(), "eve");
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_on_one_node_calls_a_route_only_another_serves() {
+    let echo = Router::new().on("/echo", |data: Value| data).on("/", |data: Value| data);
+    let c = node("c", echo, &[]).await;
+    let b = node("b", Router::new(), &[&c]).await;
+    let a = node("a", Router::new(), &[&b]).await;
+    for n in [&a, &b, &c] {
+        until("3 nodes up", 10, || all_up(n, 3)).await;
+    }
+    let port = a.local_addr().unwrap().port();
+    for codec in ["msgpack", "json"] {
+        let seen =
+            tokio::task::spawn_blocking(move || python::run_client_with(port, codec, &["echo-only"])).await.unwrap();
+        assert_eq!(seen["echo"], json!({"blop": 56}), "{codec}: {seen}");
+        assert_eq!(seen["root"], json!([1, "two", null, 3.5]), "{codec}");
+        assert_eq!(seen["unknown"], json!("Path not found"), "{codec}: as from a 0.1.2 server");
+        assert_eq!(seen["call_async"], json!(["async"]), "{codec}");
+    }
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_python_server_is_a_member_as_a_legacy_peer() {
+    let (_python, port) = python::start_server("msgpack");
+    let peer = webmesh::LegacyPeer::new(format!("ws://127.0.0.1:{port}"), webmesh::LegacyFormat::MsgPack, "legacy")
+        .routes(["/echo", "/inc", "/getinc"]);
+    let a = fast(Mesh::builder().server(Server::builder().registered_handlers(false).addr("127.0.0.1:0")))
+        .name("a")
+        .legacy_peer(peer)
+        .start()
+        .await
+        .unwrap();
+    let b = node("b", Router::new(), &[&a]).await;
+    until("a sees the python server up", 10, || {
+        a.nodes().iter().any(|n| n.legacy && n.name == "legacy" && n.state == NodeState::Up)
+    })
+    .await;
+    let echoed: Value = a.call("/echo", &json!({"x": [1, 2]})).await.unwrap();
+    assert_eq!(echoed, json!({"x": [1, 2]}));
+    // Through a's forwarding, for a client of a.
+    let client = Client::connect(&a.url()).await.unwrap();
+    assert_eq!(client.call::<Value>("/echo", &"via a").await.unwrap(), json!("via a"));
+    // b does not dial the Python server: a legacy peer is a's own.
+    until("b up on a", 10, || state_of(&a, &b.id()) == Some(NodeState::Up)).await;
+    assert!(b.nodes().iter().all(|n| !n.legacy));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+/// Reads `subscription` until `quiet` passes without an event, returning
+/// the data of the events (not the probes) and the losses reported.
+async fn drain(subscription: &mut webmesh::Subscription<Value>, quiet: Duration) -> (Vec<Value>, usize) {
+    let (mut events, mut lost) = (Vec::new(), 0);
+    while let Ok(Some(item)) = tokio::time::timeout(quiet, subscription.recv()).await {
+        match item {
+            Ok(event) if event.topic.ends_with("/probe") => {}
+            Ok(event) => events.push(event.data),
+            Err(Error::Lagged { .. }) => lost += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    (events, lost)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_cross_the_mesh_in_order_once_and_only_where_subscribers_want_them() {
+    let a = node("a", Router::new(), &[]).await;
+    let b = node("b", Router::new(), &[&a]).await;
+    let c = node("c", Router::new(), &[&a]).await;
+    for n in [&a, &b, &c] {
+        until("3 nodes up", 10, || all_up(n, 3)).await;
+    }
+    // Nobody beyond a wants /news: it crosses no link.
+    assert_eq!(a.publish("/news/probe", &0).unwrap(), 0);
+
+    let on_c = Client::connect(&c.url()).await.unwrap();
+    let mut news_c = on_c.subscribe::<Value>("/news/*").await.unwrap();
+    let on_b = Client::connect(&b.url()).await.unwrap();
+    // Two subscriptions of one connection, both matching.
+    let mut news_b = on_b.subscribe::<Value>("/news/*").await.unwrap();
+    let mut sport_b = on_b.subscribe::<Value>("/news/sport").await.unwrap();
+    let on_a = Client::connect(&a.url()).await.unwrap();
+    let mut news_a = on_a.subscribe::<Value>("/news/{*rest}").await.unwrap();
+    // b's and c's interest reaches a: its events now go to both links (and a's own subscriber).
+    until("a's events reach the links of b and c", 10, || a.publish("/news/probe", &0).unwrap() == 3).await;
+    assert_eq!(a.publish("/weather/probe", &0).unwrap(), 0, "no one wants the weather");
+
+    for seq in 0..200 {
+        a.publish("/news/sport", &seq).unwrap();
+    }
+    let expected: Vec<Value> = (0..200).map(Value::from).collect();
+    for (name, subscription) in [("c", &mut news_c), ("b", &mut news_b), ("b exact", &mut sport_b), ("a", &mut news_a)]
+    {
+        let (events, lost) = drain(subscription, ms(500)).await;
+        assert_eq!(events, expected, "subscriber on {name}: all, in order, once");
+        assert_eq!(lost, 0, "{name}");
+    }
+    // And the other way: a publish on c reaches a and b.
+    c.publish("/news/other", &"from c").unwrap();
+    assert_eq!(drain(&mut news_a, ms(300)).await.0, vec![json!("from c")]);
+    assert_eq!(drain(&mut news_b, ms(300)).await.0, vec![json!("from c")]);
+    assert_eq!(drain(&mut news_c, ms(300)).await.0, vec![json!("from c")], "c's own subscriber, once");
+
+    // Interest follows unsubscribes and disconnects.
+    news_c.unsubscribe().await;
+    until("only b's link and a's subscriber remain", 10, || a.publish("/news/probe", &0).unwrap() == 2).await;
+    drop((news_b, sport_b));
+    on_b.close().await;
+    until("only a's subscriber remains", 10, || a.publish("/news/probe", &0).unwrap() == 1).await;
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_dialling_each_other_at_once_deliver_each_call_and_event_once() {
+    let free = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let (pa, pb) = (free(), free());
+    let count = Arc::new(AtomicUsize::new(0));
+    let counted = count.clone();
+    let counter = Router::new().on("/count", move || counted.fetch_add(1, Ordering::SeqCst) + 1);
+    let a = builder("a", counter, &format!("127.0.0.1:{pa}")).peer(format!("ws://127.0.0.1:{pb}"));
+    let b = builder("b", Router::new(), &format!("127.0.0.1:{pb}")).peer(format!("ws://127.0.0.1:{pa}"));
+    let (a, b) = tokio::join!(a.start(), b.start());
+    let (a, b) = (a.unwrap(), b.unwrap());
+    until("a and b up", 10, || all_up(&a, 2) && all_up(&b, 2)).await;
+
+    for n in 1..=20 {
+        assert_eq!(b.call::<usize>("/count", &()).await.unwrap(), n);
+    }
+    assert_eq!(count.load(Ordering::SeqCst), 20, "each call ran once");
+    let on_a = Client::connect(&a.url()).await.unwrap();
+    let mut events = on_a.subscribe::<Value>("/t/*").await.unwrap();
+    until("b's events reach a's link", 10, || b.publish("/t/probe", &0).unwrap() == 1).await;
+    for seq in 0..50 {
+        b.publish("/t/x", &seq).unwrap();
+    }
+    let (got, lost) = drain(&mut events, ms(500)).await;
+    assert_eq!(got, (0..50).map(Value::from).collect::<Vec<_>>(), "once each, in order");
+    assert_eq!(lost, 0);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+// Nodes in child processes, to kill for real.
+
+/// Not a test: the body of a node that the tests below run as a child
+/// process (this test binary, run again), and kill.
+#[tokio::test]
+#[ignore = "a child process of the tests that kill nodes"]
+async fn child_node() {
+    let Ok(addr) = std::env::var("MESH_CHILD_ADDR") else { return };
+    let routes = std::env::var("MESH_CHILD_ROUTES").unwrap_or_default();
+    let router = routes
+        .split(',')
+        .filter(|r| !r.is_empty())
+        .fold(Router::new(), |router, path| router.on(path, |State(mesh): State<Mesh>| mesh.id()));
+    let mut builder = builder("child", router, &addr);
+    if let Ok(peer) = std::env::var("MESH_CHILD_PEER") {
+        builder = builder.peer(peer);
+    }
+    let mesh = builder.start().await.unwrap();
+    println!("ready {}", mesh.id());
+    std::future::pending::<()>().await;
+}
+
+/// A node in a child process, killed when dropped.
+struct ChildNode {
+    process: python::Killed,
+    id: String,
+}
+
+impl ChildNode {
+    fn start(port: u16, peer: &str, routes: &str) -> Self {
+        use std::io::{BufRead, BufReader};
+        let mut child: Child = Command::new(std::env::current_exe().unwrap())
+            .args(["child_node", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .env("MESH_CHILD_ADDR", format!("127.0.0.1:{port}"))
+            .env("MESH_CHILD_PEER", peer)
+            .env("MESH_CHILD_ROUTES", routes)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+        let id = loop {
+            let line = lines.next().expect("the child node printed its id").unwrap();
+            // The harness prints `test child_node ... ` before it.
+            if let Some((_, id)) = line.split_once("ready ") {
+                break id.trim().to_owned();
+            }
+        };
+        Self { process: python::Killed(child), id }
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill").args([signal, &self.process.0.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    }
+}
+
+/// The states that the events of node `id` on `subscription` move it
+/// through (repeats of one state are status reports, except a second
+/// `down`, which would be a duplicate notice), until it is `down` and
+/// `quiet` passes without another event of it.
+async fn notices(subscription: &mut webmesh::Subscription<Node>, id: &str, quiet: Duration) -> Vec<NodeState> {
+    let mut states: Vec<NodeState> = Vec::new();
+    let mut last = Instant::now();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while states.last() != Some(&NodeState::Down) || last.elapsed() < quiet {
+        assert!(Instant::now() < deadline, "no end to the notices: {states:?}");
+        let Ok(Some(item)) = tokio::time::timeout(ms(50), subscription.recv()).await else { continue };
+        let node = item.expect("a node's notice").data;
+        if node.id != id {
+            continue;
+        }
+        last = Instant::now();
+        // Reports of it `up` before it died are not notices.
+        if states.is_empty() && node.state == NodeState::Up {
+            continue;
+        }
+        if states.last() != Some(&node.state) || node.state == NodeState::Down {
+            states.push(node.state);
+        }
+    }
+    states
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_is_suspect_then_down_its_routes_go_elsewhere_and_it_comes_back_as_a_new_node() {
+    let a = node("a", whoami("/shared"), &[]).await;
+    let b = node("b", Router::new(), &[&a]).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = ChildNode::start(port, &a.url(), "/shared,/only/child");
+    for n in [&a, &b] {
+        until("3 nodes up", 15, || all_up(n, 3)).await;
+    }
+    assert_eq!(b.node(&child.id).call::<String>("/only/child", &()).await.unwrap(), child.id);
+    // A watcher of the reserved topics on each node, and a subscriber that
+    // the child's events would reach.
+    let mut watchers = Vec::new();
+    for n in [&a, &b] {
+        let client = Client::connect(&n.url()).await.unwrap();
+        let subscription = client.subscribe::<Node>("/_mesh/nodes/*").await.unwrap();
+        watchers.push((client, subscription));
+    }
+    let on_b = Client::connect(&b.url()).await.unwrap();
+    let mut news = on_b.subscribe::<Value>("/news/*").await.unwrap();
+
+    child.signal("-KILL");
+    for (_, watcher) in &mut watchers {
+        let seen = notices(watcher, &child.id, ms(1500)).await;
+        assert_eq!(seen, [NodeState::Suspect, NodeState::Down], "suspect, then down, each said once");
+    }
+    assert!(matches!(news.recv().await, Some(Err(Error::Lagged { missed: None }))), "b's subscriber is told");
+    for _ in 0..6 {
+        assert_eq!(b.call::<String>("/shared", &()).await.unwrap(), a.id(), "the routes of the dead go elsewhere");
+    }
+    assert!(matches!(b.call::<Value>("/only/child", &()).await, Err(Error::NoRoute { .. })));
+
+    // It restarts, on the same address, as a new node.
+    drop(child);
+    let again = ChildNode::start(port, &a.url(), "/shared,/only/child");
+    for n in [&a, &b] {
+        until("the new node up", 15, || state_of(n, &again.id) == Some(NodeState::Up)).await;
+    }
+    assert_eq!(b.call::<String>("/only/child", &()).await.unwrap(), again.id);
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partition_heals_a_stopped_node_is_down_then_up_again_on_both_sides() {
+    let a = node("a", Router::new(), &[]).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = ChildNode::start(port, &a.url(), "/child");
+    until("the child up on a", 15, || all_up(&a, 2)).await;
+    child.signal("-STOP");
+    until("the stopped child down on a", 15, || state_of(&a, &child.id) == Some(NodeState::Down)).await;
+    assert!(matches!(a.call::<Value>("/child", &()).await, Err(Error::NoRoute { .. })));
+    child.signal("-CONT");
+    until("the child up again on a", 15, || state_of(&a, &child.id) == Some(NodeState::Up)).await;
+    assert_eq!(a.call::<String>("/child", &()).await.unwrap(), child.id, "the same node, back");
+    // And the child's own view of a, asked over its socket.
+    let on_child = Client::connect(&format!("ws://127.0.0.1:{port}")).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let seen: Vec<Node> = on_child.call("/_mesh/nodes", &()).await.unwrap();
+        if seen.iter().any(|n| n.id == a.id() && n.state == NodeState::Up) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the child never saw a up again: {seen:?}");
+        tokio::time::sleep(ms(50)).await;
+    }
+    a.shutdown().await;
+}

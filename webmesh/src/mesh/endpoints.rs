@@ -1,0 +1,218 @@
+//! The mesh's side of the server: who is admitted as a node, the mesh's
+//! own routes, and the forwarding of calls this node does not serve.
+
+use std::sync::{Arc, Weak};
+
+use serde::Serialize;
+
+use super::members::Target;
+use super::messages::{Forward, Goodbye, Hello, FORWARD, GOODBYE, HELLO, NODES, NODE_HEADER, RESERVED, SECRET_HEADER};
+use super::{MeshInner, NodeState};
+use crate::extract::CallPath;
+use crate::server::admission::{Admit, Authenticate};
+use crate::{AuthError, CallError, Connection, Error, Handshake, Reply, Router};
+
+/// Admits a link from a node of the mesh (with the secret, when the mesh
+/// has one) as a relay; anyone else goes through `user`, the server's own
+/// authentication, if any.
+pub(crate) fn admission(secret: Option<String>, user: Option<Authenticate>) -> Authenticate {
+    let secret: Option<Arc<str>> = secret.map(Into::into);
+    Arc::new(move |handshake: Handshake| {
+        let secret = secret.clone();
+        let user = user.clone();
+        Box::pin(async move {
+            if handshake.header(NODE_HEADER).is_some() {
+                let admitted = match (&secret, handshake.header(SECRET_HEADER)) {
+                    (None, _) => true,
+                    (Some(secret), Some(given)) => same(secret.as_bytes(), given.as_bytes()),
+                    (Some(_), None) => false,
+                };
+                if !admitted {
+                    return Err(AuthError::forbidden("not a node of this mesh: wrong or missing mesh secret"));
+                }
+                let admit: Admit = Box::new(|conn: &Connection| conn.mark_relay());
+                return Ok(admit);
+            }
+            match user {
+                Some(user) => user(handshake).await,
+                None => Ok(Box::new(|_: &Connection| {}) as Admit),
+            }
+        })
+    })
+}
+
+/// Compares secrets in a time that does not depend on where they differ.
+fn same(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The mesh's own routes.
+pub(crate) fn routes(mesh: Weak<MeshInner>) -> Router {
+    let (hello, goodbye, nodes, forward) = (mesh.clone(), mesh.clone(), mesh.clone(), mesh);
+    Router::new()
+        .on(HELLO, move |conn: Connection, hello_: Hello| welcome(&hello, &conn, hello_))
+        .on(GOODBYE, move |conn: Connection, bye: Goodbye| farewell(&goodbye, &conn, bye))
+        .on(NODES, move || nodes.upgrade().map(|mesh| mesh.members.snapshot()).unwrap_or_default())
+        .on(FORWARD, move |conn: Connection, call: Forward| {
+            let mesh = forward.clone();
+            async move {
+                match mesh.upgrade() {
+                    Some(mesh) => serve_forwarded(&mesh, &conn, call).await,
+                    None => Reply::error(CallError::not_found(&call.path)),
+                }
+            }
+        })
+        .publish(&format!("{RESERVED}{{*rest}}"), || {
+            Err::<(), _>(CallError::new(
+                CallError::FORBIDDEN,
+                "topics under /_mesh/ are the mesh's: clients may subscribe, not publish",
+            ))
+        })
+}
+
+fn only_nodes(conn: &Connection) -> Result<(), CallError> {
+    match conn.is_relay() {
+        true => Ok(()),
+        false => Err(CallError::new(CallError::FORBIDDEN, "only nodes of the mesh may send this")),
+    }
+}
+
+fn welcome(mesh: &Weak<MeshInner>, conn: &Connection, hello: Hello) -> Result<Hello, CallError> {
+    only_nodes(conn)?;
+    let mesh = mesh.upgrade().ok_or_else(|| CallError::internal("the mesh is shutting down"))?;
+    // The newcomer's own link is dialled back, and the members it knows.
+    mesh.dial(&hello.node.url, None);
+    for url in &hello.members {
+        mesh.dial(url, None);
+    }
+    Ok(Hello { node: mesh.self_node(), members: mesh.members.up_urls() })
+}
+
+fn farewell(mesh: &Weak<MeshInner>, conn: &Connection, bye: Goodbye) -> Result<(), CallError> {
+    only_nodes(conn)?;
+    if let Some(mesh) = mesh.upgrade() {
+        let url = mesh.members.linked_at(&bye.id);
+        if mesh.members.set_state(&bye.id, NodeState::Left) {
+            if let Some(url) = url {
+                mesh.hang_up(&url);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs a call another node forwarded, as its caller.
+async fn serve_forwarded(mesh: &MeshInner, conn: &Connection, call: Forward) -> Reply {
+    if let Err(e) = only_nodes(conn) {
+        return Reply::error(e);
+    }
+    let caller = mesh.caller();
+    if let Some(identity) = call.identity {
+        let Some(codec) = &mesh.identity else {
+            return Reply::error(CallError::new(
+                CallError::BAD_REQUEST,
+                "this node does not take forwarded identities",
+            ));
+        };
+        if let Err(e) = (codec.insert)(&caller, identity) {
+            return Reply::error(CallError::new(CallError::BAD_REQUEST, format!("the forwarded identity: {e}")));
+        }
+    }
+    let payload = match super::to_payload(&call.data) {
+        Ok(payload) => payload,
+        Err(e) => return Reply::error(CallError::internal(e.to_string())),
+    };
+    match mesh.call_here(caller, &call.path, payload).await {
+        Some(reply) => reply,
+        None => Reply::error(CallError::not_found(&call.path)),
+    }
+}
+
+/// The not-found handler of a node that forwards: a client's call for a
+/// path this node does not serve goes to a node that does, once.
+pub(crate) fn forwarder(
+    mesh: Weak<MeshInner>,
+) -> impl Fn(CallPath, Connection, rmpv::Value) -> std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>
+       + Clone
+       + Send
+       + Sync
+       + 'static {
+    move |CallPath(path), conn: Connection, data: rmpv::Value| {
+        let mesh = mesh.clone();
+        Box::pin(async move {
+            match mesh.upgrade() {
+                // A node's link never has its calls forwarded again: one hop.
+                Some(mesh) if !conn.is_relay() => forward(&mesh, &conn, path, data).await,
+                _ => Reply::error(CallError::not_found(&path)),
+            }
+        })
+    }
+}
+
+async fn forward(mesh: &MeshInner, conn: &Connection, path: String, data: rmpv::Value) -> Reply {
+    let targets = mesh.members.serving(&path, true);
+    if targets.is_empty() {
+        return Reply::error(CallError::not_found(&path));
+    }
+    let identity = mesh.identity.as_ref().and_then(|codec| (codec.read)(conn));
+    let turn = mesh.turn(targets.len());
+    let mut last = None;
+    for target in targets.iter().cycle().skip(turn).take(targets.len()) {
+        let Target::Remote { client, legacy, .. } = target else { continue };
+        let result = if *legacy {
+            client.call::<rmpv::Value>(&path, &data).await
+        } else {
+            let call = Forward { path: path.clone(), data: data.clone(), identity: identity.clone() };
+            client.call::<rmpv::Value>(FORWARD, &call).await
+        };
+        match result {
+            Ok(value) => return Reply::value(value),
+            Err(e) if e.was_not_sent() => last = Some(e),
+            Err(e) => return Reply::error(call_error(e, &path)),
+        }
+    }
+    let reason = last.map(|e| e.to_string()).unwrap_or_default();
+    Reply::error(CallError::new("unavailable", format!("no node serving `{path}` could be reached: {reason}")))
+}
+
+/// The error a forwarded call's caller sees for what the link answered.
+fn call_error(error: Error, path: &str) -> CallError {
+    match error {
+        Error::Handler(error) => error,
+        Error::NotFound { .. } => CallError::not_found(path),
+        Error::BadPayload { message, .. } => CallError::new(CallError::BAD_PAYLOAD, message),
+        Error::Timeout(after) => {
+            CallError::new("timeout", format!("the node serving `{path}` did not answer within {after:?}"))
+        }
+        other => CallError::new("unavailable", format!("the node serving `{path}`: {other}")),
+    }
+}
+
+/// How a mesh carries the identity the server's authentication gave a
+/// client to the node its call is forwarded to.
+pub(crate) struct IdentityCodec {
+    pub(crate) read: Box<ReadIdentity>,
+    pub(crate) insert: Box<InsertIdentity>,
+}
+
+type ReadIdentity = dyn Fn(&Connection) -> Option<rmpv::Value> + Send + Sync;
+type InsertIdentity = dyn Fn(&Connection, rmpv::Value) -> Result<(), String> + Send + Sync;
+
+impl IdentityCodec {
+    pub(crate) fn of<I>() -> Self
+    where
+        I: Serialize + serde::de::DeserializeOwned + Clone + Send + Sync + 'static,
+    {
+        Self {
+            read: Box::new(|conn| {
+                let crate::extract::Authenticated(identity) = conn.extension::<crate::extract::Authenticated<I>>()?;
+                rmpv::ext::to_value(identity).ok()
+            }),
+            insert: Box::new(|conn, value| {
+                let identity: I = rmpv::ext::from_value(value).map_err(|e| e.to_string())?;
+                conn.insert_extension(crate::extract::Authenticated(identity));
+                Ok(())
+            }),
+        }
+    }
+}

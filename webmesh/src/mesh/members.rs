@@ -1,0 +1,277 @@
+//! The membership table: every node this node knows, its state from this
+//! node's view, and the link that reaches it.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use tokio::sync::broadcast;
+
+use super::messages::node_topic;
+use super::node::now_ms;
+use super::{Node, NodeState};
+use crate::{Client, Hub};
+
+/// A known node.
+pub(crate) struct Member {
+    pub(crate) node: Node,
+    /// The client that reaches it; `None` for this node itself.
+    pub(crate) link: Option<Client>,
+    /// The URL its link dials.
+    pub(crate) link_url: String,
+    /// Its call routes, to match paths against.
+    routes: matchit::Router<()>,
+    /// Since when it is in its state.
+    since: Instant,
+}
+
+impl Member {
+    fn serves(&self, path: &str) -> bool {
+        self.routes.at(path).is_ok()
+    }
+}
+
+/// A node's membership table.
+pub(crate) struct Members {
+    me: String,
+    nodes: Mutex<HashMap<String, Member>>,
+    changes: broadcast::Sender<Node>,
+    hub: Hub,
+}
+
+/// Where a call may go: this node, or a link.
+#[derive(Clone)]
+pub(crate) enum Target {
+    Local,
+    Remote { id: String, client: Client, legacy: bool },
+}
+
+impl Members {
+    pub(crate) fn new(me: Node, hub: Hub) -> Self {
+        let (changes, _) = broadcast::channel(1024);
+        let id = me.id.clone();
+        let member = Member {
+            routes: route_table(&me.routes.calls),
+            link_url: me.url.clone(),
+            node: me,
+            link: None,
+            since: Instant::now(),
+        };
+        Self { me: id.clone(), nodes: Mutex::new(HashMap::from([(id, member)])), changes, hub }
+    }
+
+    /// Replaces this node's own entry, once its URL and routes are known.
+    pub(crate) fn replace_self(&self, me: Node) {
+        let member = Member {
+            routes: route_table(&me.routes.calls),
+            link_url: me.url.clone(),
+            node: me,
+            link: None,
+            since: Instant::now(),
+        };
+        self.lock().insert(self.me.clone(), member);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Member>> {
+        self.nodes.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Node> {
+        self.changes.subscribe()
+    }
+
+    /// Tells watchers: this node's own subscribers of `/_mesh/nodes/*` (not
+    /// other nodes' links, which hear each node from itself) and `watch()`.
+    fn announce(&self, node: &Node) {
+        if node.id == self.me {
+            // This node's report goes to the links of the nodes that follow it too.
+            let _ = self.hub.publish(&node_topic(&node.id), node);
+        } else {
+            let _ = self.hub.publish_relayed(&node_topic(&node.id), node);
+        }
+        let _ = self.changes.send(node.clone());
+    }
+
+    /// Node `node` is linked, through `link` dialled at `link_url`; returns
+    /// whether it is new.
+    pub(crate) fn up(&self, mut node: Node, link: Client, link_url: &str) -> bool {
+        node.state = NodeState::Up;
+        node.last_seen_ms = now_ms();
+        let member = Member {
+            routes: route_table(&node.routes.calls),
+            link_url: link_url.to_owned(),
+            node: node.clone(),
+            link: Some(link),
+            since: Instant::now(),
+        };
+        let known = self.lock().insert(node.id.clone(), member).is_some();
+        self.announce(&node);
+        !known
+    }
+
+    /// Moves node `id` to `state`, from any state but `left` (and, for
+    /// `suspect`, but `down`); returns whether it moved.
+    pub(crate) fn set_state(&self, id: &str, state: NodeState) -> bool {
+        let node = {
+            let mut nodes = self.lock();
+            let Some(member) = nodes.get_mut(id) else { return false };
+            let from = member.node.state;
+            let moves = from != state
+                && from != NodeState::Left
+                && !(state == NodeState::Suspect && from == NodeState::Down)
+                && id != self.me;
+            if !moves {
+                return false;
+            }
+            member.node.state = state;
+            member.since = Instant::now();
+            if state == NodeState::Left {
+                member.link = None;
+            }
+            member.node.clone()
+        };
+        self.announce(&node);
+        true
+    }
+
+    /// A status report from node `id` about itself.
+    pub(crate) fn report(&self, id: &str, report: Node) {
+        let node = {
+            let mut nodes = self.lock();
+            let Some(member) = nodes.get_mut(id) else { return };
+            if member.node.state != NodeState::Up {
+                return;
+            }
+            if member.node.routes != report.routes {
+                member.routes = route_table(&report.routes.calls);
+            }
+            let state = member.node.state;
+            member.node = Node { state, last_seen_ms: now_ms(), ..report };
+            member.node.clone()
+        };
+        self.announce(&node);
+    }
+
+    /// Updates this node's own status, and reports it.
+    pub(crate) fn report_self(&self, status: super::NodeStatus) {
+        let peers = self.up_urls();
+        let node = {
+            let mut nodes = self.lock();
+            let Some(member) = nodes.get_mut(&self.me) else { return };
+            member.node.status = Some(status);
+            member.node.peers = peers;
+            member.node.last_seen_ms = now_ms();
+            member.node.clone()
+        };
+        self.announce(&node);
+    }
+
+    /// Every node known, this one included.
+    pub(crate) fn snapshot(&self) -> Vec<Node> {
+        let mut nodes: Vec<Node> = self.lock().values().map(|m| m.node.clone()).collect();
+        nodes.sort_by(|a, b| (&a.name, &a.id).cmp(&(&b.name, &b.id)));
+        nodes
+    }
+
+    pub(crate) fn get(&self, id: &str) -> Option<Node> {
+        self.lock().get(id).map(|m| m.node.clone())
+    }
+
+    /// The URLs of the nodes `up`, this one included.
+    pub(crate) fn up_urls(&self) -> Vec<String> {
+        let mut urls: Vec<String> = self
+            .lock()
+            .values()
+            .filter(|m| m.node.state == NodeState::Up && !m.node.legacy)
+            .map(|m| m.node.url.clone())
+            .collect();
+        urls.sort();
+        urls
+    }
+
+    /// The URL whose link reaches node `id`, if it is `up`.
+    pub(crate) fn linked_at(&self, id: &str) -> Option<String> {
+        self.lock().get(id).filter(|m| m.node.state == NodeState::Up).map(|m| m.link_url.clone())
+    }
+
+    /// The nodes `up` that serve `path`, this one first when it does.
+    pub(crate) fn serving(&self, path: &str, remote_only: bool) -> Vec<Target> {
+        let nodes = self.lock();
+        let mut targets = Vec::new();
+        for (id, member) in nodes.iter() {
+            if member.node.state != NodeState::Up || !member.serves(path) {
+                continue;
+            }
+            match &member.link {
+                None if !remote_only && *id == self.me => targets.insert(0, Target::Local),
+                None => {}
+                Some(client) => {
+                    targets.push(Target::Remote { id: id.clone(), client: client.clone(), legacy: member.node.legacy })
+                }
+            }
+        }
+        // A stable order, so that turns go round.
+        targets.sort_by(|a, b| target_key(a).cmp(target_key(b)));
+        targets
+    }
+
+    /// The nodes matching `id_or_name`: by id, else by name.
+    pub(crate) fn named(&self, id_or_name: &str) -> Vec<String> {
+        let nodes = self.lock();
+        if nodes.contains_key(id_or_name) {
+            return vec![id_or_name.to_owned()];
+        }
+        let mut ids: Vec<String> =
+            nodes.values().filter(|m| m.node.name == id_or_name).map(|m| m.node.id.clone()).collect();
+        ids.sort();
+        ids
+    }
+
+    /// The target reaching node `id`, if it is `up`.
+    pub(crate) fn target(&self, id: &str) -> Option<Target> {
+        let nodes = self.lock();
+        let member = nodes.get(id).filter(|m| m.node.state == NodeState::Up)?;
+        Some(match &member.link {
+            None => Target::Local,
+            Some(client) => Target::Remote { id: id.to_owned(), client: client.clone(), legacy: member.node.legacy },
+        })
+    }
+
+    /// Forgets the nodes `down` or `left` for longer than `after`, and
+    /// returns the URLs of their links.
+    pub(crate) fn reap(&self, after: Duration) -> Vec<String> {
+        let mut nodes = self.lock();
+        let gone: Vec<String> = nodes
+            .iter()
+            .filter(|(_, m)| matches!(m.node.state, NodeState::Down | NodeState::Left) && m.since.elapsed() >= after)
+            .map(|(id, _)| id.clone())
+            .collect();
+        gone.iter().filter_map(|id| nodes.remove(id)).map(|m| m.link_url).collect()
+    }
+
+    /// The clients of the nodes `up`, with their ids.
+    pub(crate) fn links_up(&self) -> Vec<(String, Client)> {
+        self.lock()
+            .iter()
+            .filter(|(_, m)| m.node.state == NodeState::Up && !m.node.legacy)
+            .filter_map(|(id, m)| Some((id.clone(), m.link.clone()?)))
+            .collect()
+    }
+}
+
+fn target_key(target: &Target) -> &str {
+    match target {
+        Target::Local => "",
+        Target::Remote { id, .. } => id,
+    }
+}
+
+/// A router over a node's call paths; paths that do not parse as routes
+/// (from a node of another version, say) are left out.
+fn route_table(paths: &[String]) -> matchit::Router<()> {
+    let mut router = matchit::Router::new();
+    for path in paths {
+        let _ = router.insert(path.as_str(), ());
+    }
+    router
+}

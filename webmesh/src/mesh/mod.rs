@@ -1,0 +1,219 @@
+//! The mesh: each process is a node that serves its handlers and links to
+//! every other node it knows, so that calls and events reach any node.
+//!
+//! This layer sits above the server and the client and uses them: a node
+//! is a [`Server`](crate::Server) whose connections from other nodes are
+//! marked as links, and a [`Client`](crate::Client) to each other node.
+
+mod builder;
+mod endpoints;
+mod handle;
+mod link;
+mod members;
+mod messages;
+mod node;
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+pub use builder::{
+    LegacyPeer, MeshBuilder, DEFAULT_DOWN_AFTER, DEFAULT_FORGET_AFTER, DEFAULT_LINK_PING_INTERVAL,
+    DEFAULT_LINK_PING_TIMEOUT, DEFAULT_STATUS_INTERVAL,
+};
+pub use handle::{mesh, Mesh, NodeRef, Watch};
+pub use node::{Node, NodeState, NodeStatus, Routes};
+
+use self::endpoints::IdentityCodec;
+use self::members::Members;
+use crate::handler::Reply;
+use crate::pubsub::Interest;
+use crate::server::Shared;
+use crate::{Client, ClientBuilder, Connection, Error, Hub, Payload, Reconnect, WhileDisconnected};
+
+/// The settings a running node keeps.
+pub(crate) struct Config {
+    pub(crate) secret: Option<String>,
+    pub(crate) heartbeat: (Duration, Duration),
+    pub(crate) down_after: Duration,
+    pub(crate) status_interval: Duration,
+    pub(crate) forget_after: Duration,
+    pub(crate) redial: Reconnect,
+    pub(crate) call_timeout: Duration,
+    #[cfg(feature = "tls")]
+    pub(crate) tls: Option<crate::ClientTls>,
+}
+
+/// What a node's handle, links and routes share.
+pub(crate) struct MeshInner {
+    pub(crate) id: String,
+    name: String,
+    /// Set once the server is bound.
+    url: OnceLock<String>,
+    version: String,
+    metadata: BTreeMap<String, String>,
+    routes: OnceLock<Routes>,
+    pub(crate) config: Config,
+    pub(crate) members: Members,
+    pub(crate) hub: Hub,
+    pub(crate) interest: Arc<Interest>,
+    pub(crate) identity: Option<IdentityCodec>,
+    /// The running server's shared state, to run handlers here.
+    server: OnceLock<Arc<Shared>>,
+    /// The links, by the URL they dial.
+    links: Mutex<HashMap<String, CancellationToken>>,
+    /// URLs found to reach this node itself.
+    self_urls: Mutex<HashSet<String>>,
+    /// Cancelled when the node shuts down: ends every link.
+    stop: CancellationToken,
+    tasks: TaskTracker,
+    started: Instant,
+    /// Turns among the nodes serving a path.
+    turns: AtomicUsize,
+    /// Ids of the connections that run this node's local and forwarded
+    /// calls, apart from the server's.
+    callers: AtomicU64,
+    /// The server's task, once started.
+    running: OnceLock<handle::Running>,
+    /// When the status was last taken, and the calls handled then.
+    last_calls: Mutex<(Instant, u64)>,
+}
+
+impl MeshInner {
+    /// This node, as it introduces and reports itself.
+    pub(crate) fn self_node(&self) -> Node {
+        self.members.get(&self.id).unwrap_or_else(|| Node {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            url: self.url().to_owned(),
+            version: self.version.clone(),
+            state: NodeState::Up,
+            last_seen_ms: node::now_ms(),
+            status: None,
+            routes: self.routes.get().cloned().unwrap_or_default(),
+            metadata: self.metadata.clone(),
+            peers: Vec::new(),
+            legacy: false,
+        })
+    }
+
+    fn status(&self) -> NodeStatus {
+        let Some(shared) = self.server.get() else { return NodeStatus::default() };
+        let stats = crate::ServerStats::new(shared.clone());
+        let calls = stats.calls_handled();
+        let calls_per_second = {
+            let mut last = self.last_calls.lock().unwrap_or_else(PoisonError::into_inner);
+            let elapsed = last.0.elapsed().as_secs_f64();
+            let rate = if elapsed > 0.0 { calls.saturating_sub(last.1) as f64 / elapsed } else { 0.0 };
+            *last = (Instant::now(), calls);
+            (rate * 10.0).round() / 10.0
+        };
+        NodeStatus {
+            calls_per_second,
+            uptime_ms: self.started.elapsed().as_millis() as u64,
+            connections: stats.connections() as u64,
+            calls_handled: stats.calls_handled(),
+            calls_failed: stats.calls_failed(),
+            calls_in_flight: stats.calls_in_flight(),
+            events_published: stats.events_published(),
+            events_dropped: stats.events_dropped(),
+        }
+    }
+
+    /// Starts a link to `url`, unless there is one, or it is this node.
+    pub(crate) fn dial(self: &Arc<Self>, url: &str, legacy: Option<LegacyPeer>) {
+        if url.is_empty() || self.stop.is_cancelled() || self.is_self_url(url) {
+            return;
+        }
+        let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+        if links.contains_key(url) {
+            return;
+        }
+        let stop = self.stop.child_token();
+        links.insert(url.to_owned(), stop.clone());
+        self.tasks.spawn(link::run(self.clone(), url.to_owned(), legacy, stop));
+    }
+
+    /// Ends the link to `url`.
+    pub(crate) fn hang_up(&self, url: &str) {
+        if let Some(stop) = self.links.lock().unwrap_or_else(PoisonError::into_inner).remove(url) {
+            stop.cancel();
+        }
+    }
+
+    /// The URL other nodes dial to reach this one.
+    pub(crate) fn url(&self) -> &str {
+        self.url.get().map_or("", String::as_str)
+    }
+
+    fn is_self_url(&self, url: &str) -> bool {
+        url == self.url() || self.self_urls.lock().unwrap_or_else(PoisonError::into_inner).contains(url)
+    }
+
+    pub(crate) fn add_self_url(&self, url: &str) {
+        self.self_urls.lock().unwrap_or_else(PoisonError::into_inner).insert(url.to_owned());
+        self.hang_up(url);
+    }
+
+    /// Node `id` is not back in time, or was replaced: it is `down`, and
+    /// this node's subscribers may have lost its events.
+    pub(crate) fn down(&self, id: &str) {
+        if self.members.set_state(id, NodeState::Down) {
+            self.hub.report_lost(None, 0, messages::RESERVED);
+        }
+    }
+
+    /// The client of a link to `url`.
+    pub(crate) fn link_builder(&self, url: &str, legacy: Option<&LegacyPeer>) -> ClientBuilder {
+        let (interval, timeout) = self.config.heartbeat;
+        let builder = Client::builder(url)
+            .heartbeat(interval, timeout)
+            .reconnect(self.config.redial)
+            .while_disconnected(WhileDisconnected::FailFast)
+            .timeout(self.config.call_timeout)
+            .connect_timeout(timeout);
+        #[cfg(feature = "tls")]
+        let builder = match &self.config.tls {
+            Some(tls) => builder.tls(tls.clone()),
+            None => builder,
+        };
+        match legacy {
+            Some(peer) => builder.legacy(peer.format),
+            None => {
+                let builder = builder.header(messages::NODE_HEADER, &self.id);
+                match &self.config.secret {
+                    Some(secret) => builder.header(messages::SECRET_HEADER, secret),
+                    None => builder,
+                }
+            }
+        }
+    }
+
+    /// The next turn among `n` nodes.
+    pub(crate) fn turn(&self, n: usize) -> usize {
+        self.turns.fetch_add(1, Ordering::Relaxed) % n.max(1)
+    }
+
+    /// A connection of no socket, on whose behalf this node runs a call.
+    pub(crate) fn caller(&self) -> Connection {
+        let id = self.callers.fetch_add(1, Ordering::Relaxed);
+        Connection::detached(id, 1)
+    }
+
+    /// Runs the handler of `path` here; `None` if this node serves no such path.
+    pub(crate) async fn call_here(&self, caller: Connection, path: &str, payload: Payload) -> Option<Reply> {
+        let shared = self.server.get()?;
+        crate::server::call_local(shared, caller, path, payload).await
+    }
+}
+
+/// Data as MessagePack, the way a client would send it.
+pub(crate) fn to_payload<T: Serialize + ?Sized>(data: &T) -> Result<Payload, Error> {
+    let bytes = rmp_serde::to_vec_named(data).map_err(|e| Error::Protocol(e.to_string()))?;
+    Ok(Payload::msgpack(bytes.into()))
+}
