@@ -540,3 +540,87 @@ async fn a_partition_heals_a_stopped_node_is_down_then_up_again_on_both_sides() 
     }
     a.shutdown().await;
 }
+
+// The wire, as PROTOCOL.md shows it.
+
+type Raw = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
+
+async fn raw_with(url: &str, headers: &[(&'static str, &str)]) -> Result<Raw, tokio_tungstenite::tungstenite::Error> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().insert(*name, value.parse().unwrap());
+    }
+    tokio_tungstenite::connect_async(request).await.map(|(socket, _)| socket)
+}
+
+async fn next_text(socket: &mut Raw) -> String {
+    use futures_util::StreamExt;
+    use tokio_tungstenite::tungstenite::Message;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), socket.next()).await.expect("an answer") {
+            Some(Ok(Message::Text(text))) => return text.to_string(),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_messages_of_protocol_md_byte_for_byte() {
+    use futures_util::SinkExt;
+    use tokio_tungstenite::tungstenite::Message;
+    let protocol = include_str!("../PROTOCOL.md");
+    let router = Router::new().on("/add", |(a, b): (i64, i64)| a + b);
+    let node = builder("n", router, "127.0.0.1:0").secret("s").start().await.unwrap();
+    let url = node.url();
+    // A link, as another node opens it, and a plain client.
+    let mut link = raw_with(&url, &[("webmesh-node", "n1"), ("webmesh-mesh-secret", "s")]).await.unwrap();
+    let mut plain = raw_with(&url, &[]).await.unwrap();
+    let exchanges = [
+        (true, r#"[1, 2, "/_mesh/forward", {"path": "/add", "data": [40, 2]}]"#, "[3,2,42]"),
+        (
+            false,
+            r#"[1, 2, "/_mesh/forward", {"path": "/add", "data": [40, 2], "identity": "admin"}]"#,
+            r#"[4,2,"forbidden","only nodes of the mesh may send this",null]"#,
+        ),
+        (
+            false,
+            r#"[8, 5, "/_mesh/nodes/x", null]"#,
+            r#"[4,5,"forbidden","topics under /_mesh/ are the mesh's: clients may subscribe, not publish",null]"#,
+        ),
+        (true, r#"[1, 3, "/_mesh/goodbye", {"id": "n1"}]"#, "[3,3,null]"),
+    ];
+    for (on_link, request, answer) in exchanges {
+        let socket = if on_link { &mut link } else { &mut plain };
+        assert!(protocol.contains(request), "PROTOCOL.md shows {request}");
+        assert!(protocol.contains(answer), "PROTOCOL.md shows {answer}");
+        socket.send(Message::text(request)).await.unwrap();
+        assert_eq!(next_text(socket).await, answer);
+    }
+
+    // HELLO: answered with the node's map, whose keys are the documented ones.
+    let me = json!({"id": "n1", "name": "raw", "url": "ws://127.0.0.1:1", "version": "0", "state": "up",
+        "last_seen_ms": 0, "status": null, "routes": {"calls": [], "subscribe": [], "publish": []},
+        "metadata": {}, "peers": [], "legacy": false});
+    let hello = json!([1, 1, "/_mesh/hello", {"node": me, "members": []}]);
+    link.send(Message::text(hello.to_string())).await.unwrap();
+    let answer: Value = serde_json::from_str(&next_text(&mut link).await).unwrap();
+    assert_eq!(answer[0], 3);
+    assert_eq!(answer[2]["node"]["id"], json!(node.id()));
+    assert_eq!(answer[2]["node"]["routes"]["calls"], json!(["/add"]), "the mesh's own paths are not listed");
+    let keys: Vec<&String> = answer[2]["node"].as_object().unwrap().keys().collect();
+    for key in &keys {
+        assert!(protocol.contains(&format!("| `{key}` |")), "PROTOCOL.md documents the key {key}");
+    }
+    assert_eq!(keys.len(), 11, "{keys:?}");
+    for key in answer[2]["node"]["status"].as_object().unwrap().keys() {
+        assert!(protocol.contains(&format!("`{key}`")), "PROTOCOL.md documents the status key {key}");
+    }
+    assert!(answer[2]["members"].as_array().unwrap().contains(&json!(url)));
+
+    // The wrong secret is refused before any WebSocket exists.
+    let refused = raw_with(&url, &[("webmesh-node", "n1"), ("webmesh-mesh-secret", "guess")]).await;
+    assert!(matches!(refused, Err(tokio_tungstenite::tungstenite::Error::Http(ref r)) if r.status() == 403), "{refused:?}");
+    node.shutdown().await;
+}

@@ -289,3 +289,65 @@ async fn the_cli_calls_a_wss_server_trusting_a_given_ca() {
     assert!(stderr(&out).contains("certificate"), "{}", stderr(&out));
     let _ = std::fs::remove_file(ca_file);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_lists_a_mesh_as_a_table_and_as_json_and_watches_it() {
+    use tokio::io::AsyncBufReadExt;
+    use webmesh::{Mesh, NodeState};
+    let node = |name: &str, path: &'static str| {
+        let server = Server::builder().registered_handlers(false).router(Router::new().on(path, || "ok")).addr("127.0.0.1:0");
+        Mesh::builder().server(server).name(name).status_interval(Duration::from_millis(100))
+    };
+    let a = node("alpha", "/a").start().await.unwrap();
+    let b = node("beta", "/b").peer(a.url()).start().await.unwrap();
+    let c = node("gamma", "/c").peer(a.url()).start().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while ![&a, &b, &c].iter().all(|n| n.nodes().len() == 3 && n.nodes().iter().all(|n| n.state == NodeState::Up)) {
+        assert!(std::time::Instant::now() < deadline, "the mesh did not form");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let out = cli(&["nodes", &a.url()]).await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let table = stdout(&out);
+    let lines: Vec<&str> = table.lines().collect();
+    assert_eq!(lines.len(), 4, "{table}");
+    assert!(lines[0].starts_with("NAME") && lines[0].contains("STATE") && lines[0].contains("CALLS/S"), "{table}");
+    for (line, (node, route)) in lines[1..].iter().zip([(&a, "/a"), (&b, "/b"), (&c, "/c")]) {
+        for cell in [node.name(), node.id(), node.url(), "up".into(), route.to_owned()] {
+            assert!(line.contains(&cell), "{cell} in {line}");
+        }
+    }
+
+    let out = cli(&["nodes", "--json", &b.url()]).await;
+    let listed: Vec<Value> = serde_json::from_str(&stdout(&out)).unwrap();
+    let mut ids: Vec<&str> = listed.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    ids.sort_unstable();
+    let mut expected = vec![a.id(), b.id(), c.id()];
+    expected.sort();
+    assert_eq!(ids, expected);
+    assert!(listed.iter().all(|n| n["state"] == "up" && n["status"]["uptime_ms"].is_u64()), "{listed:?}");
+
+    // --watch: the table, then a line when c leaves.
+    let mut watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_webmesh"))
+        .args(["nodes", "--watch", &a.url()])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    for _ in 0..4 {
+        tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
+    }
+    // Status reports (every 100 ms) print nothing: only changes of state.
+    assert!(tokio::time::timeout(Duration::from_millis(500), lines.next_line()).await.is_err());
+    c.shutdown().await;
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
+    assert!(line.contains(&c.id()) && line.ends_with("left"), "{line}");
+
+    // A server that is no node says so.
+    let out = cli(&["nodes", &start().await]).await;
+    assert_eq!(stderr(&out), "error: this server is no node of a mesh\n");
+    a.shutdown().await;
+    b.shutdown().await;
+}
