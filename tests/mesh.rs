@@ -621,6 +621,41 @@ async fn the_mesh_messages_of_protocol_md_byte_for_byte() {
 
     // The wrong secret is refused before any WebSocket exists.
     let refused = raw_with(&url, &[("webmesh-node", "n1"), ("webmesh-mesh-secret", "guess")]).await;
-    assert!(matches!(refused, Err(tokio_tungstenite::tungstenite::Error::Http(ref r)) if r.status() == 403), "{refused:?}");
+    assert!(
+        matches!(refused, Err(tokio_tungstenite::tungstenite::Error::Http(ref r)) if r.status() == 403),
+        "{refused:?}"
+    );
     node.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_example_as_in_the_readme_three_services_from_one_seed() {
+    let (_inventory, seed) = common::start_example_env("mesh", &[], &[("WEBMESH_NAME", "inventory")]);
+    let peers = format!("ws://127.0.0.1:{seed}");
+    let (_orders, _) = common::start_example_env("mesh", &[], &[("WEBMESH_NAME", "orders"), ("WEBMESH_PEERS", &peers)]);
+    let (_billing, _) =
+        common::start_example_env("mesh", &[], &[("WEBMESH_NAME", "billing"), ("WEBMESH_PEERS", &peers)]);
+    let client = Client::connect(&peers).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let nodes = loop {
+        let nodes: Vec<Node> = client.call("/_mesh/nodes", &()).await.unwrap();
+        if nodes.len() == 3 && nodes.iter().all(|n| n.state == NodeState::Up) {
+            break nodes;
+        }
+        assert!(Instant::now() < deadline, "the three services did not form a mesh: {nodes:?}");
+        tokio::time::sleep(ms(50)).await;
+    };
+    let id_of = |name: &str| nodes.iter().find(|n| n.name == name).unwrap().id.clone();
+    // The seed does not serve /orders/place: it forwards the call to orders,
+    // which calls inventory and billing through the mesh.
+    let placed: Value = client.call("/orders/place", &json!({"sku": "tea", "quantity": 2})).await.unwrap();
+    assert_eq!(placed["orders"], json!(id_of("orders")), "{placed}");
+    assert_eq!(placed["inventory"], json!(id_of("inventory")));
+    assert_eq!(placed["billing"], json!(id_of("billing")));
+    assert_eq!(placed["total_cents"], 500);
+    let refused = client.call::<Value>("/orders/place", &json!({"sku": "tea", "quantity": 0})).await;
+    assert!(
+        matches!(refused, Err(Error::Handler(e)) if e.message().contains("out_of_stock")),
+        "the error crosses back"
+    );
 }

@@ -88,6 +88,12 @@ pub fn start_example(name: &str) -> (python::Killed, u16) {
 
 /// Starts example `name` with `args` on a free port and waits until it listens.
 pub fn start_example_with(name: &str, args: &[&str]) -> (python::Killed, u16) {
+    start_example_env(name, args, &[])
+}
+
+/// Starts example `name` with `args` and environment variables `env` on a
+/// free port, and waits until it listens.
+pub fn start_example_env(name: &str, args: &[&str], env: &[(&str, &str)]) -> (python::Killed, u16) {
     use std::process::{Command, Stdio};
     use std::time::Instant;
     let example = build_dir().join("examples").join(name);
@@ -96,6 +102,7 @@ pub fn start_example_with(name: &str, args: &[&str]) -> (python::Killed, u16) {
     let child = Command::new(example)
         .args(args)
         .env("WEBMESH_ADDR", format!("127.0.0.1:{port}"))
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -295,7 +295,8 @@ async fn nodes_lists_a_mesh_as_a_table_and_as_json_and_watches_it() {
     use tokio::io::AsyncBufReadExt;
     use webmesh::{Mesh, NodeState};
     let node = |name: &str, path: &'static str| {
-        let server = Server::builder().registered_handlers(false).router(Router::new().on(path, || "ok")).addr("127.0.0.1:0");
+        let server =
+            Server::builder().registered_handlers(false).router(Router::new().on(path, || "ok")).addr("127.0.0.1:0");
         Mesh::builder().server(server).name(name).status_interval(Duration::from_millis(100))
     };
     let a = node("alpha", "/a").start().await.unwrap();

@@ -36,6 +36,13 @@ use crate::pubsub::Interest;
 use crate::server::Shared;
 use crate::{Client, ClientBuilder, Connection, Error, Hub, Payload, Reconnect, WhileDisconnected};
 
+/// The most links a node keeps: a full mesh of direct links is for tens of
+/// nodes, and a node that claims to know thousands is not believed.
+const MAX_LINKS: usize = 1024;
+
+/// The longest URL a node dials.
+const MAX_URL_LENGTH: usize = 2048;
+
 /// The settings a running node keeps.
 pub(crate) struct Config {
     pub(crate) secret: Option<String>,
@@ -126,12 +133,21 @@ impl MeshInner {
     }
 
     /// Starts a link to `url`, unless there is one, or it is this node.
+    ///
+    /// The URLs come from other nodes' introductions and reports: only
+    /// `ws://` and `wss://` ones are dialled, and at most [`MAX_LINKS`]
+    /// links are kept, whatever a node claims to know.
     pub(crate) fn dial(self: &Arc<Self>, url: &str, legacy: Option<LegacyPeer>) {
-        if url.is_empty() || self.stop.is_cancelled() || self.is_self_url(url) {
+        let dialable = (url.starts_with("ws://") || url.starts_with("wss://")) && url.len() <= MAX_URL_LENGTH;
+        if !dialable || self.stop.is_cancelled() || self.is_self_url(url) {
             return;
         }
         let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
         if links.contains_key(url) {
+            return;
+        }
+        if links.len() >= MAX_LINKS {
+            tracing::warn!(%url, "not dialling another node: this node has {MAX_LINKS} links, the most it keeps");
             return;
         }
         let stop = self.stop.child_token();

@@ -663,4 +663,67 @@ mod tests {
         let matches = hub.matches("/a/b");
         assert_eq!(matches.subscriptions, [0, 1, 2]);
     }
+
+    fn subscribe(hub: &Hub, connection: &Connection, id: u64, pattern: &str) {
+        let parsed = TopicPattern::parse(pattern).unwrap();
+        hub.subscribe(connection, id, parsed, pattern, LagPolicy::default()).unwrap();
+    }
+
+    fn sorted(mut patterns: Vec<String>) -> Vec<String> {
+        patterns.sort();
+        patterns
+    }
+
+    #[test]
+    fn interest_counts_the_own_subscribers_distinct_patterns_not_the_links() {
+        let hub = Hub::new(Compression::default());
+        let (one, two, link) = (Connection::detached(1, 16), Connection::detached(2, 16), Connection::detached(3, 16));
+        link.mark_relay();
+        subscribe(&hub, &one, 1, "/a/*");
+        let interest = hub.interest("/_mesh/");
+        let mut changes = interest.changes();
+        assert_eq!(interest.patterns(), ["/a/*"], "what was there before is counted");
+        subscribe(&hub, &two, 1, "/a/*");
+        subscribe(&hub, &two, 2, "/_mesh/nodes/*");
+        subscribe(&hub, &link, 1, "/b");
+        assert!(!changes.has_changed().unwrap(), "a second holder, a reserved pattern, a link: no change");
+        subscribe(&hub, &one, 2, "/c");
+        assert!(changes.has_changed().unwrap());
+        changes.mark_unchanged();
+        assert_eq!(sorted(interest.patterns()), ["/a/*", "/c"]);
+        // The same id again replaces its pattern.
+        subscribe(&hub, &one, 2, "/d");
+        assert_eq!(sorted(interest.patterns()), ["/a/*", "/d"]);
+        hub.unsubscribe(1, 1);
+        assert_eq!(sorted(interest.patterns()), ["/a/*", "/d"], "two still holds /a/*");
+        hub.remove_connection(&two);
+        hub.remove_connection(&link);
+        assert_eq!(interest.patterns(), ["/d"]);
+        hub.remove_connection(&one);
+        assert!(interest.patterns().is_empty());
+    }
+
+    #[test]
+    fn relayed_events_skip_links_and_losses_reach_the_overlapping_subscriptions() {
+        let hub = Hub::new(Compression::default());
+        let (own, link) = (Connection::detached(1, 16), Connection::detached(2, 16));
+        link.mark_relay();
+        subscribe(&hub, &own, 1, "/news/*");
+        subscribe(&hub, &own, 2, "/weather/{*rest}");
+        subscribe(&hub, &own, 3, "/_mesh/nodes/*");
+        subscribe(&hub, &link, 1, "/news/*");
+        assert_eq!(hub.publish("/news/a", &1).unwrap(), 2, "a local publish goes to the link too");
+        assert_eq!(hub.publish_relayed("/news/a", &1).unwrap(), 1, "a relayed one does not");
+
+        let missed = |connection: &Connection| {
+            let mut events = Vec::new();
+            connection.events().drain_into(&mut events).0
+        };
+        missed(&own);
+        hub.report_lost(Some(&TopicPattern::parse("/news/{x}").unwrap()), 7, "/_mesh/");
+        assert_eq!(missed(&own), BTreeMap::from([(1, 7)]), "only /news/*, with the count");
+        hub.report_lost(None, 0, "/_mesh/");
+        assert_eq!(missed(&own), BTreeMap::from([(1, 0), (2, 0)]), "all but the reserved, count unknown");
+        assert!(missed(&link).is_empty(), "links are not told");
+    }
 }
