@@ -37,7 +37,21 @@ use crate::{Error, Hub, Server};
 /// ```
 ///
 /// A handler gets the node with the [`State`](crate::State) extractor:
-/// `State(mesh): State<Mesh>`. Clones are cheap and share the node.
+/// `State(mesh): State<Mesh>`. Clones are cheap and share the node. The
+/// node runs until [`shutdown`](Self::shutdown), whether or not handles
+/// remain, as a spawned server does.
+///
+/// # Guarantees
+///
+/// - A call goes to one node; it is re-sent elsewhere only if it was not
+///   sent at all. An event reaches each subscriber of each node at most
+///   once, in the order its publisher published to its topic.
+/// - Events lost on the way (a subscriber's link dropped them, or broke)
+///   are reported to the subscribers that may have wanted them, as
+///   [`Error::Lagged`]; they are not re-sent.
+/// - Membership is each node's own view of its links: no consensus, no
+///   gossip of suspicions. Two nodes may see a third differently for a
+///   moment; both converge once their links settle.
 #[derive(Clone)]
 pub struct Mesh {
     inner: Handle,
