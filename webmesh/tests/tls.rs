@@ -199,3 +199,48 @@ async fn clients_without_a_certificate_may_be_let_in_for_the_hook_to_decide() {
     let client = Client::connect(&url).await.unwrap();
     assert_eq!(client.call::<String>("/who", &()).await.unwrap(), "anonymous");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_mesh_over_mutual_tls_links_the_nodes_with_a_certificate_and_no_other() {
+    use webmesh::{Mesh, NodeState};
+    let pki = pki();
+    let server_tls = || {
+        TlsConfig::from_pem(pki.server.0.as_bytes(), pki.server.1.as_bytes())
+            .unwrap()
+            .client_ca_pem(pki.ca.as_bytes())
+            .unwrap()
+    };
+    let trusting = ClientTls::default().ca_pem(pki.ca.as_bytes()).unwrap();
+    let certified = trusting.clone().client_cert_pem(pki.client.0.as_bytes(), pki.client.1.as_bytes()).unwrap();
+    let node = |name: &'static str, links: ClientTls| {
+        let router = Router::new().on(&format!("/{name}"), move || async move { name });
+        let server = Server::builder().registered_handlers(false).router(router).tls(server_tls()).addr("127.0.0.1:0");
+        Mesh::builder()
+            .server(server)
+            .name(name)
+            .link_tls(links)
+            .link_heartbeat(Duration::from_millis(200), Duration::from_millis(300))
+            .down_after(Duration::from_millis(500))
+    };
+    let a = node("a", certified.clone()).start().await.unwrap();
+    assert!(a.url().starts_with("wss://127.0.0.1:"), "{}", a.url());
+    let b = node("b", certified).peer(a.url()).start().await.unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let both_up = |mesh: &Mesh| mesh.nodes().len() == 2 && mesh.nodes().iter().all(|n| n.state == NodeState::Up);
+    while !(both_up(&a) && both_up(&b)) {
+        assert!(std::time::Instant::now() < deadline, "the nodes did not link over mutual TLS");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.call::<String>("/a", &()).await.unwrap(), "a");
+    assert_eq!(a.call::<String>("/b", &()).await.unwrap(), "b");
+
+    // A node without a client certificate is not admitted: a never hears of it.
+    let intruder = node("intruder", trusting).peer(a.url()).start().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert!(a.nodes().iter().all(|n| n.name != "intruder"), "{:?}", a.nodes());
+    assert_eq!(intruder.nodes().len(), 1, "the intruder knows only itself");
+    assert!(matches!(intruder.call::<String>("/a", &()).await, Err(Error::NoRoute { .. })));
+    for mesh in [a, b, intruder] {
+        mesh.shutdown().await;
+    }
+}

@@ -186,8 +186,13 @@ impl Link {
                     self.subscriptions.insert(pattern, subscription);
                 }
                 // Tried again on the next change or reconnection.
+                Err(e) if e.was_not_sent() => {
+                    tracing::debug!(url = %self.url, %pattern, "not subscribed on a node while its link is down");
+                }
+                // Refused (past a limit of the other node): its events for
+                // this pattern do not come until a later try succeeds.
                 Err(e) => {
-                    tracing::warn!(url = %self.url, %pattern, error = %e, "could not subscribe on a node of the mesh")
+                    tracing::warn!(url = %self.url, %pattern, error = %e, "a node of the mesh refused this node's interest");
                 }
             }
         }
