@@ -659,3 +659,135 @@ async fn the_mesh_example_as_in_the_readme_three_services_from_one_seed() {
         "the error crosses back"
     );
 }
+
+// What an attack on the mesh found, kept fixed.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_at_the_same_address_keeps_its_link_when_the_old_one_is_forgotten() {
+    let a = fast(Mesh::builder().server(Server::builder().registered_handlers(false).addr("127.0.0.1:0")))
+        .name("a")
+        .forget_after(ms(300))
+        .start()
+        .await
+        .unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let first = builder("b", whoami("/b"), &addr).peer(a.url()).start().await.unwrap();
+    until("b up on a", 10, || state_of(&a, &first.id()) == Some(NodeState::Up)).await;
+    first.shutdown().await;
+    let second = builder("b", whoami("/b"), &addr).peer(a.url()).start().await.unwrap();
+    until("the new b up on a", 10, || state_of(&a, &second.id()) == Some(NodeState::Up)).await;
+    until("the old b forgotten", 10, || state_of(&a, &first.id()).is_none()).await;
+    // Reports and reaps went by: the new node's link is still there.
+    tokio::time::sleep(ms(600)).await;
+    assert_eq!(a.call::<String>("/b", &()).await.unwrap(), second.id());
+    assert_eq!(state_of(&a, &second.id()), Some(NodeState::Up));
+    second.shutdown().await;
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_leaving_gracefully_answers_the_calls_under_way_first() {
+    let slow = Router::new().on("/slow", |State(mesh): State<Mesh>| async move {
+        tokio::time::sleep(ms(500)).await;
+        mesh.id()
+    });
+    let b = node("b", slow, &[]).await;
+    let a = node("a", Router::new(), &[&b]).await;
+    until("a and b up", 10, || all_up(&a, 2) && all_up(&b, 2)).await;
+    let via_mesh = tokio::spawn({
+        let a = a.clone();
+        async move { a.call::<String>("/slow", &()).await }
+    });
+    let client = Client::connect(&a.url()).await.unwrap();
+    let forwarded = tokio::spawn(async move { client.call::<String>("/slow", &()).await });
+    tokio::time::sleep(ms(100)).await;
+    b.shutdown().await;
+    assert_eq!(via_mesh.await.unwrap().unwrap(), b.id(), "answered before b left");
+    assert_eq!(forwarded.await.unwrap().unwrap(), b.id());
+    until("b left on a", 10, || state_of(&a, &b.id()) == Some(NodeState::Left)).await;
+    assert!(matches!(a.call::<String>("/slow", &()).await, Err(Error::NoRoute { .. })));
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flood_of_unreachable_members_does_not_hold_the_links_of_a_node() {
+    let a = node("a", Router::new(), &[]).await;
+    // A client passing for a node (this mesh has no secret) claims 1100
+    // members, on a port where nothing listens.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let members: Vec<String> = (0..1100).map(|i| format!("ws://127.0.0.1:{dead}/{i}")).collect();
+    let posing = Client::builder(a.url()).header("webmesh-node", "evil").connect().await.unwrap();
+    let mut me = serde_json::to_value(&a.nodes()[0]).unwrap();
+    me["url"] = json!(format!("ws://127.0.0.1:{dead}/evil"));
+    let hello = json!({"node": me, "members": members});
+    posing.call::<Value>("/_mesh/hello", &hello).await.unwrap();
+    // Forged goodbyes for another node are refused.
+    let forged = posing.call::<Value>("/_mesh/goodbye", &json!({"id": a.id()})).await;
+    assert!(matches!(forged, Err(Error::Handler(ref e)) if e.code() == "forbidden"), "{forged:?}");
+    // The unreachable URLs are given up after down_after; a real node then joins.
+    tokio::time::sleep(ms(1500)).await;
+    let c = node("c", whoami("/c"), &[&a]).await;
+    until("c up on a, both ways", 10, || all_up(&a, 2) && all_up(&c, 2)).await;
+    assert_eq!(a.call::<String>("/c", &()).await.unwrap(), c.id());
+    a.shutdown().await;
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_are_told_when_another_node_refuses_their_interest() {
+    // b takes 3 subscriptions in all: a's link holds one for b's reports.
+    let small = Server::builder().registered_handlers(false).addr("127.0.0.1:0").max_subscriptions(3);
+    let b = fast(Mesh::builder().server(small)).name("b").start().await.unwrap();
+    let a = node("a", Router::new(), &[&b]).await;
+    until("a and b up", 10, || all_up(&a, 2) && all_up(&b, 2)).await;
+    let client = Client::connect(&a.url()).await.unwrap();
+    let mut subscriptions = Vec::new();
+    for i in 0..5 {
+        subscriptions.push(client.subscribe::<Value>(&format!("/t/{i}")).await.unwrap());
+    }
+    until("b holds what it takes", 10, || b.hub().unwrap().subscription_count() == 3).await;
+    for i in 0..5 {
+        b.publish(&format!("/t/{i}"), &i).unwrap();
+    }
+    let (mut delivered, mut told) = (0, 0);
+    for subscription in &mut subscriptions {
+        match tokio::time::timeout(ms(1000), subscription.recv()).await {
+            Ok(Some(Ok(_))) => delivered += 1,
+            Ok(Some(Err(Error::Lagged { missed: None }))) => told += 1,
+            other => panic!("a subscriber neither got its event nor was told: {other:?}"),
+        }
+    }
+    assert_eq!((delivered, told), (2, 3));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_calls_over_a_link_do_not_hold_up_the_others_and_watches_end() {
+    let routes = Router::new()
+        .on("/slow", || async {
+            tokio::time::sleep(ms(1000)).await;
+        })
+        .on("/fast", || "fast");
+    let narrow = Server::builder().registered_handlers(false).router(routes).addr("127.0.0.1:0").max_calls_in_flight(4);
+    let b = fast(Mesh::builder().server(narrow)).name("b").start().await.unwrap();
+    let a = node("a", Router::new(), &[&b]).await;
+    until("a and b up", 10, || all_up(&a, 2) && all_up(&b, 2)).await;
+    let mut slow = Vec::new();
+    for _ in 0..20 {
+        let a = a.clone();
+        slow.push(tokio::spawn(async move { a.call::<()>("/slow", &()).await }));
+    }
+    tokio::time::sleep(ms(100)).await;
+    assert_eq!(a.call::<String>("/fast", &()).await.unwrap(), "fast");
+    assert!(slow.iter().all(|call| !call.is_finished()), "the fast call passed the slow ones");
+    for call in slow {
+        call.await.unwrap().unwrap();
+    }
+    let mut watch = a.watch();
+    a.shutdown().await;
+    // The watch ends (else `within` fails the test).
+    common::within(5, async { while watch.next().await.is_some() {} }).await;
+    b.shutdown().await;
+}

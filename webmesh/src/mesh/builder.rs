@@ -368,6 +368,7 @@ impl MeshBuilder {
                 links: Mutex::default(),
                 self_urls: Mutex::default(),
                 stop: CancellationToken::new(),
+                serving: CancellationToken::new(),
                 tasks: TaskTracker::new(),
                 started: Instant::now(),
                 turns: AtomicUsize::new(0),

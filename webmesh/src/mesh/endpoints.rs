@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::members::Target;
 use super::messages::{Forward, Goodbye, Hello, FORWARD, GOODBYE, HELLO, NODES, NODE_HEADER, RESERVED, SECRET_HEADER};
-use super::{MeshInner, NodeState};
+use super::{Dial, MeshInner, NodeState};
 use crate::extract::CallPath;
 use crate::server::admission::{Admit, Authenticate};
 use crate::{AuthError, CallError, Connection, Error, Handshake, Reply, Router};
@@ -21,7 +21,8 @@ pub(crate) fn admission(secret: Option<String>, user: Option<Authenticate>) -> A
         let secret = secret.clone();
         let user = user.clone();
         Box::pin(async move {
-            if handshake.header(NODE_HEADER).is_some() {
+            if let Some(node) = handshake.header(NODE_HEADER) {
+                let node = LinkFrom(node.to_owned());
                 let admitted = match (&secret, handshake.header(SECRET_HEADER)) {
                     (None, _) => true,
                     (Some(secret), Some(given)) => same(secret.as_bytes(), given.as_bytes()),
@@ -30,7 +31,10 @@ pub(crate) fn admission(secret: Option<String>, user: Option<Authenticate>) -> A
                 if !admitted {
                     return Err(AuthError::forbidden("not a node of this mesh: wrong or missing mesh secret"));
                 }
-                let admit: Admit = Box::new(|conn: &Connection| conn.mark_relay());
+                let admit: Admit = Box::new(move |conn: &Connection| {
+                    conn.mark_relay();
+                    conn.insert_extension(node);
+                });
                 return Ok(admit);
             }
             match user {
@@ -40,6 +44,10 @@ pub(crate) fn admission(secret: Option<String>, user: Option<Authenticate>) -> A
         })
     })
 }
+
+/// The id a link's node gave in its upgrade request.
+#[derive(Clone)]
+struct LinkFrom(String);
 
 /// Compares secrets in a time that does not depend on where they differ.
 fn same(a: &[u8], b: &[u8]) -> bool {
@@ -81,22 +89,23 @@ fn welcome(mesh: &Weak<MeshInner>, conn: &Connection, hello: Hello) -> Result<He
     only_nodes(conn)?;
     let mesh = mesh.upgrade().ok_or_else(|| CallError::internal("the mesh is shutting down"))?;
     // The newcomer's own link is dialled back, and the members it knows.
-    mesh.dial(&hello.node.url, None);
+    mesh.dial(&hello.node.url, Dial::Learned);
     for url in &hello.members {
-        mesh.dial(url, None);
+        mesh.dial(url, Dial::Learned);
     }
     Ok(Hello { node: mesh.self_node(), members: mesh.members.up_urls() })
 }
 
+/// A node leaves: it is `left` at once, so that no new call goes to it,
+/// and its link ends when it closes, once the calls under way on it are
+/// answered (the link sees it `left` then, and stops dialling it).
 fn farewell(mesh: &Weak<MeshInner>, conn: &Connection, bye: Goodbye) -> Result<(), CallError> {
     only_nodes(conn)?;
+    if conn.extension::<LinkFrom>().is_none_or(|LinkFrom(id)| id != bye.id) {
+        return Err(CallError::new(CallError::FORBIDDEN, "a node says goodbye for itself only"));
+    }
     if let Some(mesh) = mesh.upgrade() {
-        let url = mesh.members.linked_at(&bye.id);
-        if mesh.members.set_state(&bye.id, NodeState::Left) {
-            if let Some(url) = url {
-                mesh.hang_up(&url);
-            }
-        }
+        mesh.members.set_state(&bye.id, NodeState::Left);
     }
     Ok(())
 }

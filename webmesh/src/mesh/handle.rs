@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::members::Target;
 use super::messages::{Goodbye, GOODBYE};
-use super::{to_payload, LegacyPeer, MeshBuilder, MeshInner, Node};
+use super::{to_payload, Dial, LegacyPeer, MeshBuilder, MeshInner, Node};
 use crate::handler::{Reply, ReplyKind};
 use crate::{Error, Hub, Server};
 
@@ -85,13 +85,13 @@ impl Mesh {
     pub(crate) fn run(inner: Arc<MeshInner>, server: Server, peers: Vec<String>, legacy: Vec<LegacyPeer>) -> Self {
         tracing::info!(id = %inner.id, name = %inner.name, url = %inner.url(), "mesh node started");
         let addr = server.local_addr();
-        let stop = inner.stop.clone();
+        let stop = inner.serving.clone();
         let serving = tokio::spawn(server.serve_with_shutdown(async move { stop.cancelled().await }));
         for url in peers {
-            inner.dial(&url, None);
+            inner.dial(&url, Dial::Seed);
         }
         for peer in legacy {
-            inner.dial(&peer.url.clone(), Some(peer));
+            inner.dial(&peer.url.clone(), Dial::Legacy(peer));
         }
         inner.members.report_self(inner.status());
         inner.tasks.spawn(report(inner.clone()));
@@ -128,10 +128,7 @@ impl Mesh {
     /// A stream of changes: each time a node joins, changes state, or
     /// reports its status, its new [`Node`].
     pub fn watch(&self) -> Watch {
-        match self.get() {
-            Ok(mesh) => Watch { changes: Some(mesh.members.subscribe()) },
-            Err(_) => Watch { changes: None },
-        }
+        Watch { changes: self.get().ok().and_then(|mesh| mesh.members.subscribe()) }
     }
 
     /// The hub of this node's subscribers. Its events reach the matching
@@ -193,8 +190,14 @@ impl Mesh {
     }
 
     /// Leaves the mesh gracefully: says goodbye to every node (they see
-    /// this one `left` and stop dialling it), ends the links, and shuts the
-    /// server down as [`Server::serve_with_shutdown`] does.
+    /// this one `left`, send it no new calls, and stop dialling it once it
+    /// closes), shuts the server down as [`Server::serve_with_shutdown`]
+    /// does (the calls under way finish and are answered, up to the
+    /// server's shutdown timeout; their own calls through the mesh still
+    /// work meanwhile), then ends the links. [`Watch`]es end.
+    ///
+    /// Awaited inside a handler of this node, it waits for that handler,
+    /// until the shutdown timeout: spawn it there instead.
     pub async fn shutdown(&self) {
         let Ok(mesh) = self.get() else { return };
         let bye = Goodbye { id: mesh.id.clone() };
@@ -205,13 +208,15 @@ impl Mesh {
             }
         });
         futures_util::future::join_all(farewells).await;
-        mesh.stop.cancel();
-        mesh.tasks.close();
+        mesh.serving.cancel();
         let serving = mesh.running.get().and_then(|r| r.serving.lock().unwrap_or_else(PoisonError::into_inner).take());
         if let Some(serving) = serving {
             let _ = serving.await;
         }
+        mesh.stop.cancel();
+        mesh.tasks.close();
         mesh.tasks.wait().await;
+        mesh.members.close();
     }
 }
 

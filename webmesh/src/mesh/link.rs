@@ -8,7 +8,7 @@
 //! are so two links, one each way, and each message crosses exactly one:
 //! nothing is delivered twice (PROTOCOL.md, "Mesh").
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
@@ -17,7 +17,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::messages::{node_topic, Hello, HELLO, RESERVED};
-use super::{LegacyPeer, MeshInner, Node, NodeState};
+use super::{Dial, LegacyPeer, MeshInner, Node, NodeState};
 use crate::client::Relay;
 use crate::pubsub::TopicPattern;
 use crate::{Client, ConnectionState, Error, Payload, Subscription};
@@ -27,7 +27,13 @@ const INTRODUCE_RETRY: Duration = Duration::from_secs(1);
 
 /// Keeps a link to `url` until `stop`: dials until a connection opens,
 /// then follows it (its client reconnects by itself).
-pub(crate) async fn run(mesh: Arc<MeshInner>, url: String, legacy: Option<LegacyPeer>, stop: CancellationToken) {
+pub(crate) async fn run(mesh: Arc<MeshInner>, url: String, how: Dial, stop: CancellationToken) {
+    let (learned, legacy) = match how {
+        Dial::Seed => (false, None),
+        Dial::Learned => (true, None),
+        Dial::Legacy(peer) => (false, Some(peer)),
+    };
+    let started = Instant::now();
     let mut attempt = 0;
     let client = loop {
         let dialled = tokio::select! {
@@ -41,13 +47,29 @@ pub(crate) async fn run(mesh: Arc<MeshInner>, url: String, legacy: Option<Legacy
             }
             Err(e) => tracing::debug!(%url, error = %e, "could not reach a node of the mesh yet"),
         }
+        // A URL another node gave, that does not answer, is not held on to:
+        // it is learned again while some node sees it up.
+        if learned && started.elapsed() >= mesh.config.down_after {
+            tracing::debug!(%url, "giving up a URL of the mesh that does not answer");
+            mesh.hang_up(&url);
+            return;
+        }
         attempt += 1;
         tokio::select! {
             () = tokio::time::sleep(mesh.config.redial.delay(attempt)) => {}
             () = stop.cancelled() => return,
         }
     };
-    let mut link = Link { mesh, url, legacy, client, peer: None, subscriptions: HashMap::new(), relay: None };
+    let mut link = Link {
+        mesh,
+        url,
+        legacy,
+        client,
+        peer: None,
+        subscriptions: HashMap::new(),
+        refused: HashSet::new(),
+        relay: None,
+    };
     link.follow(&stop).await;
     link.client.close().await;
 }
@@ -61,6 +83,9 @@ struct Link {
     peer: Option<String>,
     /// This node's interest, held on the other node.
     subscriptions: HashMap<String, Subscription<IgnoredAny>>,
+    /// The patterns of this node's interest that the other node refused,
+    /// whose subscribers were told they lose its events.
+    refused: HashSet<String>,
     relay: Option<Arc<LinkRelay>>,
 }
 
@@ -82,13 +107,19 @@ impl Link {
                 match self.introduce().await {
                     Ok(Introduced::Up) => down_at = None,
                     Ok(Introduced::NotAPeer) => return,
+                    Ok(Introduced::NoNode) => {
+                        self.mesh.hang_up(&self.url);
+                        return;
+                    }
                     Err(e) => {
                         tracing::debug!(url = %self.url, error = %e, "introduction failed; trying again");
                         introduce_at = Some(Instant::now() + INTRODUCE_RETRY);
                     }
                 }
             }
-            let wake = [introduce_at, down_at].into_iter().flatten().min();
+            // Refused interest is asked for again at each report's pace.
+            let retry_at = (!self.refused.is_empty()).then(|| Instant::now() + self.mesh.config.status_interval);
+            let wake = [introduce_at, down_at, retry_at].into_iter().flatten().min();
             tokio::select! {
                 () = stop.cancelled() => return,
                 changed = states.changed() => {
@@ -98,6 +129,11 @@ impl Link {
                     let state = states.borrow_and_update().clone();
                     match state {
                         ConnectionState::Connected => introduce_at = Some(Instant::now()),
+                        ConnectionState::Reconnecting { .. } | ConnectionState::Closed if self.has_left() => {
+                            // It said goodbye, and has now closed: it is not dialled again.
+                            self.mesh.hang_up(&self.url);
+                            return;
+                        }
                         ConnectionState::Reconnecting { .. } => {
                             introduce_at = None;
                             let suspected = self.peer.as_ref().is_some_and(|id| self.mesh.members.set_state(id, NodeState::Suspect));
@@ -112,6 +148,9 @@ impl Link {
                     self.sync_interest().await;
                 }
                 () = sleep_until(wake), if wake.is_some() => {
+                    if retry_at.is_some_and(|at| at <= Instant::now()) && self.peer.is_some() {
+                        self.sync_interest().await;
+                    }
                     if down_at.is_some_and(|at| at <= Instant::now()) {
                         down_at = None;
                         if let Some(id) = &self.peer {
@@ -132,12 +171,12 @@ impl Link {
                 let answer: Hello = match self.client.call(HELLO, &hello).await {
                     Err(Error::NotFound { .. }) => {
                         tracing::warn!(url = %self.url, "a peer of the mesh is a webmesh server that is no node of a mesh; not linking to it");
-                        return Ok(Introduced::NotAPeer);
+                        return Ok(Introduced::NoNode);
                     }
                     answer => answer?,
                 };
                 for url in &answer.members {
-                    self.mesh.dial(url, None);
+                    self.mesh.dial(url, Dial::Learned);
                 }
                 answer.node
             }
@@ -177,12 +216,14 @@ impl Link {
         let mut wanted = self.mesh.interest.patterns();
         wanted.push(node_topic(peer));
         self.subscriptions.retain(|pattern, _| wanted.contains(pattern));
+        self.refused.retain(|pattern| wanted.contains(pattern));
         for pattern in wanted {
             if self.subscriptions.contains_key(&pattern) {
                 continue;
             }
             match self.client.subscribe::<IgnoredAny>(&pattern).await {
                 Ok(subscription) => {
+                    self.refused.remove(&pattern);
                     self.subscriptions.insert(pattern, subscription);
                 }
                 // Tried again on the next change or reconnection.
@@ -190,9 +231,15 @@ impl Link {
                     tracing::debug!(url = %self.url, %pattern, "not subscribed on a node while its link is down");
                 }
                 // Refused (past a limit of the other node): its events for
-                // this pattern do not come until a later try succeeds.
+                // this pattern do not come until a later try succeeds, and
+                // the subscribers that want them are told.
                 Err(e) => {
-                    tracing::warn!(url = %self.url, %pattern, error = %e, "a node of the mesh refused this node's interest");
+                    if self.refused.insert(pattern.clone()) {
+                        tracing::warn!(url = %self.url, %pattern, error = %e, "a node of the mesh refused this node's interest");
+                        if let Ok(parsed) = TopicPattern::parse(&pattern) {
+                            self.mesh.hub.report_lost(Some(&parsed), 0, RESERVED);
+                        }
+                    }
                 }
             }
         }
@@ -201,8 +248,17 @@ impl Link {
 
 enum Introduced {
     Up,
-    /// Itself, a second link to a node, or no node of a mesh.
+    /// Itself, or a second link to a node.
     NotAPeer,
+    /// A webmesh server that is no node of a mesh.
+    NoNode,
+}
+
+impl Link {
+    /// Whether the node at the other end said goodbye.
+    fn has_left(&self) -> bool {
+        self.peer.as_ref().is_some_and(|id| self.mesh.members.state(id) == Some(NodeState::Left))
+    }
 }
 
 async fn sleep_until(at: Option<Instant>) {
@@ -228,7 +284,7 @@ impl Relay for LinkRelay {
                 match payload.deserialize::<Node>() {
                     Ok(report) if report.id == peer => {
                         for url in &report.peers {
-                            mesh.dial(url, None);
+                            mesh.dial(url, Dial::Learned);
                         }
                         mesh.members.report(&peer, report);
                     }

@@ -35,7 +35,8 @@ impl Member {
 pub(crate) struct Members {
     me: String,
     nodes: Mutex<HashMap<String, Member>>,
-    changes: broadcast::Sender<Node>,
+    /// `None` once the node stopped.
+    changes: Mutex<Option<broadcast::Sender<Node>>>,
     hub: Hub,
 }
 
@@ -57,7 +58,12 @@ impl Members {
             link: None,
             since: Instant::now(),
         };
-        Self { me: id.clone(), nodes: Mutex::new(HashMap::from([(id, member)])), changes, hub }
+        Self {
+            me: id.clone(),
+            nodes: Mutex::new(HashMap::from([(id, member)])),
+            changes: Mutex::new(Some(changes)),
+            hub,
+        }
     }
 
     /// Replaces this node's own entry, once its URL and routes are known.
@@ -76,8 +82,9 @@ impl Members {
         self.nodes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    pub(crate) fn subscribe(&self) -> broadcast::Receiver<Node> {
-        self.changes.subscribe()
+    /// The changes to come; `None` once the node stopped.
+    pub(crate) fn subscribe(&self) -> Option<broadcast::Receiver<Node>> {
+        self.changes.lock().unwrap_or_else(PoisonError::into_inner).as_ref().map(broadcast::Sender::subscribe)
     }
 
     /// Tells watchers: this node's own subscribers of `/_mesh/nodes/*` (not
@@ -89,7 +96,9 @@ impl Members {
         } else {
             let _ = self.hub.publish_relayed(&node_topic(&node.id), node);
         }
-        let _ = self.changes.send(node.clone());
+        if let Some(changes) = &*self.changes.lock().unwrap_or_else(PoisonError::into_inner) {
+            let _ = changes.send(node.clone());
+        }
     }
 
     /// Node `node` is linked, through `link` dialled at `link_url`; returns
@@ -238,7 +247,8 @@ impl Members {
     }
 
     /// Forgets the nodes `down` or `left` for longer than `after`, and
-    /// returns the URLs of their links.
+    /// returns the URLs of their links that no node known now uses (a node
+    /// that restarted at the same address keeps its link).
     pub(crate) fn reap(&self, after: Duration) -> Vec<String> {
         let mut nodes = self.lock();
         let gone: Vec<String> = nodes
@@ -246,7 +256,18 @@ impl Members {
             .filter(|(_, m)| matches!(m.node.state, NodeState::Down | NodeState::Left) && m.since.elapsed() >= after)
             .map(|(id, _)| id.clone())
             .collect();
-        gone.iter().filter_map(|id| nodes.remove(id)).map(|m| m.link_url).collect()
+        let urls: Vec<String> = gone.iter().filter_map(|id| nodes.remove(id)).map(|m| m.link_url).collect();
+        urls.into_iter().filter(|url| !nodes.values().any(|m| m.link_url == *url)).collect()
+    }
+
+    /// The state of node `id`.
+    pub(crate) fn state(&self, id: &str) -> Option<NodeState> {
+        self.lock().get(id).map(|m| m.node.state)
+    }
+
+    /// Ends the stream of changes: watchers see its end.
+    pub(crate) fn close(&self) {
+        self.changes.lock().unwrap_or_else(PoisonError::into_inner).take();
     }
 
     /// The clients of the nodes `up`, with their ids.

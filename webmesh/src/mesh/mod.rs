@@ -43,6 +43,17 @@ const MAX_LINKS: usize = 1024;
 /// The longest URL a node dials.
 const MAX_URL_LENGTH: usize = 2048;
 
+/// Why a node dials a URL.
+pub(crate) enum Dial {
+    /// A seed it was given: dialled until it answers.
+    Seed,
+    /// A URL another node gave: dropped if it does not answer within
+    /// `down_after` (it is learned again while some node sees it `up`).
+    Learned,
+    /// A webmesh 0.1.2 server it was given.
+    Legacy(LegacyPeer),
+}
+
 /// The settings a running node keeps.
 pub(crate) struct Config {
     pub(crate) secret: Option<String>,
@@ -76,8 +87,10 @@ pub(crate) struct MeshInner {
     links: Mutex<HashMap<String, CancellationToken>>,
     /// URLs found to reach this node itself.
     self_urls: Mutex<HashSet<String>>,
-    /// Cancelled when the node shuts down: ends every link.
+    /// Cancelled when the node has shut its server down: ends every link.
     stop: CancellationToken,
+    /// Cancelled when the node starts shutting down: stops its server.
+    serving: CancellationToken,
     tasks: TaskTracker,
     started: Instant,
     /// Turns among the nodes serving a path.
@@ -137,7 +150,7 @@ impl MeshInner {
     /// The URLs come from other nodes' introductions and reports: only
     /// `ws://` and `wss://` ones are dialled, and at most [`MAX_LINKS`]
     /// links are kept, whatever a node claims to know.
-    pub(crate) fn dial(self: &Arc<Self>, url: &str, legacy: Option<LegacyPeer>) {
+    pub(crate) fn dial(self: &Arc<Self>, url: &str, how: Dial) {
         let dialable = (url.starts_with("ws://") || url.starts_with("wss://")) && url.len() <= MAX_URL_LENGTH;
         if !dialable || self.stop.is_cancelled() || self.is_self_url(url) {
             return;
@@ -152,7 +165,7 @@ impl MeshInner {
         }
         let stop = self.stop.child_token();
         links.insert(url.to_owned(), stop.clone());
-        self.tasks.spawn(link::run(self.clone(), url.to_owned(), legacy, stop));
+        self.tasks.spawn(link::run(self.clone(), url.to_owned(), how, stop));
     }
 
     /// Ends the link to `url`.

@@ -43,6 +43,9 @@ pub(crate) async fn run(
     serve(conn, sink, stream, queue, shared, codec, admit).instrument(span).await;
 }
 
+/// How many times more calls a mesh link may have under way than a client.
+const LINK_CALLS_FACTOR: usize = 16;
+
 async fn serve(
     conn: Connection,
     sink: SplitSink<WebSocket, Message>,
@@ -121,7 +124,13 @@ async fn read(
     aborts: &mut Option<CancellationToken>,
     mut watch: Watch,
 ) -> Ending {
-    let in_flight = Arc::new(Semaphore::new(shared.max_calls_in_flight));
+    // A mesh link carries the calls of all its node's callers: one slow
+    // route must not hold up the others behind it.
+    let limit = match conn.is_relay() {
+        true => shared.max_calls_in_flight.saturating_mul(LINK_CALLS_FACTOR),
+        false => shared.max_calls_in_flight,
+    };
+    let in_flight = Arc::new(Semaphore::new(limit.min(Semaphore::MAX_PERMITS)));
     let account = conn.account().clone();
     // Numbers the SUBSCRIBEs, so that an UNSUBSCRIBE cancels the right one.
     let mut subscribes = 0u64;
