@@ -298,8 +298,22 @@ fn redact(url: &str) -> String {
 }
 
 async fn follow(client: &Client, pattern: &str, options: webmesh::SubscribeOptions) -> Result<(), String> {
+    let events = client.subscribe_with::<Value>(pattern, options).await.map_err(describe)?;
+    print_events(client, events, |event| {
+        Ok(Some(serde_json::json!({ "topic": event.topic, "data": event.data }).to_string()))
+    })
+    .await
+}
+
+/// Prints the line `line` makes of each event of `events` (if any), until
+/// interrupted, saying on stderr when the connection drops and when it is
+/// back. A closed pipe (`| head`) ends it quietly.
+async fn print_events<T: serde::de::DeserializeOwned>(
+    client: &Client,
+    mut events: webmesh::Subscription<T>,
+    mut line: impl FnMut(webmesh::Event<T>) -> Result<Option<String>, String>,
+) -> Result<(), String> {
     use std::io::Write;
-    let mut events = client.subscribe_with::<Value>(pattern, options).await.map_err(describe)?;
     let mut states = client.state_changes();
     let mut lost = false;
     loop {
@@ -313,19 +327,20 @@ async fn follow(client: &Client, pattern: &str, options: webmesh::SubscribeOptio
             }
             _ = tokio::signal::ctrl_c() => return Ok(()),
         };
-        match event {
-            Some(Ok(event)) => {
-                let line = serde_json::json!({ "topic": event.topic, "data": event.data });
-                let mut stdout = std::io::stdout().lock();
-                // A closed pipe (`| head`) ends the subscription quietly.
-                if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
-                    return Ok(());
-                }
-            }
+        let event = match event {
+            Some(Ok(event)) => event,
             // The gap of a reconnection, said by `report` already.
-            Some(Err(webmesh::Error::Lagged { missed: None })) => {}
-            Some(Err(e)) => eprintln!("warning: {e}"),
+            Some(Err(webmesh::Error::Lagged { missed: None })) => continue,
+            Some(Err(e)) => {
+                eprintln!("warning: {e}");
+                continue;
+            }
             None => return Err("the connection closed".into()),
+        };
+        let Some(text) = line(event)? else { continue };
+        let mut stdout = std::io::stdout().lock();
+        if writeln!(stdout, "{text}").and_then(|()| stdout.flush()).is_err() {
+            return Ok(());
         }
     }
 }
@@ -372,49 +387,23 @@ fn human(d: Duration) -> String {
 /// Prints each node that joins or changes state (with `json`, each change).
 async fn watch_nodes(
     client: &Client,
-    mut changes: webmesh::Subscription<webmesh::Node>,
+    changes: webmesh::Subscription<webmesh::Node>,
     list: Vec<webmesh::Node>,
     json: bool,
 ) -> Result<(), String> {
-    use std::collections::HashMap;
-    use std::io::Write;
-    let mut states: HashMap<String, webmesh::NodeState> = list.into_iter().map(|n| (n.id, n.state)).collect();
-    let mut connection = client.state_changes();
-    let mut lost = false;
-    loop {
-        let change = tokio::select! {
-            change = changes.recv() => change,
-            changed = connection.changed(), if changed_is_possible(&connection) => {
-                if changed.is_ok() {
-                    report(&connection.borrow_and_update(), &mut lost);
-                }
-                continue;
-            }
-            _ = tokio::signal::ctrl_c() => return Ok(()),
-        };
-        let node = match change {
-            Some(Ok(event)) => event.data,
-            Some(Err(webmesh::Error::Lagged { missed: None })) => continue,
-            Some(Err(e)) => {
-                eprintln!("warning: {e}");
-                continue;
-            }
-            None => return Err("the connection closed".into()),
-        };
-        let line = if json {
-            serde_json::to_string(&node).map_err(|e| e.to_string())?
-        } else {
-            if states.insert(node.id.clone(), node.state) == Some(node.state) {
-                continue;
-            }
-            let time = utc_time();
-            format!("{time}  {}  {}  {}  {}", node.name, node.id, node.url, node.state)
-        };
-        let mut stdout = std::io::stdout().lock();
-        if writeln!(stdout, "{line}").and_then(|()| stdout.flush()).is_err() {
-            return Ok(());
+    let mut states: std::collections::HashMap<String, webmesh::NodeState> =
+        list.into_iter().map(|n| (n.id, n.state)).collect();
+    print_events(client, changes, |event| {
+        let node = event.data;
+        if json {
+            return serde_json::to_string(&node).map(Some).map_err(|e| e.to_string());
         }
-    }
+        if states.insert(node.id.clone(), node.state) == Some(node.state) {
+            return Ok(None);
+        }
+        Ok(Some(format!("{}  {}  {}  {}  {}", utc_time(), node.name, node.id, node.url, node.state)))
+    })
+    .await
 }
 
 /// The time of day in UTC, `HH:MM:SS`.

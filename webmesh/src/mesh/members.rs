@@ -26,6 +26,17 @@ pub(crate) struct Member {
 }
 
 impl Member {
+    /// This node itself.
+    fn local(me: Node) -> Self {
+        Self {
+            routes: route_table(&me.routes.calls),
+            link_url: me.url.clone(),
+            node: me,
+            link: None,
+            since: Instant::now(),
+        }
+    }
+
     fn serves(&self, path: &str) -> bool {
         self.routes.at(path).is_ok()
     }
@@ -51,16 +62,9 @@ impl Members {
     pub(crate) fn new(me: Node, hub: Hub) -> Self {
         let (changes, _) = broadcast::channel(1024);
         let id = me.id.clone();
-        let member = Member {
-            routes: route_table(&me.routes.calls),
-            link_url: me.url.clone(),
-            node: me,
-            link: None,
-            since: Instant::now(),
-        };
         Self {
             me: id.clone(),
-            nodes: Mutex::new(HashMap::from([(id, member)])),
+            nodes: Mutex::new(HashMap::from([(id, Member::local(me))])),
             changes: Mutex::new(Some(changes)),
             hub,
         }
@@ -68,14 +72,7 @@ impl Members {
 
     /// Replaces this node's own entry, once its URL and routes are known.
     pub(crate) fn replace_self(&self, me: Node) {
-        let member = Member {
-            routes: route_table(&me.routes.calls),
-            link_url: me.url.clone(),
-            node: me,
-            link: None,
-            since: Instant::now(),
-        };
-        self.lock().insert(self.me.clone(), member);
+        self.lock().insert(self.me.clone(), Member::local(me));
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Member>> {
