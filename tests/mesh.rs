@@ -771,8 +771,9 @@ async fn slow_calls_over_a_link_do_not_hold_up_the_others_and_watches_end() {
         })
         .on("/fast", || "fast");
     let narrow = Server::builder().registered_handlers(false).router(routes).addr("127.0.0.1:0").max_calls_in_flight(4);
-    let b = fast(Mesh::builder().server(narrow)).name("b").start().await.unwrap();
-    let a = node("a", Router::new(), &[&b]).await;
+    // The allowance of links needs the mesh's secret: anyone may pass for a node without one.
+    let b = fast(Mesh::builder().server(narrow)).name("b").secret("s").start().await.unwrap();
+    let a = builder("a", Router::new(), "127.0.0.1:0").secret("s").peer(b.url()).start().await.unwrap();
     until("a and b up", 10, || all_up(&a, 2) && all_up(&b, 2)).await;
     let mut slow = Vec::new();
     for _ in 0..20 {
@@ -789,5 +790,98 @@ async fn slow_calls_over_a_link_do_not_hold_up_the_others_and_watches_end() {
     a.shutdown().await;
     // The watch ends (else `within` fails the test).
     common::within(5, async { while watch.next().await.is_some() {} }).await;
+    b.shutdown().await;
+}
+
+// What a second attack found, kept fixed.
+
+/// Forwards 127.0.0.1:`port` to `target`, from `after` on.
+fn late_proxy(port: u16, target: std::net::SocketAddr, after: Duration) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        tokio::time::sleep(after).await;
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port)).await.unwrap();
+        loop {
+            let (mut inbound, _) = listener.accept().await.unwrap();
+            tokio::spawn(async move {
+                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
+                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+                }
+            });
+        }
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_the_others_reach_only_late_is_linked_once_they_can() {
+    let a = node("a", Router::new(), &[]).await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    // b's advertised address answers 2 s after it joined: a gives it up first.
+    let b = builder("b", whoami("/b"), "127.0.0.1:0")
+        .advertise(format!("ws://127.0.0.1:{port}"))
+        .peer(a.url())
+        .start()
+        .await
+        .unwrap();
+    let proxy = late_proxy(port, b.local_addr().unwrap(), ms(2000));
+    until("a up on b", 10, || state_of(&b, &a.id()) == Some(NodeState::Up)).await;
+    // b sees in a's reports that a does not see it, and introduces itself again.
+    until("b up on a", 15, || state_of(&a, &b.id()) == Some(NodeState::Up)).await;
+    assert_eq!(a.call::<String>("/b", &()).await.unwrap(), b.id());
+    proxy.abort();
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seed_restarted_gracefully_is_linked_again() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let addr = format!("127.0.0.1:{port}");
+    let seed = builder("seed", whoami("/seed"), &addr).start().await.unwrap();
+    let b = node("b", Router::new(), &[&seed]).await;
+    until("seed up on b", 10, || all_up(&b, 2)).await;
+    seed.shutdown().await;
+    until("the seed left on b", 10, || state_of(&b, &seed.id()) == Some(NodeState::Left)).await;
+    // A new seed, knowing no one, at the same address: b's seed link finds it.
+    let again = builder("seed", whoami("/seed"), &addr).start().await.unwrap();
+    until("the new seed up on b", 15, || state_of(&b, &again.id()) == Some(NodeState::Up)).await;
+    until("b up on the new seed", 15, || state_of(&again, &b.id()) == Some(NodeState::Up)).await;
+    assert_eq!(b.call::<String>("/seed", &()).await.unwrap(), again.id());
+    b.shutdown().await;
+    again.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_drain_longer_than_the_links_heartbeat_still_answers_the_calls_under_way() {
+    let slow = Router::new().on("/slow", |State(mesh): State<Mesh>| async move {
+        tokio::time::sleep(ms(2500)).await;
+        mesh.id()
+    });
+    // Reports are rare: only pongs show the leaving node alive.
+    let quiet = |b: MeshBuilder| b.link_heartbeat(ms(300), ms(300)).status_interval(Duration::from_secs(30));
+    let b = quiet(builder("b", slow, "127.0.0.1:0")).start().await.unwrap();
+    let a = quiet(builder("a", Router::new(), "127.0.0.1:0")).peer(b.url()).start().await.unwrap();
+    until("a and b up", 10, || all_up(&a, 2) && all_up(&b, 2)).await;
+    let call = tokio::spawn({
+        let a = a.clone();
+        async move { a.call::<String>("/slow", &()).await }
+    });
+    tokio::time::sleep(ms(200)).await;
+    b.shutdown().await;
+    assert_eq!(call.await.unwrap().unwrap(), b.id(), "answered during the drain");
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_marked_left_by_a_forged_goodbye_comes_back() {
+    let a = node("a", Router::new(), &[]).await;
+    let b = node("b", whoami("/b"), &[&a]).await;
+    until("a and b up", 10, || all_up(&a, 2) && all_up(&b, 2)).await;
+    // Without a secret, anyone may pass for b.
+    let posing = Client::builder(a.url()).header("webmesh-node", b.id()).connect().await.unwrap();
+    posing.call::<Value>("/_mesh/goodbye", &json!({"id": b.id()})).await.unwrap();
+    // b reads in a's next report that a lost it, and introduces itself again.
+    until("b up again on a", 10, || state_of(&a, &b.id()) == Some(NodeState::Up)).await;
+    assert_eq!(a.call::<String>("/b", &()).await.unwrap(), b.id());
+    a.shutdown().await;
     b.shutdown().await;
 }

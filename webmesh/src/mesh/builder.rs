@@ -369,6 +369,7 @@ impl MeshBuilder {
                 self_urls: Mutex::default(),
                 stop: CancellationToken::new(),
                 serving: CancellationToken::new(),
+                leaving: std::sync::atomic::AtomicBool::new(false),
                 tasks: TaskTracker::new(),
                 started: Instant::now(),
                 turns: AtomicUsize::new(0),

@@ -31,8 +31,9 @@ pub(crate) fn admission(secret: Option<String>, user: Option<Authenticate>) -> A
                 if !admitted {
                     return Err(AuthError::forbidden("not a node of this mesh: wrong or missing mesh secret"));
                 }
+                let vouched = secret.is_some();
                 let admit: Admit = Box::new(move |conn: &Connection| {
-                    conn.mark_relay();
+                    conn.mark_relay(vouched);
                     conn.insert_extension(node);
                 });
                 return Ok(admit);
@@ -88,6 +89,9 @@ fn only_nodes(conn: &Connection) -> Result<(), CallError> {
 fn welcome(mesh: &Weak<MeshInner>, conn: &Connection, hello: Hello) -> Result<Hello, CallError> {
     only_nodes(conn)?;
     let mesh = mesh.upgrade().ok_or_else(|| CallError::internal("the mesh is shutting down"))?;
+    if conn.extension::<LinkFrom>().is_some_and(|LinkFrom(id)| *id == hello.node.id) {
+        mesh.members.revive(&hello.node.id);
+    }
     // The newcomer's own link is dialled back, and the members it knows.
     mesh.dial(&hello.node.url, Dial::Learned);
     for url in &hello.members {

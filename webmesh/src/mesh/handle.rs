@@ -200,6 +200,7 @@ impl Mesh {
     /// until the shutdown timeout: spawn it there instead.
     pub async fn shutdown(&self) {
         let Ok(mesh) = self.get() else { return };
+        mesh.leaving.store(true, std::sync::atomic::Ordering::Release);
         let bye = Goodbye { id: mesh.id.clone() };
         let farewells = mesh.members.links_up().into_iter().map(|(_, client)| {
             let bye = bye.clone();

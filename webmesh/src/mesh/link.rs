@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::Duration;
 
 use serde::de::IgnoredAny;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +34,7 @@ pub(crate) async fn run(mesh: Arc<MeshInner>, url: String, how: Dial, stop: Canc
         Dial::Learned => (true, None),
         Dial::Legacy(peer) => (false, Some(peer)),
     };
+    let seed = !learned;
     let started = Instant::now();
     let mut attempt = 0;
     let client = loop {
@@ -69,6 +71,7 @@ pub(crate) async fn run(mesh: Arc<MeshInner>, url: String, how: Dial, stop: Canc
         subscriptions: HashMap::new(),
         refused: HashSet::new(),
         relay: None,
+        seed,
     };
     link.follow(&stop).await;
     link.client.close().await;
@@ -87,12 +90,16 @@ struct Link {
     /// whose subscribers were told they lose its events.
     refused: HashSet<String>,
     relay: Option<Arc<LinkRelay>>,
+    /// Given to this node (a seed, a legacy peer): dialled whatever becomes
+    /// of the node there, which may come back as a new one.
+    seed: bool,
 }
 
 impl Link {
     async fn follow(&mut self, stop: &CancellationToken) {
         if self.legacy.is_none() {
-            let relay = Arc::new(LinkRelay { mesh: Arc::downgrade(&self.mesh), peer: Mutex::new(None) });
+            let relay =
+                Arc::new(LinkRelay { mesh: Arc::downgrade(&self.mesh), peer: Mutex::new(None), unseen: Notify::new() });
             let _ = self.client.shared().relay.set(relay.clone());
             self.relay = Some(relay);
         }
@@ -100,9 +107,10 @@ impl Link {
         let mut interest = self.mesh.interest.changes();
         let mut introduce_at = Some(Instant::now());
         let mut down_at: Option<Instant> = None;
+        let relay = self.relay.clone();
         loop {
-            if introduce_at.is_some_and(|at| at <= Instant::now()) && self.client.state() == ConnectionState::Connected
-            {
+            let due = introduce_at.is_some_and(|at| at <= Instant::now());
+            if due && self.client.state() == ConnectionState::Connected && !self.mesh.leaving() {
                 introduce_at = None;
                 match self.introduce().await {
                     Ok(Introduced::Up) => down_at = None,
@@ -129,7 +137,7 @@ impl Link {
                     let state = states.borrow_and_update().clone();
                     match state {
                         ConnectionState::Connected => introduce_at = Some(Instant::now()),
-                        ConnectionState::Reconnecting { .. } | ConnectionState::Closed if self.has_left() => {
+                        ConnectionState::Reconnecting { .. } | ConnectionState::Closed if self.has_left() && !self.seed => {
                             // It said goodbye, and has now closed: it is not dialled again.
                             self.mesh.hang_up(&self.url);
                             return;
@@ -142,6 +150,13 @@ impl Link {
                             }
                         }
                         ConnectionState::Closed => return,
+                    }
+                }
+                // The other node reports that it does not see this one up
+                // (it could not dial it back yet, or was told it left).
+                () = unseen(&relay) => {
+                    if !self.mesh.leaving() && introduce_at.is_none() {
+                        introduce_at = Some(Instant::now());
                     }
                 }
                 _ = interest.changed(), if self.peer.is_some() && self.legacy.is_none() => {
@@ -261,6 +276,13 @@ impl Link {
     }
 }
 
+async fn unseen(relay: &Option<Arc<LinkRelay>>) {
+    match relay {
+        Some(relay) => relay.unseen.notified().await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn sleep_until(at: Option<Instant>) {
     match at {
         Some(at) => tokio::time::sleep_until(at).await,
@@ -273,6 +295,8 @@ async fn sleep_until(at: Option<Instant>) {
 struct LinkRelay {
     mesh: Weak<MeshInner>,
     peer: Mutex<Option<String>>,
+    /// The other node reported that it does not see this one `up`.
+    unseen: Notify,
 }
 
 impl Relay for LinkRelay {
@@ -285,6 +309,9 @@ impl Relay for LinkRelay {
                     Ok(report) if report.id == peer => {
                         for url in &report.peers {
                             mesh.dial(url, Dial::Learned);
+                        }
+                        if !report.peers.iter().any(|url| url == mesh.url()) {
+                            self.unseen.notify_one();
                         }
                         mesh.members.report(&peer, report);
                     }

@@ -131,13 +131,27 @@ impl Members {
             }
             member.node.state = state;
             member.since = Instant::now();
-            if state == NodeState::Left {
-                member.link = None;
-            }
             member.node.clone()
         };
         self.announce(&node);
         true
+    }
+
+    /// Node `id`, `left`, introduces itself again on a link that is still
+    /// up: it did not leave (its goodbye was forged, or its shutdown was
+    /// abandoned). It is `up` again.
+    pub(crate) fn revive(&self, id: &str) {
+        let node = {
+            let mut nodes = self.lock();
+            let Some(member) = nodes.get_mut(id) else { return };
+            if member.node.state != NodeState::Left || member.link.as_ref().is_none_or(Client::is_closed) {
+                return;
+            }
+            member.node.state = NodeState::Up;
+            member.since = Instant::now();
+            member.node.clone()
+        };
+        self.announce(&node);
     }
 
     /// A status report from node `id` about itself.

@@ -89,8 +89,11 @@ pub(crate) struct MeshInner {
     self_urls: Mutex<HashSet<String>>,
     /// Cancelled when the node has shut its server down: ends every link.
     stop: CancellationToken,
-    /// Cancelled when the node starts shutting down: stops its server.
+    /// Cancelled once the node said goodbye: stops its server.
     serving: CancellationToken,
+    /// Set when the node starts shutting down: its links no longer
+    /// introduce it, lest a node that saw its goodbye take it back.
+    leaving: std::sync::atomic::AtomicBool,
     tasks: TaskTracker,
     started: Instant,
     /// Turns among the nodes serving a path.
@@ -173,6 +176,11 @@ impl MeshInner {
         if let Some(stop) = self.links.lock().unwrap_or_else(PoisonError::into_inner).remove(url) {
             stop.cancel();
         }
+    }
+
+    /// Whether the node is shutting down.
+    pub(crate) fn leaving(&self) -> bool {
+        self.leaving.load(Ordering::Acquire)
     }
 
     /// The URL other nodes dial to reach this one.

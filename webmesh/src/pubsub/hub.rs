@@ -678,7 +678,7 @@ mod tests {
     fn interest_counts_the_own_subscribers_distinct_patterns_not_the_links() {
         let hub = Hub::new(Compression::default());
         let (one, two, link) = (Connection::detached(1, 16), Connection::detached(2, 16), Connection::detached(3, 16));
-        link.mark_relay();
+        link.mark_relay(false);
         subscribe(&hub, &one, 1, "/a/*");
         let interest = hub.interest("/_mesh/");
         let mut changes = interest.changes();
@@ -707,7 +707,7 @@ mod tests {
     fn relayed_events_skip_links_and_losses_reach_the_overlapping_subscriptions() {
         let hub = Hub::new(Compression::default());
         let (own, link) = (Connection::detached(1, 16), Connection::detached(2, 16));
-        link.mark_relay();
+        link.mark_relay(false);
         subscribe(&hub, &own, 1, "/news/*");
         subscribe(&hub, &own, 2, "/weather/{*rest}");
         subscribe(&hub, &own, 3, "/_mesh/nodes/*");

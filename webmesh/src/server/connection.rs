@@ -1,7 +1,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use axum::http::Extensions;
@@ -77,7 +77,9 @@ struct Inner {
     /// its subscriptions carry that node's interest (they skip subscribe
     /// handlers and per-connection limits), and events relayed from other
     /// nodes are not sent to it again.
-    relay: AtomicBool,
+    /// 0: not a link; 1: a link; 2: a link admitted with the mesh's secret,
+    /// which may have more calls under way.
+    relay: AtomicU8,
     /// Counts the frames the writer wrote: a peer that takes what is written
     /// is alive, and a write that takes frames makes progress.
     written: AtomicU64,
@@ -133,7 +135,7 @@ impl Connection {
             hurry_close: OnceLock::new(),
             subscribing: Mutex::default(),
             unsubscribed_all: AtomicBool::new(false),
-            relay: AtomicBool::new(false),
+            relay: AtomicU8::new(0),
             written: AtomicU64::new(0),
             writing_since: AtomicU64::new(0),
         };
@@ -329,15 +331,21 @@ impl Connection {
         self.inner.unsubscribed_all.load(Ordering::Acquire)
     }
 
-    /// Marks the connection as a link from another node of a mesh; done by
-    /// the mesh's admission, before the connection reads anything.
-    pub(crate) fn mark_relay(&self) {
-        self.inner.relay.store(true, Ordering::Release);
+    /// Marks the connection as a link from another node of a mesh,
+    /// `vouched` for by the mesh's secret; done by the mesh's admission,
+    /// before the connection reads anything.
+    pub(crate) fn mark_relay(&self, vouched: bool) {
+        self.inner.relay.store(1 + u8::from(vouched), Ordering::Release);
     }
 
     /// Whether the connection is a link from another node of a mesh.
     pub(crate) fn is_relay(&self) -> bool {
-        self.inner.relay.load(Ordering::Acquire)
+        self.inner.relay.load(Ordering::Acquire) != 0
+    }
+
+    /// Whether the connection is a link admitted with the mesh's secret.
+    pub(crate) fn is_vouched_relay(&self) -> bool {
+        self.inner.relay.load(Ordering::Acquire) == 2
     }
 
     /// The writer wrote a reply, push or event.

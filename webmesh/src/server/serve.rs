@@ -76,7 +76,8 @@ impl Server {
     }
 
     /// Serves until `signal` completes, then shuts down gracefully: stops
-    /// accepting connections and reading messages, lets the calls under way
+    /// accepting connections and handling messages (it reads on only to
+    /// answer pings, so that clients keep waiting), lets the calls under way
     /// finish (up to [`ServerBuilder::shutdown_timeout`]) and send their
     /// replies, closes every WebSocket with code 1001 (going away), and
     /// returns once all are closed.

@@ -49,7 +49,7 @@ const LINK_CALLS_FACTOR: usize = 16;
 async fn serve(
     conn: Connection,
     sink: SplitSink<WebSocket, Message>,
-    stream: SplitStream<WebSocket>,
+    mut stream: SplitStream<WebSocket>,
     queue: mpsc::Receiver<Outbound>,
     shared: Arc<Shared>,
     codec: Option<Arc<dyn Codec>>,
@@ -66,7 +66,7 @@ async fn serve(
     let handlers = TaskTracker::new();
     let mut aborts = None;
     let watch = Watch::new(&shared, &conn);
-    let Ending { reason, close } = read(stream, &conn, &shared, codec, &handlers, &mut aborts, watch).await;
+    let Ending { reason, close } = read(&mut stream, &conn, &shared, codec, &handlers, &mut aborts, watch).await;
     tracing::debug!(%reason, "disconnected");
     // Closed for what it holds (or would not take): its handlers go too,
     // with their bytes, and its close frame does not wait behind what it
@@ -76,9 +76,22 @@ async fn serve(
         aborts.cancel();
     }
     if reason == DisconnectReason::Shutdown {
-        // Let the calls under way answer before the close frame.
+        // Let the calls under way answer before the close frame. Reading
+        // goes on, only so that pings are answered: a peer whose heartbeat
+        // is shorter than the drain keeps waiting for its replies. What it
+        // sends meanwhile is not handled.
         handlers.close();
-        if tokio::time::timeout(shared.shutdown_timeout, handlers.wait()).await.is_err() {
+        let answering_pings = async {
+            while let Some(Ok(_)) = stream.next().await {}
+            std::future::pending::<()>().await
+        };
+        let drained = async {
+            tokio::select! {
+                () = handlers.wait() => {}
+                () = answering_pings => {}
+            }
+        };
+        if tokio::time::timeout(shared.shutdown_timeout, drained).await.is_err() {
             tracing::warn!(running = handlers.len(), "handlers still running at shutdown");
         }
     }
@@ -116,7 +129,7 @@ fn gone() -> Ending {
 }
 
 async fn read(
-    mut stream: SplitStream<WebSocket>,
+    stream: &mut SplitStream<WebSocket>,
     conn: &Connection,
     shared: &Arc<Shared>,
     codec: Option<Arc<dyn Codec>>,
@@ -125,8 +138,9 @@ async fn read(
     mut watch: Watch,
 ) -> Ending {
     // A mesh link carries the calls of all its node's callers: one slow
-    // route must not hold up the others behind it.
-    let limit = match conn.is_relay() {
+    // route must not hold up the others behind it. Only with the mesh's
+    // secret: anyone may pass for a node of a mesh without one.
+    let limit = match conn.is_vouched_relay() {
         true => shared.max_calls_in_flight.saturating_mul(LINK_CALLS_FACTOR),
         false => shared.max_calls_in_flight,
     };

@@ -13,7 +13,8 @@ use super::Shared;
 /// session, calls under way included. [`on`](Self::on) wraps the signal
 /// given to axum so that the sessions start closing with it, and
 /// [`drain`](Self::drain), awaited once axum's `serve` has returned, waits
-/// until they have closed. Meanwhile each session stops reading, lets the
+/// until they have closed. Meanwhile each session stops handling messages
+/// (it reads on only to answer pings), lets the
 /// calls under way finish and send their replies (up to
 /// [`ServerBuilder::shutdown_timeout`](crate::ServerBuilder::shutdown_timeout)),
 /// and closes with code 1001 (going away); new upgrades are refused with
