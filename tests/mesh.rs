@@ -98,7 +98,9 @@ async fn five_nodes_from_one_seed_reach_full_membership_a_late_one_is_known_to_a
 async fn calls_go_to_the_nodes_serving_the_path_in_turn_else_no_route() {
     let a = node("worker", whoami("/work"), &[]).await;
     let b = node("worker", whoami("/work"), &[&a]).await;
-    let c = node("front", whoami("/front"), &[&a]).await;
+    let front = whoami("/front")
+        .on("/onwards", |State(mesh): State<Mesh>| async move { mesh.call::<Value>("/nowhere", &()).await });
+    let c = node("front", front, &[&a]).await;
     for n in [&a, &b, &c] {
         until("3 nodes up", 10, || all_up(n, 3)).await;
     }
@@ -126,6 +128,13 @@ async fn calls_go_to_the_nodes_serving_the_path_in_turn_else_no_route() {
         other => panic!("expected NoRoute, got {other:?}"),
     }
     assert!(matches!(c.emit("/nowhere", &()).await, Err(Error::NoRoute { .. })));
+    // A handler that returns the error passes it on as `unavailable`.
+    match a.call::<Value>("/onwards", &()).await {
+        Err(Error::Handler(e)) => {
+            assert_eq!((e.code(), e.message()), ("unavailable", "no node of the mesh serves `/nowhere`"))
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
 
     // One node by id, or a service by name.
     for _ in 0..3 {

@@ -165,6 +165,7 @@ impl crate::IntoCallError for Error {
         match self {
             Error::Handler(error) => error,
             Error::NotFound { path } => CallError::internal(format!("a service this handler needs has no `{path}`")),
+            Error::NoRoute { path } => CallError::new("unavailable", format!("no node of the mesh serves `{path}`")),
             other => CallError::internal("the handler failed").with_detail(other),
         }
     }
