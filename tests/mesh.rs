@@ -194,6 +194,17 @@ async fn a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_no
         assert_eq!(listed.len(), 2);
     }
     until("both emits ran on c", 5, || count.load(Ordering::SeqCst) == 2).await;
+    // Forwarding can be turned off: a client of such a node reaches its routes only.
+    let alone = builder("alone", Router::new(), "127.0.0.1:0").forwarding(false).peer(c.url()).start().await.unwrap();
+    until("alone and c up", 10, || all_up(&alone, 3)).await;
+    let client = Client::connect(&alone.url()).await.unwrap();
+    assert!(matches!(client.call::<Value>("/served/by/c", &()).await, Err(Error::NotFound { .. })));
+    assert_eq!(
+        alone.call::<String>("/served/by/c", &()).await.unwrap(),
+        c.id(),
+        "its own calls still go through the mesh"
+    );
+    alone.shutdown().await;
     // The forwarded calls were counted where they ran (2 calls, 2 emits).
     until("c's status counts the calls it ran", 5, || {
         let me = c.nodes().into_iter().find(|n| n.id == c.id()).unwrap();
