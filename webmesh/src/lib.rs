@@ -56,6 +56,14 @@
 //! without waiting holds up its connection's later messages: move such work
 //! to `tokio::task::spawn_blocking`.
 //!
+//! # Mesh
+//!
+//! A [`Mesh`] node is a server that also links to every other node it
+//! knows: [`mesh()`] is to a mesh what [`serve()`] is to one server. Nodes
+//! find each other from one seed, report their status, and
+//! [`call`](Mesh::call) and [`publish`](Mesh::publish) across the mesh; a
+//! client of any node, the Python 0.1.2 one included, reaches every route.
+//!
 //! # Wire format
 //!
 //! See `PROTOCOL.md` in the repository for the exact bytes. The server
