@@ -164,28 +164,27 @@ pub(crate) fn forwarder(
 
 async fn forward(mesh: &MeshInner, conn: &Connection, path: String, data: rmpv::Value) -> Reply {
     let targets = mesh.members.serving(&path, true);
-    if targets.is_empty() {
-        return Reply::error(CallError::not_found(&path));
-    }
     let identity = mesh.identity.as_ref().and_then(|codec| (codec.read)(conn));
-    let turn = mesh.turn(targets.len());
-    let mut last = None;
-    for target in targets.iter().cycle().skip(turn).take(targets.len()) {
-        let Target::Remote { client, legacy, .. } = target else { continue };
-        let result = if *legacy {
-            client.call::<rmpv::Value>(&path, &data).await
-        } else {
-            let call = Forward { path: path.clone(), data: data.clone(), identity: identity.clone() };
-            client.call::<rmpv::Value>(FORWARD, &call).await
-        };
-        match result {
-            Ok(value) => return Reply::value(value),
-            Err(e) if e.was_not_sent() => last = Some(e),
-            Err(e) => return Reply::error(call_error(e, &path)),
+    let (path, data, identity) = (&path, &data, &identity);
+    let sent = mesh.in_turns(targets, path, |target| async move {
+        match target {
+            Target::Remote { client, legacy: true, .. } => client.call::<rmpv::Value>(path, data).await,
+            Target::Remote { client, .. } => {
+                let call = Forward { path: path.clone(), data: data.clone(), identity: identity.clone() };
+                client.call::<rmpv::Value>(FORWARD, &call).await
+            }
+            // Not listed: only other nodes serve forwarded calls.
+            Target::Local => Err(Error::NoRoute { path: path.clone() }),
         }
+    });
+    match sent.await {
+        Ok(value) => Reply::value(value),
+        Err(Error::NoRoute { .. }) => Reply::error(CallError::not_found(path)),
+        Err(e) if e.was_not_sent() => {
+            Reply::error(CallError::new("unavailable", format!("no node serving `{path}` could be reached: {e}")))
+        }
+        Err(e) => Reply::error(call_error(e, path)),
     }
-    let reason = last.map(|e| e.to_string()).unwrap_or_default();
-    Reply::error(CallError::new("unavailable", format!("no node serving `{path}` could be reached: {reason}")))
 }
 
 /// The error a forwarded call's caller sees for what the link answered.

@@ -256,22 +256,13 @@ async fn call_one<R: DeserializeOwned>(
     path: &str,
     data: &(impl Serialize + ?Sized),
 ) -> Result<R, Error> {
-    if targets.is_empty() {
-        return Err(Error::NoRoute { path: path.to_owned() });
-    }
-    let turn = mesh.turn(targets.len());
-    let mut last = None;
-    for target in targets.iter().cycle().skip(turn).take(targets.len()) {
-        let result = match target {
+    mesh.in_turns(targets, path, |target| async move {
+        match target {
             Target::Local => call_here(mesh, path, data).await,
             Target::Remote { client, .. } => client.call(path, data).await,
-        };
-        match result {
-            Err(e) if e.was_not_sent() => last = Some(e),
-            result => return result,
         }
-    }
-    Err(last.unwrap_or(Error::NoRoute { path: path.to_owned() }))
+    })
+    .await
 }
 
 async fn emit_one(
@@ -280,18 +271,7 @@ async fn emit_one(
     path: &str,
     data: &(impl Serialize + ?Sized),
 ) -> Result<(), Error> {
-    if targets.is_empty() {
-        return Err(Error::NoRoute { path: path.to_owned() });
-    }
-    let turn = mesh.turn(targets.len());
-    let mut last = None;
-    for target in targets.iter().cycle().skip(turn).take(targets.len()) {
-        match emit_to(mesh, target, path, data).await {
-            Err(e) if e.was_not_sent() => last = Some(e),
-            result => return result,
-        }
-    }
-    Err(last.unwrap_or(Error::NoRoute { path: path.to_owned() }))
+    mesh.in_turns(targets, path, |target| async move { emit_to(mesh, &target, path, data).await }).await
 }
 
 async fn emit_to(

@@ -30,7 +30,7 @@ pub use handle::{mesh, Mesh, NodeRef, Watch};
 pub use node::{Node, NodeState, NodeStatus, Routes};
 
 use self::endpoints::IdentityCodec;
-use self::members::Members;
+use self::members::{Members, Target};
 use crate::handler::Reply;
 use crate::pubsub::Interest;
 use crate::server::Shared;
@@ -231,9 +231,29 @@ impl MeshInner {
         }
     }
 
-    /// The next turn among `n` nodes.
-    pub(crate) fn turn(&self, n: usize) -> usize {
-        self.turns.fetch_add(1, Ordering::Relaxed) % n.max(1)
+    /// Sends with `attempt` to one of `targets`, taking turns: from the
+    /// next turn on, until one was sent (whatever its outcome). Fails with
+    /// [`Error::NoRoute`] when there is none, and with the last error when
+    /// none could be sent.
+    pub(crate) async fn in_turns<T, Fut>(
+        &self,
+        mut targets: Vec<Target>,
+        path: &str,
+        mut attempt: impl FnMut(Target) -> Fut,
+    ) -> Result<T, Error>
+    where
+        Fut: std::future::Future<Output = Result<T, Error>>,
+    {
+        let turn = self.turns.fetch_add(1, Ordering::Relaxed) % targets.len().max(1);
+        targets.rotate_left(turn);
+        let mut last = Error::NoRoute { path: path.to_owned() };
+        for target in targets {
+            match attempt(target).await {
+                Err(e) if e.was_not_sent() => last = e,
+                result => return result,
+            }
+        }
+        Err(last)
     }
 
     /// A connection of no socket, on whose behalf this node runs a call.
