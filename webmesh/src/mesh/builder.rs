@@ -341,11 +341,7 @@ impl MeshBuilder {
             };
             MeshInner {
                 id: id.clone(),
-                name: name.clone(),
                 url: OnceLock::new(),
-                version: placeholder.version.clone(),
-                metadata: self.metadata.clone(),
-                routes: OnceLock::new(),
                 config: Config {
                     secret: secret.clone(),
                     heartbeat: self.heartbeat,
@@ -388,8 +384,7 @@ impl MeshBuilder {
         };
         // Now that the URL and routes are known, the node is complete.
         let _ = mesh.url.set(url.clone());
-        let _ = mesh.routes.set(routes.clone());
-        mesh.members.replace_self(Node { url, routes, ..mesh.self_node() });
+        mesh.members.replace_self(Node { url, routes, ..mesh.members.own() });
         let _ = mesh.server.set(shared);
         Ok(Mesh::run(mesh, bound, peers, self.legacy_peers))
     }

@@ -97,7 +97,7 @@ fn welcome(mesh: &Weak<MeshInner>, conn: &Connection, hello: Hello) -> Result<He
     for url in &hello.members {
         mesh.dial(url, Dial::Learned);
     }
-    Ok(Hello { node: mesh.self_node(), members: mesh.members.up_urls() })
+    Ok(Hello { node: mesh.members.own(), members: mesh.members.up_urls() })
 }
 
 /// A node leaves: it is `left` at once, so that no new call goes to it,

@@ -83,7 +83,7 @@ impl Mesh {
 
     /// Serves, dials the seeds and reports status until shut down.
     pub(crate) fn run(inner: Arc<MeshInner>, server: Server, peers: Vec<String>, legacy: Vec<LegacyPeer>) -> Self {
-        tracing::info!(id = %inner.id, name = %inner.name, url = %inner.url(), "mesh node started");
+        tracing::info!(id = %inner.id, name = %inner.members.own().name, url = %inner.url(), "mesh node started");
         let addr = server.local_addr();
         let stop = inner.serving.clone();
         let serving = tokio::spawn(server.serve_with_shutdown(async move { stop.cancelled().await }));
@@ -107,7 +107,7 @@ impl Mesh {
 
     /// This node's service name.
     pub fn name(&self) -> String {
-        self.get().map(|m| m.name.clone()).unwrap_or_default()
+        self.get().map(|m| m.members.own().name).unwrap_or_default()
     }
 
     /// The URL other nodes dial to reach this one.

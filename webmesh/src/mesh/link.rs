@@ -182,7 +182,7 @@ impl Link {
         let node = match &self.legacy {
             Some(peer) => peer.node(&self.url),
             None => {
-                let hello = Hello { node: self.mesh.self_node(), members: self.mesh.members.up_urls() };
+                let hello = Hello { node: self.mesh.members.own(), members: self.mesh.members.up_urls() };
                 let answer: Hello = match self.client.call(HELLO, &hello).await {
                     Err(Error::NotFound { .. }) => {
                         tracing::warn!(url = %self.url, "a peer of the mesh is a webmesh server that is no node of a mesh; not linking to it");

@@ -37,6 +37,16 @@ impl Member {
         }
     }
 
+    /// Where calls to it go: here for this node (the only one without a link).
+    fn target(&self) -> Target {
+        match &self.link {
+            None => Target::Local,
+            Some(client) => {
+                Target::Remote { id: self.node.id.clone(), client: client.clone(), legacy: self.node.legacy }
+            }
+        }
+    }
+
     fn serves(&self, path: &str) -> bool {
         self.routes.at(path).is_ok()
     }
@@ -193,6 +203,13 @@ impl Members {
         nodes
     }
 
+    /// This node, as it introduces and reports itself.
+    pub(crate) fn own(&self) -> Node {
+        // Its entry never leaves: its state never changes, and only nodes
+        // `down` or `left` are forgotten.
+        self.get(&self.me).expect("a node's own entry is never removed")
+    }
+
     pub(crate) fn get(&self, id: &str) -> Option<Node> {
         self.lock().get(id).map(|m| m.node.clone())
     }
@@ -216,20 +233,13 @@ impl Members {
 
     /// The nodes `up` that serve `path`, this one first when it does.
     pub(crate) fn serving(&self, path: &str, remote_only: bool) -> Vec<Target> {
-        let nodes = self.lock();
-        let mut targets = Vec::new();
-        for (id, member) in nodes.iter() {
-            if member.node.state != NodeState::Up || !member.serves(path) {
-                continue;
-            }
-            match &member.link {
-                None if !remote_only && *id == self.me => targets.insert(0, Target::Local),
-                None => {}
-                Some(client) => {
-                    targets.push(Target::Remote { id: id.clone(), client: client.clone(), legacy: member.node.legacy })
-                }
-            }
-        }
+        let mut targets: Vec<Target> = self
+            .lock()
+            .values()
+            .filter(|m| m.node.state == NodeState::Up && m.serves(path))
+            .map(Member::target)
+            .filter(|target| !(remote_only && matches!(target, Target::Local)))
+            .collect();
         // A stable order, so that turns go round.
         targets.sort_by(|a, b| target_key(a).cmp(target_key(b)));
         targets
@@ -249,12 +259,7 @@ impl Members {
 
     /// The target reaching node `id`, if it is `up`.
     pub(crate) fn target(&self, id: &str) -> Option<Target> {
-        let nodes = self.lock();
-        let member = nodes.get(id).filter(|m| m.node.state == NodeState::Up)?;
-        Some(match &member.link {
-            None => Target::Local,
-            Some(client) => Target::Remote { id: id.to_owned(), client: client.clone(), legacy: member.node.legacy },
-        })
+        self.lock().get(id).filter(|m| m.node.state == NodeState::Up).map(Member::target)
     }
 
     /// Forgets the nodes `down` or `left` for longer than `after`, and

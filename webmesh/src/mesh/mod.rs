@@ -13,7 +13,7 @@ mod members;
 mod messages;
 mod node;
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
@@ -70,12 +70,9 @@ pub(crate) struct Config {
 /// What a node's handle, links and routes share.
 pub(crate) struct MeshInner {
     pub(crate) id: String,
-    name: String,
-    /// Set once the server is bound.
+    /// Set once the server is bound (the rest of this node's description
+    /// is its own entry among the members).
     url: OnceLock<String>,
-    version: String,
-    metadata: BTreeMap<String, String>,
-    routes: OnceLock<Routes>,
     pub(crate) config: Config,
     pub(crate) members: Members,
     pub(crate) hub: Hub,
@@ -108,23 +105,6 @@ pub(crate) struct MeshInner {
 }
 
 impl MeshInner {
-    /// This node, as it introduces and reports itself.
-    pub(crate) fn self_node(&self) -> Node {
-        self.members.get(&self.id).unwrap_or_else(|| Node {
-            id: self.id.clone(),
-            name: self.name.clone(),
-            url: self.url().to_owned(),
-            version: self.version.clone(),
-            state: NodeState::Up,
-            last_seen_ms: node::now_ms(),
-            status: None,
-            routes: self.routes.get().cloned().unwrap_or_default(),
-            metadata: self.metadata.clone(),
-            peers: Vec::new(),
-            legacy: false,
-        })
-    }
-
     fn status(&self) -> NodeStatus {
         let Some(shared) = self.server.get() else { return NodeStatus::default() };
         let stats = crate::ServerStats::new(shared.clone());
@@ -140,7 +120,7 @@ impl MeshInner {
             calls_per_second,
             uptime_ms: self.started.elapsed().as_millis() as u64,
             connections: stats.connections() as u64,
-            calls_handled: stats.calls_handled(),
+            calls_handled: calls,
             calls_failed: stats.calls_failed(),
             calls_in_flight: stats.calls_in_flight(),
             events_published: stats.events_published(),
