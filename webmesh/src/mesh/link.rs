@@ -224,12 +224,18 @@ impl Link {
         Ok(Introduced::Up)
     }
 
+    /// Whether the node at the other end said goodbye.
+    fn has_left(&self) -> bool {
+        self.peer.as_ref().is_some_and(|id| self.mesh.members.state(id) == Some(NodeState::Left))
+    }
+
     /// Subscribes on the other node to what this node's subscribers want
     /// and to the other node's reports, and drops what they no longer want.
     async fn sync_interest(&mut self) {
         let (Some(peer), None) = (&self.peer, &self.legacy) else { return };
-        let mut wanted = self.mesh.interest.patterns();
-        wanted.push(node_topic(peer));
+        // A set: a node's interest may be thousands of patterns.
+        let mut wanted: HashSet<String> = self.mesh.interest.patterns().into_iter().collect();
+        wanted.insert(node_topic(peer));
         self.subscriptions.retain(|pattern, _| wanted.contains(pattern));
         self.refused.retain(|pattern| wanted.contains(pattern));
         for pattern in wanted {
@@ -267,13 +273,6 @@ enum Introduced {
     NotAPeer,
     /// A webmesh server that is no node of a mesh.
     NoNode,
-}
-
-impl Link {
-    /// Whether the node at the other end said goodbye.
-    fn has_left(&self) -> bool {
-        self.peer.as_ref().is_some_and(|id| self.mesh.members.state(id) == Some(NodeState::Left))
-    }
 }
 
 async fn unseen(relay: &Option<Arc<LinkRelay>>) {
