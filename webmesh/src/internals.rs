@@ -53,7 +53,7 @@ pub fn decode_anything(text: bool, bytes: &[u8], max_size: usize) {
         use protocol::Incoming::*;
         let payload = match incoming {
             Call { payload, .. } | Emit { payload, .. } | Reply { payload, .. } | Push { payload, .. } => payload,
-            Legacy { payload, .. } | Publish { payload, .. } | Event { payload, .. } => payload,
+            Legacy { payload, .. } | Publish { payload, .. } | Event { payload, .. } | Will { payload, .. } => payload,
             Subscribe { options, .. } => options,
             Error { .. } | Unsubscribe { .. } | Lagged { .. } => return,
         };

@@ -47,6 +47,8 @@ enum Command {
 struct Nodes {
     #[command(flatten)]
     server: Server,
+    #[command(flatten)]
+    will: WillArgs,
     /// Print JSON (one array; with --watch, one node per line) for scripts.
     #[arg(long)]
     json: bool,
@@ -116,11 +118,27 @@ struct Call {
 struct Subscribe {
     #[command(flatten)]
     server: Server,
+    #[command(flatten)]
+    will: WillArgs,
     /// The topic pattern, e.g. /news/{*rest}.
     pattern: String,
     /// Subscription options as JSON, e.g. '{"lag": "disconnect"}' (lag:
     /// drop_oldest, drop_newest or disconnect).
     options: Option<String>,
+}
+
+/// A last will, for the commands that hold a connection open.
+#[derive(Args)]
+struct WillArgs {
+    /// Leave a last will: the server publishes JSON on TOPIC if this
+    /// command's connection ends without a clean close (`kill -9`, a crash,
+    /// a network failure), not when it ends with Ctrl-C.
+    #[arg(long, num_args = 2, value_names = ["TOPIC", "JSON"])]
+    will: Option<Vec<String>>,
+    /// Seconds the server waits before publishing the will; if this command
+    /// reconnects meanwhile, it is not published.
+    #[arg(long, default_value_t = 0.0, value_name = "SECONDS", requires = "will")]
+    will_delay: f64,
 }
 
 #[derive(Args)]
@@ -188,13 +206,16 @@ async fn run(command: Command) -> Result<(), String> {
                     .map_err(|e| format!("invalid subscription options: {e}"))?,
                 None => SubscribeArgs { lag: webmesh::LagPolicy::default() },
             };
-            let client = connect_with(&subscribe.server, None, None, Reconnect::Yes).await?;
+            let client = connect_with(&subscribe.server, None, None, Reconnect::Yes, &subscribe.will).await?;
             let options = webmesh::SubscribeOptions::default().lag(options.lag);
-            follow(&client, &subscribe.pattern, options).await?;
+            let followed = follow(&client, &subscribe.pattern, options).await;
+            // Interrupted: a clean close, which discards the will.
+            client.close().await;
+            followed?;
         }
         Command::Nodes(nodes) => {
             let reconnect = if nodes.watch { Reconnect::Yes } else { Reconnect::No };
-            let client = connect_with(&nodes.server, None, None, reconnect).await?;
+            let client = connect_with(&nodes.server, None, None, reconnect, &nodes.will).await?;
             // Subscribed first, so that no change falls between the list and the watch.
             let changes = match nodes.watch {
                 true => Some(client.subscribe::<webmesh::Node>("/_mesh/nodes/*").await.map_err(describe)?),
@@ -209,7 +230,11 @@ async fn run(command: Command) -> Result<(), String> {
                 false => print!("{}", table(&list)),
             }
             if let Some(changes) = changes {
-                watch_nodes(&client, changes, list, nodes.json).await?;
+                let watched = watch_nodes(&client, changes, list, nodes.json).await;
+                client.close().await;
+                watched?;
+            } else {
+                client.close().await;
             }
         }
     }
@@ -235,7 +260,7 @@ enum Reconnect {
 }
 
 async fn connect(server: &Server, legacy: Option<CodecArg>, timeout: Option<f64>) -> Result<Client, String> {
-    connect_with(server, legacy, timeout, Reconnect::No).await
+    connect_with(server, legacy, timeout, Reconnect::No, &WillArgs { will: None, will_delay: 0.0 }).await
 }
 
 /// Connects once; the first connection must succeed, whether or not later
@@ -245,6 +270,7 @@ async fn connect_with(
     legacy: Option<CodecArg>,
     timeout: Option<f64>,
     reconnect: Reconnect,
+    will: &WillArgs,
 ) -> Result<Client, String> {
     let url = redact(&server.url);
     let mut builder = Client::builder(&server.url).connect_timeout(seconds("connect-timeout", server.connect_timeout)?);
@@ -270,6 +296,10 @@ async fn connect_with(
         (None, CodecArg::Msgpack) => builder.msgpack(),
         (None, CodecArg::Json) => builder.json(),
     };
+    if let Some([topic, json]) = will.will.as_deref() {
+        let data = json_arg(Some(json)).map_err(|e| format!("--will: {e}"))?;
+        builder = builder.will(topic, &data).will_delay(seconds("will-delay", will.will_delay)?);
+    }
     builder.connect().await.map_err(|e| format!("could not connect to {url}: {}", describe(e)))
 }
 

@@ -9,9 +9,11 @@ use super::driver::Link;
 use super::handle::Client;
 use super::reconnect::{Reconnect, WhileDisconnected};
 use super::shared::ClientShared;
+use super::will::Will;
 use crate::heartbeat::Heartbeat;
 use crate::protocol::{codec_subprotocol, Codec, Compression, LegacyFormat, WireFormat};
 use crate::Error;
+use serde::Serialize;
 
 /// The default per-call timeout: 30 seconds.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
@@ -51,6 +53,8 @@ pub struct ClientBuilder {
     heartbeat: Option<Heartbeat>,
     reconnect: Option<Reconnect>,
     while_disconnected: WhileDisconnected,
+    will: Option<Result<Will, Error>>,
+    will_delay: Duration,
     #[cfg(feature = "tls")]
     tls: Option<crate::ClientTls>,
 }
@@ -71,6 +75,8 @@ impl ClientBuilder {
             heartbeat: Some(Heartbeat::default()),
             reconnect: Some(Reconnect::default()),
             while_disconnected: WhileDisconnected::default(),
+            will: None,
+            will_delay: Duration::ZERO,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -250,12 +256,55 @@ impl ClientBuilder {
         self.header("authorization", value)
     }
 
+    /// Leaves a last will: `data`, which the server publishes on `topic` if
+    /// this client's connection ends without a clean close (the process
+    /// crashed or was killed, the network failed, the server stopped hearing
+    /// from it), and never after [`Client::close`] or when the last handle
+    /// is dropped (outside a panic).
+    ///
+    /// The will is the first message on the connection; [`connect`](Self::connect)
+    /// fails with the server's refusal if the server does not let this
+    /// client publish on `topic` (wills are authorised like publications, by
+    /// a `#[webmesh::publish]` handler). On each reconnection the client
+    /// sends it again, first. Replace it later with [`Client::set_will`],
+    /// withdraw it with [`Client::clear_will`].
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), webmesh::Error> {
+    /// use std::time::Duration;
+    ///
+    /// let client = webmesh::Client::builder("ws://127.0.0.1:4269")
+    ///     .will("/workers/7/gone", &"worker 7 died")
+    ///     .will_delay(Duration::from_secs(5)) // unless it is back within 5 s
+    ///     .connect()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn will(mut self, topic: impl AsRef<str>, data: &(impl Serialize + ?Sized)) -> Self {
+        self.will = Some(Will::new(topic.as_ref(), data));
+        self
+    }
+
+    /// How long the server waits, once the connection ended without a clean
+    /// close, before it publishes the will (default: not at all). If the
+    /// client reconnects meanwhile (to the same server) the will is not
+    /// published, and is in force again on the new connection. Servers
+    /// bound it ([`ServerBuilder::max_will_delay`](crate::ServerBuilder::max_will_delay), an hour by default).
+    pub fn will_delay(mut self, delay: Duration) -> Self {
+        self.will_delay = delay;
+        self
+    }
+
     /// Connects.
     ///
     /// A server that refuses the connection (authentication, origin,
     /// connection limit) makes this fail with [`Error::Refused`], carrying
     /// the HTTP status and the server's message.
     pub async fn connect(self) -> Result<Client, Error> {
+        let will = self.will.transpose()?;
+        if will.is_some() && matches!(self.format, WireFormat::Legacy(_)) {
+            return Err(Error::Config("webmesh 0.1.2 servers have no last wills".into()));
+        }
         let mut request = Dialer::request(&self.url, &self.headers)?;
         if let WireFormat::Custom(codec) = &self.format {
             let protocol = HeaderValue::from_str(&codec_subprotocol(codec.as_ref()))
@@ -288,6 +337,16 @@ impl ClientBuilder {
             self.receive_buffer,
             self.while_disconnected,
         ));
-        Ok(Client::start(socket, shared, Link { heartbeat: self.heartbeat, reconnect: self.reconnect, dialer }))
+        shared.testament.set_delay(self.will_delay);
+        let client =
+            Client::start(socket, shared, Link { heartbeat: self.heartbeat, reconnect: self.reconnect, dialer });
+        if let Some(will) = will {
+            // Nothing else is queued yet: the will is the first message.
+            if let Err(e) = client.put_will(Some(will)).await {
+                client.close().await;
+                return Err(e);
+            }
+        }
+        Ok(client)
     }
 }

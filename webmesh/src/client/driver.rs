@@ -140,6 +140,11 @@ async fn reconnect(shared: &ClientShared, dialer: &Dialer, policy: Reconnect, dr
 /// Makes every subscription again on a new connection, before anything else
 /// is sent, so that no event after them is missed.
 async fn resubscribe(shared: &ClientShared, socket: &mut Socket) -> Result<(), crate::Error> {
+    // The will first: it is in force again, and cancels the one the dropped
+    // connection left waiting out its delay.
+    if let Some(frame) = shared.will_to_restore() {
+        socket.feed(Message::from(frame)).await?;
+    }
     for (id, pattern, options) in shared.subscriptions.snapshot() {
         let envelope = Envelope::Subscribe { id, pattern: &pattern, data: &options };
         let frame = shared.format.encode(&envelope, shared.compression).map_err(|e| crate::Error::Protocol(e.0))?;
@@ -175,13 +180,13 @@ async fn connection(socket: Socket, shared: &ClientShared, heartbeat: Option<Hea
     };
     let (code, reason) = match closing {
         // Everything queued is written: close, and read until the server answers.
-        Ok(closing) => (close_code::NORMAL, closing),
+        Ok(closing) => (shared.stop_code.load(std::sync::atomic::Ordering::Relaxed), closing),
         Err(broken) => broken,
     };
     let close = CloseFrame { code: CloseCode::from(code), reason: close_code::reason(&reason).into() };
     // A peer that never reads cannot hold the close up for ever.
     let sent = tokio::time::timeout(CLOSE_TIMEOUT, sink.send(Message::Close(Some(close)))).await;
-    if code != close_code::NORMAL {
+    if code != close_code::NORMAL && !shared.stop.is_cancelled() {
         return Ended::Broken(code, reason);
     }
     if let Ok(Ok(())) = sent {

@@ -11,6 +11,7 @@ use super::push::{Push, Pushes};
 use super::reconnect::{ConnectionState, WhileDisconnected};
 use super::shared::{Answer, ClientShared, Failure, LEGACY_ID};
 use super::subscription::Subscription;
+use super::will::Will;
 use crate::deadline;
 use crate::protocol::{Envelope, WireFormat};
 use crate::{Error, Payload, SubscribeOptions};
@@ -43,7 +44,14 @@ struct Handle(Arc<ClientShared>);
 
 impl Drop for Handle {
     fn drop(&mut self) {
-        self.0.request_stop("the client was dropped");
+        // Dropped by a panic's unwinding: the client failed, and its will
+        // is for that. Otherwise the client is done with the connection.
+        if std::thread::panicking() {
+            self.0.stop_code.store(crate::protocol::close_code::INTERNAL, std::sync::atomic::Ordering::Relaxed);
+            self.0.request_stop("the client was dropped in a panic");
+        } else {
+            self.0.request_stop("the client was dropped");
+        }
     }
 }
 
@@ -195,6 +203,47 @@ impl Client {
         }
         let (id, reply) = self.shared.register();
         self.request(id, reply, topic, &Envelope::Publish { id, path: topic, data }, self.shared.timeout).await?;
+        Ok(())
+    }
+
+    /// Replaces the client's last will (see [`ClientBuilder::will`]): from
+    /// now on the server publishes `data` on `topic` if the connection ends
+    /// without a clean close. The client's [`will_delay`](ClientBuilder::will_delay)
+    /// applies. Waits until the server accepted it; a refusal (the topic is
+    /// not one this client may publish on) leaves the earlier will in force.
+    ///
+    /// ```no_run
+    /// # async fn demo(client: webmesh::Client) -> Result<(), webmesh::Error> {
+    /// // A testament: what to say if this worker dies, as its job changes.
+    /// client.set_will("/workers/7/gone", &serde_json::json!({"job": 42})).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn set_will(&self, topic: &str, data: &(impl Serialize + ?Sized)) -> Result<(), Error> {
+        self.put_will(Some(Will::new(topic, data)?)).await
+    }
+
+    /// Withdraws the client's last will: nothing is published when the
+    /// connection ends, however it ends.
+    pub async fn clear_will(&self) -> Result<(), Error> {
+        self.put_will(None).await
+    }
+
+    /// Sends a WILL setting (or withdrawing) the will, and keeps it to send
+    /// again on reconnection once the server accepted it.
+    pub(crate) async fn put_will(&self, will: Option<Will>) -> Result<(), Error> {
+        if let WireFormat::Legacy(_) = self.shared.format {
+            return Err(Error::Config("webmesh 0.1.2 servers have no last wills".into()));
+        }
+        let (session, delay_ms) = self.shared.testament.session_and_delay();
+        let (id, reply) = self.shared.register();
+        let (topic, data) = match &will {
+            Some(will) => (Some(will.topic.as_str()), &will.data),
+            None => (None, &rmpv::Value::Nil),
+        };
+        let envelope = Envelope::Will { id, session: Some(&session), topic, delay_ms, data };
+        let path = topic.unwrap_or_default();
+        self.request(id, reply, path, &envelope, self.shared.timeout).await?;
+        self.shared.testament.accepted(will);
         Ok(())
     }
 

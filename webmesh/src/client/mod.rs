@@ -12,6 +12,7 @@ mod shared;
 #[cfg(test)]
 mod stress_tests;
 mod subscription;
+mod will;
 
 pub(crate) use budget::Budget;
 pub use builder::{ClientBuilder, DEFAULT_OUTBOUND_BUFFER, DEFAULT_RECEIVE_BUFFER, DEFAULT_TIMEOUT};

@@ -13,6 +13,7 @@ use super::outbox::Outbox;
 use super::push::{Push, PushStream, Pushes};
 use super::reconnect::{ConnectionState, WhileDisconnected};
 use super::subscription::Subscriptions;
+use super::will::Testament;
 use crate::protocol::{Compression, DecodeError, Frame, Incoming, WireFormat};
 use crate::{CallError, Payload};
 
@@ -78,6 +79,13 @@ pub(crate) struct ClientShared {
     pub(crate) finished: watch::Sender<bool>,
     /// A mesh link's: takes every event once, instead of the subscriptions.
     pub(crate) relay: std::sync::OnceLock<Arc<dyn Relay>>,
+    /// The client's last will, re-sent on each new connection.
+    pub(crate) testament: Testament,
+    /// The id of the WILL sent first on the latest connection.
+    pub(crate) restored_will: AtomicU64,
+    /// The close code of a close the client asked for: 1000, or 1011 when
+    /// the last handle went in a panic (the will is then published).
+    pub(crate) stop_code: std::sync::atomic::AtomicU16,
 }
 
 /// Where a mesh link's client hands what its subscriptions receive: each
@@ -125,7 +133,18 @@ impl ClientShared {
             recycle: watch::Sender::new(0),
             finished: watch::Sender::new(false),
             relay: std::sync::OnceLock::new(),
+            testament: Testament::new(),
+            restored_will: AtomicU64::new(0),
+            stop_code: std::sync::atomic::AtomicU16::new(crate::protocol::close_code::NORMAL),
         }
+    }
+
+    /// The WILL to send first on a new connection, if the client ever had a will.
+    pub(crate) fn will_to_restore(&self) -> Option<Frame> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let frame = self.testament.restore(id, &self.format, self.compression)?;
+        self.restored_will.store(id, Ordering::Relaxed);
+        Some(frame)
     }
 
     /// Asks the connection task to end, for `reason` (the first one given wins).
@@ -229,6 +248,9 @@ impl ClientShared {
             (None, Err(error)) if self.subscriptions.end(id, error.clone()) => {
                 tracing::warn!(id, %error, "a subscription was refused when restored");
             }
+            (None, Err(error)) if id == self.restored_will.load(Ordering::Relaxed) => {
+                tracing::warn!(%error, "the will was refused when restored; the connection has none");
+            }
             (None, _) => tracing::debug!(id, "reply to a call that is no longer waiting"),
         }
     }
@@ -273,7 +295,8 @@ impl ClientShared {
             | Incoming::Emit { .. }
             | Incoming::Subscribe { .. }
             | Incoming::Unsubscribe { .. }
-            | Incoming::Publish { .. } => {
+            | Incoming::Publish { .. }
+            | Incoming::Will { .. } => {
                 return Err(DecodeError::Envelope("the server sent a message only clients send".into()));
             }
         }

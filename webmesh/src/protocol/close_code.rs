@@ -6,6 +6,7 @@ pub(crate) const PROTOCOL: u16 = 1002;
 pub(crate) const INVALID_DATA: u16 = 1007;
 pub(crate) const POLICY: u16 = 1008;
 pub(crate) const TOO_BIG: u16 = 1009;
+pub(crate) const INTERNAL: u16 = 1011;
 pub(crate) const TRY_AGAIN_LATER: u16 = 1013;
 
 /// `message` cut to the 123 bytes a close reason may hold.

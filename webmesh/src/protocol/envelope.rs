@@ -9,16 +9,56 @@ use crate::CallError;
 /// An outgoing message, borrowed from its parts; serialises as the array of
 /// PROTOCOL.md (`[kind, ...]`).
 pub(crate) enum Envelope<'a, T: ?Sized> {
-    Call { id: u64, path: &'a str, data: &'a T },
-    Emit { path: &'a str, data: &'a T },
-    Reply { id: u64, data: &'a T },
-    Error { id: u64, error: &'a CallError },
-    Push { path: &'a str, data: &'a T },
-    Subscribe { id: u64, pattern: &'a str, data: &'a T },
-    Unsubscribe { id: u64 },
-    Publish { id: u64, path: &'a str, data: &'a T },
-    Event { path: &'a str, data: &'a T },
-    Lagged { id: u64, missed: u64 },
+    Call {
+        id: u64,
+        path: &'a str,
+        data: &'a T,
+    },
+    Emit {
+        path: &'a str,
+        data: &'a T,
+    },
+    Reply {
+        id: u64,
+        data: &'a T,
+    },
+    Error {
+        id: u64,
+        error: &'a CallError,
+    },
+    Push {
+        path: &'a str,
+        data: &'a T,
+    },
+    Subscribe {
+        id: u64,
+        pattern: &'a str,
+        data: &'a T,
+    },
+    Unsubscribe {
+        id: u64,
+    },
+    Publish {
+        id: u64,
+        path: &'a str,
+        data: &'a T,
+    },
+    Event {
+        path: &'a str,
+        data: &'a T,
+    },
+    Lagged {
+        id: u64,
+        missed: u64,
+    },
+    /// Sets (`topic` is `Some`) or withdraws the sender's will.
+    Will {
+        id: u64,
+        session: Option<&'a str>,
+        topic: Option<&'a str>,
+        delay_ms: u64,
+        data: &'a T,
+    },
 }
 
 impl<'a> Envelope<'a, ()> {
@@ -63,6 +103,16 @@ impl<T: Serialize + ?Sized> Serialize for Envelope<'_, T> {
                 t.serialize_element(&kind::LAGGED)?;
                 t.serialize_element(id)?;
                 t.serialize_element(missed)?;
+                t.end()
+            }
+            Envelope::Will { id, session, topic, delay_ms, data } => {
+                let mut t = serializer.serialize_tuple(6)?;
+                t.serialize_element(&kind::WILL)?;
+                t.serialize_element(id)?;
+                t.serialize_element(session)?;
+                t.serialize_element(topic)?;
+                t.serialize_element(delay_ms)?;
+                t.serialize_element(data)?;
                 t.end()
             }
             Envelope::Reply { id, data } => {
@@ -163,5 +213,14 @@ pub(crate) enum Incoming {
     Lagged {
         id: u64,
         missed: u64,
+    },
+    /// A client's will: set or replaced when `topic` is `Some`, withdrawn
+    /// when it is `None`.
+    Will {
+        id: u64,
+        session: Option<String>,
+        topic: Option<String>,
+        delay_ms: u64,
+        payload: Payload,
     },
 }

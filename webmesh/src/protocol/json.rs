@@ -32,6 +32,13 @@ pub(super) fn decode(text: Bytes) -> Result<Incoming, DecodeError> {
             _ => Err(format!("{what} must be a string")),
         }
     };
+    let opt_string = |i: usize, what: &str| -> Result<Option<String>, String> {
+        match parse(i, what)? {
+            serde_json::Value::String(s) => Ok(Some(s)),
+            serde_json::Value::Null => Ok(None),
+            _ => Err(format!("{what} must be a string or null")),
+        }
+    };
     let payload = |i: usize| match elements.get(i) {
         Some(raw) => Payload::json(text.slice_ref(raw.get().as_bytes())),
         None => Payload::nil(),
@@ -63,6 +70,17 @@ pub(super) fn decode(text: Bytes) -> Result<Incoming, DecodeError> {
         }
         kind::PUSH => {
             Ok(Incoming::Push { path: string(1, "the path").map_err(DecodeError::Envelope)?, payload: payload(2) })
+        }
+        kind::WILL => {
+            let id = uint(1, "the call id").map_err(DecodeError::Envelope)?;
+            let bad = |message| DecodeError::BadCall { id, message };
+            let session = opt_string(2, "the session").map_err(bad)?;
+            let topic = opt_string(3, "the topic").map_err(bad)?;
+            let delay_ms = match get(4) {
+                Some(_) => uint(4, "the delay").map_err(bad)?,
+                None => 0,
+            };
+            Ok(Incoming::Will { id, session, topic, delay_ms, payload: payload(5) })
         }
         kind::REPLY => {
             Ok(Incoming::Reply { id: uint(1, "the call id").map_err(DecodeError::Envelope)?, payload: payload(2) })

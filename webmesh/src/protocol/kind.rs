@@ -21,3 +21,7 @@ pub(crate) const EVENT: u64 = 9;
 // 10 and 11 are reserved: ping, pong.
 /// `[12, id, missed]`: subscription `id` lost `missed` events to lag.
 pub(crate) const LAGGED: u64 = 12;
+/// `[13, id, session, topic, delay, data]`: the client's will, published if
+/// its connection ends without a clean close; `topic` nil withdraws it.
+/// Answered like a call.
+pub(crate) const WILL: u64 = 13;

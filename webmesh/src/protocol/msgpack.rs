@@ -53,7 +53,19 @@ impl<'a> Reader<'a> {
         self.rest = rest;
         String::from_utf8(s.to_vec()).map_err(|_| format!("{what} is not UTF-8"))
     }
+
+    /// A string, or nil.
+    fn opt_str(&mut self, what: &str) -> Result<Option<String>, String> {
+        if self.rest.first() == Some(&NIL) {
+            self.rest = &self.rest[1..];
+            return Ok(None);
+        }
+        self.str(what).map(Some)
+    }
 }
+
+/// MessagePack's nil.
+const NIL: u8 = 0xc0;
 
 pub(super) fn decode(frame: Bytes) -> Result<Incoming, DecodeError> {
     let mut r = Reader { rest: &frame };
@@ -106,6 +118,15 @@ pub(super) fn decode(frame: Bytes) -> Result<Incoming, DecodeError> {
             let id = r.uint("the subscription id").map_err(DecodeError::Envelope)?;
             let missed = r.uint("the missed count").map_err(DecodeError::Envelope)?;
             Ok(Incoming::Lagged { id, missed })
+        }
+        kind::WILL => {
+            need(4)?;
+            let id = r.uint("the call id").map_err(DecodeError::Envelope)?;
+            let bad = |message| DecodeError::BadCall { id, message };
+            let session = r.opt_str("the session").map_err(bad)?;
+            let topic = r.opt_str("the topic").map_err(bad)?;
+            let delay_ms = if len >= 5 { r.uint("the delay").map_err(bad)? } else { 0 };
+            Ok(Incoming::Will { id, session, topic, delay_ms, payload: payload(&r, 6) })
         }
         kind::REPLY => {
             need(2)?;

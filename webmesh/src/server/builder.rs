@@ -74,6 +74,12 @@ pub const DEFAULT_MAX_SUBSCRIPTIONS: usize = 200_000;
 /// The default of [`ServerBuilder::write_timeout`]: 30 seconds.
 pub const DEFAULT_WRITE_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The default of [`ServerBuilder::max_will_delay`]: one hour.
+pub const DEFAULT_MAX_WILL_DELAY: Duration = Duration::from_secs(3600);
+
+/// The default of [`ServerBuilder::pending_wills_memory`]: 64 MiB.
+pub const DEFAULT_PENDING_WILLS_MEMORY: usize = 64 << 20;
+
 /// Configures a [`Server`]: address, state, hooks, codecs and limits.
 ///
 /// ```no_run
@@ -116,6 +122,8 @@ pub struct ServerBuilder {
     max_subscriptions_per_connection: usize,
     max_subscriptions: usize,
     topic_limits: TopicLimits,
+    max_will_delay: Duration,
+    pending_wills_memory: usize,
     #[cfg(feature = "tls")]
     tls: Option<crate::TlsConfig>,
     expose_internal_errors: bool,
@@ -156,6 +164,8 @@ pub(crate) struct Shared {
     pub(crate) expose_internal_errors: bool,
     /// The calls handled, for [`ServerStats`](crate::ServerStats).
     pub(crate) counters: super::stats::Counters,
+    /// The clients' last wills.
+    pub(crate) wills: super::Wills,
 }
 
 impl Shared {
@@ -197,6 +207,8 @@ impl Default for ServerBuilder {
             max_subscriptions_per_connection: DEFAULT_MAX_SUBSCRIPTIONS_PER_CONNECTION,
             max_subscriptions: DEFAULT_MAX_SUBSCRIPTIONS,
             topic_limits: TopicLimits::DEFAULT,
+            max_will_delay: DEFAULT_MAX_WILL_DELAY,
+            pending_wills_memory: DEFAULT_PENDING_WILLS_MEMORY,
             #[cfg(feature = "tls")]
             tls: None,
             expose_internal_errors: false,
@@ -428,6 +440,23 @@ impl ServerBuilder {
         self
     }
 
+    /// The longest delay a client may give its last will (default
+    /// [`DEFAULT_MAX_WILL_DELAY`]); a WILL with a longer one gets the error
+    /// `limit`. See [`ClientBuilder::will`](crate::ClientBuilder::will).
+    pub fn max_will_delay(mut self, delay: Duration) -> Self {
+        self.max_will_delay = delay;
+        self
+    }
+
+    /// The most bytes the wills of clients that are gone may hold while they
+    /// wait out their delay (default [`DEFAULT_PENDING_WILLS_MEMORY`]). A
+    /// will that would take more is published at once, not dropped: its
+    /// delay is cut short rather than the server growing.
+    pub fn pending_wills_memory(mut self, bytes: usize) -> Self {
+        self.pending_wills_memory = bytes;
+        self
+    }
+
     /// The most subscriptions all connections together may have (default
     /// [`DEFAULT_MAX_SUBSCRIPTIONS`]); past it, SUBSCRIBEs get `limit`.
     pub fn max_subscriptions(mut self, subscriptions: usize) -> Self {
@@ -612,6 +641,7 @@ impl ServerBuilder {
             topics: self.topic_limits,
         });
         let router = if self.include_registered { self.router.with_registered() } else { self.router };
+        let hub_for_wills = hub.clone();
         Ok(Shared {
             routes: RouteTable::build(RouteKind::Call, &router.routes)?,
             subscribe_routes: RouteTable::build(RouteKind::Subscribe, &router.routes)?,
@@ -640,6 +670,7 @@ impl ServerBuilder {
             write_timeout: self.write_timeout,
             expose_internal_errors: self.expose_internal_errors,
             counters: super::stats::Counters::default(),
+            wills: super::Wills::new(hub_for_wills, self.max_will_delay, self.pending_wills_memory),
         })
     }
 }

@@ -19,6 +19,7 @@ use super::connection::{Ending, Outbound};
 use super::dispatch::{self, Mode};
 use super::subscriptions;
 use super::watch::{Waiting, Watch};
+use super::wills;
 use super::{Connection, DisconnectReason, Shared};
 use crate::memory::{Charge, Direction};
 use crate::protocol::{close_code, Codec, DecodeError, Envelope, Frame, Incoming, WireFormat};
@@ -96,6 +97,7 @@ async fn serve(
         }
     }
     shared.hub.remove_connection(&conn);
+    shared.wills.ended(&conn, &reason);
     conn.events().clear();
     let (code, message) = close.clone().unwrap_or((close_code::NORMAL, String::new()));
     if held_too_much || !conn.try_close(code, message) {
@@ -217,6 +219,20 @@ async fn read(
                     }
                 };
                 let task = subscriptions::publish(shared.clone(), conn.clone(), format, id, topic, payload);
+                run_in_order(handlers, aborts, holding(permit, Some(charge), task));
+                continue;
+            }
+            Ok((format, Incoming::Will { id, session, topic, delay_ms, payload })) => {
+                let weight = topic.as_ref().map_or(0, String::len) + payload.weight();
+                let charge = match weigh(conn, weight) {
+                    Ok(charge) => charge,
+                    Err(error) => {
+                        let topic = topic.unwrap_or_default();
+                        refuse(handlers, aborts, permit, conn, format, Mode::Call(id), topic, error);
+                        continue;
+                    }
+                };
+                let task = wills::will(shared.clone(), conn.clone(), format, id, session, topic, delay_ms, payload);
                 run_in_order(handlers, aborts, holding(permit, Some(charge), task));
                 continue;
             }

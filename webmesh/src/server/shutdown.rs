@@ -106,4 +106,7 @@ pub(crate) async fn drain(shared: &Shared) {
     if tokio::time::timeout(grace, sessions.wait()).await.is_err() {
         tracing::warn!(open = sessions.len(), "sessions still open after the shutdown timeout");
     }
+    // The clients whose wills wait out their delay are gone: publish them
+    // while the hub (and a mesh's links) can still carry them.
+    shared.wills.flush();
 }

@@ -109,6 +109,21 @@ impl ServerStats {
     pub fn events_dropped(&self) -> u64 {
         self.shared.hub.dropped()
     }
+
+    /// The last wills in force: one per connection that left one.
+    pub fn wills(&self) -> usize {
+        self.shared.wills.live()
+    }
+
+    /// The wills of clients that are gone, waiting out their delay.
+    pub fn wills_pending(&self) -> usize {
+        self.shared.wills.pending()
+    }
+
+    /// The wills published since the server started.
+    pub fn wills_published(&self) -> u64 {
+        self.shared.wills.published()
+    }
 }
 
 impl std::fmt::Debug for ServerStats {

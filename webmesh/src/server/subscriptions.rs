@@ -77,16 +77,27 @@ async fn accept_publication(
     topic: &str,
     payload: Payload,
 ) -> Result<(), CallError> {
+    authorise_publication(shared, conn, topic, payload.clone()).await?;
+    // Decoded once, re-encoded once per format the subscribers speak.
+    let data: rmpv::Value = payload.deserialize()?;
+    shared.hub.publish(topic, &data).map_err(|e| CallError::internal(e.to_string()))?;
+    Ok(())
+}
+
+/// Whether `conn` may publish `payload` to `topic`: a valid topic, which a
+/// publish handler allows. Wills are authorised the same way.
+pub(crate) async fn authorise_publication(
+    shared: &Arc<Shared>,
+    conn: &Connection,
+    topic: &str,
+    payload: Payload,
+) -> Result<(), CallError> {
     validate_topic(topic, shared.hub.limits().topics).map_err(refusal)?;
     if shared.publish_routes.at(topic).is_none() {
         let message = format!("clients may not publish to `{topic}`");
         return Err(CallError::new(CallError::FORBIDDEN, message));
     }
-    authorise(shared, conn, &shared.publish_routes, topic, payload.clone()).await?;
-    // Decoded once, re-encoded once per format the subscribers speak.
-    let data: rmpv::Value = payload.deserialize()?;
-    shared.hub.publish(topic, &data).map_err(|e| CallError::internal(e.to_string()))?;
-    Ok(())
+    authorise(shared, conn, &shared.publish_routes, topic, payload).await
 }
 
 /// A pattern or topic over the limits gets `limit`, a malformed one `bad_request`.
