@@ -28,6 +28,17 @@ async fn echo(data: Value) -> Value {
 #[webmesh::publish("/news/{*rest}")]
 fn news() {}
 
+/// Lets workers leave a last will on `/workers/{id}/gone`, which the server
+/// publishes if the worker dies (not when it closes cleanly):
+///
+/// ```sh
+/// webmesh subscribe ws://127.0.0.1:4269 '/workers/*/gone'     # a supervisor
+/// webmesh subscribe --will /workers/7/gone '{"worker": 7}' ws://127.0.0.1:4269 /jobs/7
+/// kill -9 <the second>                                          # the first prints the will
+/// ```
+#[webmesh::publish("/workers/{id}/gone")]
+fn workers() {}
+
 #[tokio::main]
 async fn main() -> Result<(), webmesh::Error> {
     tracing_subscriber::fmt()

@@ -425,6 +425,12 @@ async fn child_node() {
     if let Ok(peer) = std::env::var("MESH_CHILD_PEER") {
         builder = builder.peer(peer);
     }
+    if let Ok(id) = std::env::var("MESH_CHILD_ID") {
+        builder = builder.id(id);
+    }
+    if let Ok(topic) = std::env::var("MESH_CHILD_WILL") {
+        builder = builder.will(topic, &json!({"will of": "child"}));
+    }
     let mesh = builder.start().await.unwrap();
     println!("ready {}", mesh.id());
     std::future::pending::<()>().await;
@@ -438,9 +444,15 @@ struct ChildNode {
 
 impl ChildNode {
     fn start(port: u16, peer: &str, routes: &str) -> Self {
+        Self::start_with(port, peer, routes, &[])
+    }
+
+    /// With more of its settings: `MESH_CHILD_ID`, `MESH_CHILD_WILL` (a topic).
+    fn start_with(port: u16, peer: &str, routes: &str, env: &[(&str, &str)]) -> Self {
         use std::io::{BufRead, BufReader};
         let mut child: Child = Command::new(std::env::current_exe().unwrap())
             .args(["child_node", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .envs(env.iter().copied())
             .env("MESH_CHILD_ADDR", format!("127.0.0.1:{port}"))
             .env("MESH_CHILD_PEER", peer)
             .env("MESH_CHILD_ROUTES", routes)
@@ -902,6 +914,138 @@ async fn a_node_marked_left_by_a_forged_goodbye_comes_back() {
     // b reads in a's next report that a lost it, and introduces itself again.
     until("b up again on a", 10, || state_of(&a, &b.id()) == Some(NodeState::Up)).await;
     assert_eq!(a.call::<String>("/b", &()).await.unwrap(), b.id());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+// Wills of nodes.
+
+/// What `subscription` receives on `topic` until it has seen the data of
+/// each of `markers` (published after the will could be due, by each
+/// survivor, on the will's own topic: a will published twice, by either,
+/// comes before that one's marker).
+async fn until_markers(subscription: &mut webmesh::Subscription<Value>, markers: &[&str]) -> Vec<Value> {
+    let mut got = Vec::new();
+    let mut seen = 0;
+    while seen < markers.len() {
+        let event = tokio::time::timeout(Duration::from_secs(10), subscription.recv()).await.expect("the markers");
+        let event = match event.expect("open") {
+            Ok(event) => event,
+            // A node `down`: its events may have been lost; it is said so.
+            Err(Error::Lagged { missed: None }) => continue,
+            Err(e) => panic!("{e}"),
+        };
+        if markers.iter().any(|m| event.data == json!(m)) {
+            seen += 1;
+        } else {
+            got.push(event.data);
+        }
+    }
+    got
+}
+
+/// A subscriber of `/services/*/gone` on each node, once the interest
+/// reached the others: each node's publication reaches both.
+async fn will_watchers(nodes: &[&Mesh]) -> Vec<(Client, webmesh::Subscription<Value>)> {
+    let mut watchers = Vec::new();
+    for n in nodes {
+        let client = Client::connect(&n.url()).await.unwrap();
+        let subscription = client.subscribe::<Value>("/services/*/gone").await.unwrap();
+        watchers.push((client, subscription));
+    }
+    for n in nodes {
+        until("the interest reached every node", 10, || {
+            n.publish("/services/probe/gone", &"probe").unwrap() == nodes.len()
+        })
+        .await;
+    }
+    // The probes are read past.
+    for (_, subscription) in &mut watchers {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while let Ok(Some(Ok(_))) =
+            tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), subscription.recv()).await
+        {
+        }
+    }
+    watchers
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_nodes_will_reaches_a_subscriber_on_each_survivor_exactly_once_even_when_its_heir_dies_with_it() {
+    // The heir of a dead node is the lowest id `up`: "0-heir", until it
+    // dies too. Both children die at the same moment, and both survivors
+    // notice both deaths at the same moment.
+    let a = builder("a", Router::new(), "127.0.0.1:0").id("a").start().await.unwrap();
+    let b = builder("b", Router::new(), "127.0.0.1:0").id("b").peer(a.url()).start().await.unwrap();
+    let port = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let heir = ChildNode::start_with(
+        port(0),
+        &a.url(),
+        "",
+        &[("MESH_CHILD_ID", "0-heir"), ("MESH_CHILD_WILL", "/services/heir/gone")],
+    );
+    let dead = ChildNode::start_with(
+        port(1),
+        &a.url(),
+        "",
+        &[("MESH_CHILD_ID", "z-dead"), ("MESH_CHILD_WILL", "/services/dead/gone")],
+    );
+    for n in [&a, &b] {
+        until("4 nodes up", 15, || all_up(n, 4)).await;
+    }
+    let mut watchers = will_watchers(&[&a, &b]).await;
+
+    dead.signal("-KILL");
+    heir.signal("-KILL");
+    for n in [&a, &b] {
+        until("both children down", 15, || {
+            state_of(n, &dead.id) == Some(NodeState::Down) && state_of(n, &heir.id) == Some(NodeState::Down)
+        })
+        .await;
+    }
+    a.publish("/services/dead/gone", &"marker a").unwrap();
+    b.publish("/services/dead/gone", &"marker b").unwrap();
+    a.publish("/services/heir/gone", &"marker a").unwrap();
+    b.publish("/services/heir/gone", &"marker b").unwrap();
+    for (_, subscription) in &mut watchers {
+        let got = until_markers(subscription, &["marker a", "marker b", "marker a", "marker b"]).await;
+        assert_eq!(got, [json!({"will of": "child"}), json!({"will of": "child"})], "each will once, on each survivor");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_gracefully_has_no_will_published_and_set_will_replaces_it() {
+    let a = node("a", Router::new(), &[]).await;
+    let b = node("b", Router::new(), &[&a]).await;
+    let c = builder("c", Router::new(), "127.0.0.1:0")
+        .peer(a.url())
+        .will("/services/c/gone", &"first")
+        .start()
+        .await
+        .unwrap();
+    for n in [&a, &b, &c] {
+        until("3 nodes up", 15, || all_up(n, 3)).await;
+    }
+    let will_of = |n: &Mesh| n.nodes().into_iter().find(|node| node.id == c.id()).and_then(|node| node.will);
+    assert_eq!(will_of(&a).map(|w| w.data), Some(json!("first")), "known from its introduction");
+    c.set_will("/services/c/gone", &"second").unwrap();
+    until("the new will is known", 10, || will_of(&a).is_some_and(|w| w.data == json!("second"))).await;
+    assert!(matches!(c.set_will("/_mesh/nodes/x", &1), Err(Error::Config(_))), "not on the mesh's topics");
+    let mut watchers = will_watchers(&[&a, &b]).await;
+
+    c.shutdown().await;
+    for n in [&a, &b] {
+        until("c left", 10, || state_of(n, &c.id()) == Some(NodeState::Left)).await;
+    }
+    // Past the time a death would take to be noticed.
+    tokio::time::sleep(ms(1500)).await;
+    a.publish("/services/c/gone", &"marker a").unwrap();
+    b.publish("/services/c/gone", &"marker b").unwrap();
+    for (_, subscription) in &mut watchers {
+        assert_eq!(until_markers(subscription, &["marker a", "marker b"]).await, Vec::<Value>::new(), "no will");
+    }
     a.shutdown().await;
     b.shutdown().await;
 }

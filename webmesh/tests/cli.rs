@@ -176,6 +176,58 @@ async fn the_cli_subscribes_and_publishes_on_the_echo_example() {
     assert_eq!(stderr(&out), "error: handler error forbidden: clients may not publish to `/elsewhere`\n");
 }
 
+/// The README's two-terminal demo of a last will, on the echo example: a
+/// supervisor subscribed to `/workers/*/gone` sees the will of a `subscribe
+/// --will` killed with `kill -9`, and none of one ended with Ctrl-C.
+#[tokio::test]
+async fn a_subscriber_with_a_will_killed_with_sigkill_has_its_will_printed_by_another() {
+    use tokio::io::AsyncBufReadExt;
+    let (_echo, url) = start_echo().await;
+    let mut supervisor = tokio::process::Command::new(env!("CARGO_BIN_EXE_webmesh"))
+        .args(["subscribe", &url, "/workers/*/gone"])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(supervisor.stdout.take().unwrap()).lines();
+    // The supervisor is subscribed once it prints what is published.
+    assert_eq!(publish_until_printed(&url, "/workers/probe/gone", &mut lines).await["topic"], "/workers/probe/gone");
+
+    let worker = |n: &str| {
+        tokio::process::Command::new(env!("CARGO_BIN_EXE_webmesh"))
+            .args(["subscribe", "--will", &format!("/workers/{n}/gone"), &format!(r#"{{"worker": {n}}}"#)])
+            .args([url.as_str(), &format!("/news/jobs/{n}")])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap()
+    };
+    // Ctrl-C is a clean close: no will. Then kill -9: the will.
+    for (n, signal) in [("6", "-INT"), ("7", "-KILL")] {
+        let mut child = worker(n);
+        // Its will is in force (sent before its subscription) once what is
+        // published to its job reaches it.
+        let mut printed = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+        publish_until_printed(&url, &format!("/news/jobs/{n}"), &mut printed).await;
+        let pid = child.id().unwrap().to_string();
+        let status = std::process::Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(status.success());
+        let status = tokio::time::timeout(Duration::from_secs(10), child.wait()).await.unwrap().unwrap();
+        if signal == "-INT" {
+            assert!(status.success(), "Ctrl-C ends subscribe cleanly");
+        }
+    }
+    let line = tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
+    let event: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(event, serde_json::json!({"topic": "/workers/7/gone", "data": {"worker": 7}}), "7's will, not 6's");
+
+    // A will the server does not allow fails the command at once, with the reason.
+    let out = cli(&["subscribe", "--will", "/elsewhere", "1", &url, "/news/jobs/8"]).await;
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stderr(&out).contains("clients may not publish to `/elsewhere`"), "{}", stderr(&out));
+}
+
 /// Publishes to `topic` until `lines` yields an event line.
 async fn publish_until_printed(
     url: &str,

@@ -13,7 +13,7 @@ use tokio_util::task::TaskTracker;
 use super::endpoints::{self, IdentityCodec};
 use super::members::Members;
 use super::messages::RESERVED;
-use super::{Config, Mesh, MeshInner, Node, NodeState, Routes};
+use super::{Config, Mesh, MeshInner, Node, NodeState, NodeWill, Routes};
 use crate::{Error, LegacyFormat, Reconnect, Server, ServerBuilder};
 
 /// The default of [`MeshBuilder::status_interval`]: 5 seconds.
@@ -81,6 +81,7 @@ impl LegacyPeer {
             metadata: BTreeMap::new(),
             peers: Vec::new(),
             legacy: true,
+            will: None,
         }
     }
 }
@@ -127,6 +128,7 @@ pub struct MeshBuilder {
     call_timeout: Duration,
     legacy_peers: Vec<LegacyPeer>,
     identity: Option<IdentityCodec>,
+    will: Option<Result<NodeWill, Error>>,
     #[cfg(feature = "tls")]
     tls: Option<crate::ClientTls>,
 }
@@ -149,6 +151,7 @@ impl Default for MeshBuilder {
             call_timeout: crate::DEFAULT_TIMEOUT,
             legacy_peers: Vec::new(),
             identity: None,
+            will: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -199,6 +202,26 @@ impl MeshBuilder {
     /// behind NAT or in containers, where this must be set).
     pub fn advertise(mut self, url: impl Into<String>) -> Self {
         self.advertise = Some(url.into());
+        self
+    }
+
+    /// Leaves a last will: `data`, which one surviving node publishes on
+    /// `topic`, once in the whole mesh, when this node dies (is `down` for
+    /// the others), and none when it leaves gracefully. The other nodes
+    /// learn it from this node's introduction and status reports; replace
+    /// it with [`Mesh::set_will`](crate::Mesh::set_will).
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), webmesh::Error> {
+    /// let mesh = webmesh::Mesh::builder()
+    ///     .name("billing")
+    ///     .will("/services/billing/gone", &"billing died; invoices wait")
+    ///     .start()
+    ///     .await?;
+    /// # Ok(()) }
+    /// ```
+    pub fn will(mut self, topic: impl Into<String>, data: &(impl Serialize + ?Sized)) -> Self {
+        self.will = Some(NodeWill::new(topic.into(), data));
         self
     }
 
@@ -306,6 +329,7 @@ impl MeshBuilder {
         if secret.is_none() && self.identity.is_some() {
             return Err(Error::Config("forward_identity needs a mesh secret (MeshBuilder::secret)".into()));
         }
+        let will = self.will.take().transpose()?;
         let id = self.id.take().unwrap_or_else(random_id);
         let name = self.name.take().or_else(|| env("WEBMESH_NAME")).unwrap_or_else(default_name);
         let peers = self.peers.take().unwrap_or_else(|| {
@@ -338,6 +362,7 @@ impl MeshBuilder {
                 metadata: self.metadata.clone(),
                 peers: Vec::new(),
                 legacy: false,
+                will: will.clone(),
             };
             MeshInner {
                 id: id.clone(),
@@ -372,6 +397,7 @@ impl MeshBuilder {
                 callers: AtomicU64::new(1 << 62),
                 running: OnceLock::new(),
                 last_calls: Mutex::new((Instant::now(), 0)),
+                heirs: Default::default(),
             }
         });
         let bound = server.bind().await?;

@@ -6,7 +6,10 @@ use std::sync::{Arc, Weak};
 use serde::Serialize;
 
 use super::members::Target;
-use super::messages::{Forward, Goodbye, Hello, FORWARD, GOODBYE, HELLO, NODES, NODE_HEADER, RESERVED, SECRET_HEADER};
+use super::messages::{
+    Forward, Goodbye, Hello, FORWARD, GOODBYE, HELLO, NODES, NODE_HEADER, RESERVED, SECRET_HEADER, WILL_CLAIM,
+};
+use super::wills::Claim;
 use super::{Dial, MeshInner, NodeState};
 use crate::extract::CallPath;
 use crate::server::admission::{Admit, Authenticate};
@@ -57,10 +60,11 @@ fn same(a: &[u8], b: &[u8]) -> bool {
 
 /// The mesh's own routes.
 pub(crate) fn routes(mesh: Weak<MeshInner>) -> Router {
-    let (hello, goodbye, nodes, forward) = (mesh.clone(), mesh.clone(), mesh.clone(), mesh);
+    let (hello, goodbye, nodes, forward, claims) = (mesh.clone(), mesh.clone(), mesh.clone(), mesh.clone(), mesh);
     Router::new()
         .on(HELLO, move |conn: Connection, hello_: Hello| welcome(&hello, &conn, hello_))
         .on(GOODBYE, move |conn: Connection, bye: Goodbye| farewell(&goodbye, &conn, bye))
+        .on(WILL_CLAIM, move |conn: Connection, claim: Claim| will_claimed(&claims, &conn, claim))
         .on(NODES, move || nodes.upgrade().map(|mesh| mesh.members.snapshot()).unwrap_or_default())
         .on(FORWARD, move |conn: Connection, call: Forward| {
             let mesh = forward.clone();
@@ -109,7 +113,21 @@ fn farewell(mesh: &Weak<MeshInner>, conn: &Connection, bye: Goodbye) -> Result<(
         return Err(CallError::new(CallError::FORBIDDEN, "a node says goodbye for itself only"));
     }
     if let Some(mesh) = mesh.upgrade() {
-        mesh.members.set_state(&bye.id, NodeState::Left);
+        if mesh.members.set_state(&bye.id, NodeState::Left) {
+            mesh.heir_gone(&bye.id);
+        }
+    }
+    Ok(())
+}
+
+/// A node publishes the will of a node that died: this one does not.
+fn will_claimed(mesh: &Weak<MeshInner>, conn: &Connection, claim: Claim) -> Result<(), CallError> {
+    only_nodes(conn)?;
+    let Some(LinkFrom(by)) = conn.extension::<LinkFrom>() else {
+        return Err(CallError::new(CallError::FORBIDDEN, "only nodes of the mesh may send this"));
+    };
+    if let Some(mesh) = mesh.upgrade() {
+        mesh.will_claimed(&claim.of, &by);
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 
 use super::members::Target;
 use super::messages::{Goodbye, GOODBYE};
-use super::{to_payload, Dial, LegacyPeer, MeshBuilder, MeshInner, Node};
+use super::{to_payload, Dial, LegacyPeer, MeshBuilder, MeshInner, Node, NodeWill};
 use crate::handler::{Reply, ReplyKind};
 use crate::{Error, Hub, Server};
 
@@ -137,6 +137,23 @@ impl Mesh {
         self.get().ok().map(|m| m.hub.clone())
     }
 
+    /// Replaces this node's last will (see [`MeshBuilder::will`]): from now
+    /// on, if this node dies, one surviving node publishes `data` on
+    /// `topic`. The other nodes learn it at once, from a status report.
+    pub fn set_will(&self, topic: &str, data: &(impl Serialize + ?Sized)) -> Result<(), Error> {
+        let will = NodeWill::new(topic.to_owned(), data)?;
+        let mesh = self.get()?;
+        mesh.members.set_own_will(Some(will), mesh.status());
+        Ok(())
+    }
+
+    /// Withdraws this node's last will: nothing is published when it dies.
+    pub fn clear_will(&self) -> Result<(), Error> {
+        let mesh = self.get()?;
+        mesh.members.set_own_will(None, mesh.status());
+        Ok(())
+    }
+
     /// Publishes `data` to `topic` for the matching subscribers of every
     /// node, and returns how many connections it was queued for here
     /// (each other node whose subscribers match counts as one).
@@ -247,6 +264,7 @@ async fn report(mesh: Arc<MeshInner>) {
         for url in mesh.members.reap(mesh.config.forget_after) {
             mesh.hang_up(&url);
         }
+        mesh.forget_fates();
     }
 }
 

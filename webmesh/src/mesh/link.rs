@@ -214,6 +214,7 @@ impl Link {
         if let Some(relay) = &self.relay {
             *relay.peer.lock().unwrap_or_else(PoisonError::into_inner) = Some(node.id.clone());
         }
+        self.mesh.came_back(&node.id);
         if self.mesh.members.up(node, self.client.clone(), &self.url) {
             // The nodes that follow this one learn of the newcomer now, not
             // at the next report: two nodes that joined through one seed at

@@ -196,6 +196,14 @@ impl Members {
         self.announce(&node);
     }
 
+    /// Replaces this node's will, and reports it at once.
+    pub(crate) fn set_own_will(&self, will: Option<super::NodeWill>, status: super::NodeStatus) {
+        if let Some(member) = self.lock().get_mut(&self.me) {
+            member.node.will = will;
+        }
+        self.report_self(status);
+    }
+
     /// Every node known, this one included.
     pub(crate) fn snapshot(&self) -> Vec<Node> {
         let mut nodes: Vec<Node> = self.lock().values().map(|m| m.node.clone()).collect();

@@ -17,6 +17,8 @@ pub(crate) const HELLO: &str = "/_mesh/hello";
 pub(crate) const GOODBYE: &str = "/_mesh/goodbye";
 /// CALL: a call a client made on another node, for a path this node serves.
 pub(crate) const FORWARD: &str = "/_mesh/forward";
+/// EMIT: a node publishes the will of a node that died: the others do not.
+pub(crate) const WILL_CLAIM: &str = "/_mesh/will";
 /// CALL: the node's view of the mesh, for anyone (`webmesh nodes`).
 pub(crate) const NODES: &str = "/_mesh/nodes";
 

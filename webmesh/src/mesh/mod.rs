@@ -12,6 +12,7 @@ mod link;
 mod members;
 mod messages;
 mod node;
+mod wills;
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
@@ -27,7 +28,7 @@ pub use builder::{
     DEFAULT_LINK_PING_TIMEOUT, DEFAULT_STATUS_INTERVAL,
 };
 pub use handle::{mesh, Mesh, NodeRef, Watch};
-pub use node::{Node, NodeState, NodeStatus, Routes};
+pub use node::{Node, NodeState, NodeStatus, NodeWill, Routes};
 
 use self::endpoints::IdentityCodec;
 use self::members::{Members, Target};
@@ -102,6 +103,8 @@ pub(crate) struct MeshInner {
     running: OnceLock<handle::Running>,
     /// When the status was last taken, and the calls handled then.
     last_calls: Mutex<(Instant, u64)>,
+    /// What became of the wills of the nodes that died.
+    heirs: wills::Heirs,
 }
 
 impl MeshInner {
@@ -182,6 +185,8 @@ impl MeshInner {
     pub(crate) fn down(&self, id: &str) {
         if self.members.set_state(id, NodeState::Down) {
             self.hub.report_lost(None, 0, messages::RESERVED);
+            self.heir_gone(id);
+            self.mourn(id);
         }
     }
 

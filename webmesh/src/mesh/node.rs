@@ -39,6 +39,21 @@ pub struct Node {
     /// introduce itself, report a status or carry events.
     #[serde(default)]
     pub legacy: bool,
+    /// Its last will: published once in the mesh if it dies (not when it
+    /// leaves). See [`MeshBuilder::will`](crate::MeshBuilder::will).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub will: Option<NodeWill>,
+}
+
+/// A node's last will: the event one surviving node publishes when the
+/// node is `down`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub struct NodeWill {
+    /// The topic it is published on.
+    pub topic: String,
+    /// Its data.
+    pub data: serde_json::Value,
 }
 
 /// Where a node stands, from one node's view of it.
