@@ -459,3 +459,41 @@ impl Drop for Proxy {
         self.stop();
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_0_1_2_clients_call_a_server_holding_wills_as_before() {
+    let echo = Router::new().on("/echo", |v: Value| v).on("/", |v: Value| v);
+    let setup = server_with(|b| b.router(echo)).await;
+    let (_supervisor, mut wills) = supervisor(&setup).await;
+    let _live = Client::builder(setup.server.url()).will("/workers/1/gone", &1).connect().await.unwrap();
+    let mut gone = common::raw(setup.server.addr.port()).await;
+    gone.send(Message::text(r#"[13, 1, "s-gone", "/workers/2/gone", 60000, 2]"#)).await.unwrap();
+    assert_eq!(next_frame(&mut gone).await, Message::text("[3,1,null]"));
+    reset(gone);
+    until("one will live, one pending", 10, || setup.stats.wills() == 1 && setup.stats.wills_pending() == 1).await;
+
+    let port = setup.server.addr.port();
+    for codec in ["msgpack", "json"] {
+        let seen =
+            tokio::task::spawn_blocking(move || python::run_client_with(port, codec, &["echo-only"])).await.unwrap();
+        assert_eq!(seen["echo"], json!({"blop": 56}), "{codec}");
+        assert_eq!(seen["root"], json!([1, "two", null, 3.5]), "{codec}");
+        assert_eq!(seen["unknown"], "Path not found", "{codec}");
+    }
+    // The Python clients closed as they do; their connections left no will.
+    assert_eq!((setup.stats.wills(), setup.stats.wills_pending()), (1, 1));
+    assert_eq!(received_until_marker(&setup.hub, &mut wills).await, Vec::<Value>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_dropped_by_a_panic_has_its_will_published() {
+    let setup = server().await;
+    let (_supervisor, mut wills) = supervisor(&setup).await;
+    let client = Client::builder(setup.server.url()).will("/workers/9/gone", &"panicked").connect().await.unwrap();
+    let task = tokio::spawn(async move {
+        let _client = client;
+        panic!("a worker's bug");
+    });
+    assert!(task.await.unwrap_err().is_panic());
+    assert_eq!(next_will(&mut wills).await, json!({"topic": "/workers/9/gone", "data": "panicked"}));
+}

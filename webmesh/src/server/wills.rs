@@ -13,6 +13,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio_util::sync::CancellationToken;
+
 use super::dispatch::answer;
 use super::{Connection, DisconnectReason, Shared};
 use crate::memory::{Charge, Direction};
@@ -21,6 +23,10 @@ use crate::{CallError, Hub, Payload};
 
 /// The code a server reports for a close frame that carried none.
 const NO_CODE: u16 = 1005;
+
+/// What a will costs beyond its bytes: its entry, and for a pending one
+/// the task that waits out its delay.
+const OVERHEAD: usize = 512;
 
 /// The longest session name a client may give.
 pub(crate) const MAX_SESSION_LENGTH: usize = 128;
@@ -39,6 +45,8 @@ struct Inner {
     /// published at once rather than kept.
     pending_memory: usize,
     published: AtomicU64,
+    /// Cancelled at shutdown: the timers of pending wills end.
+    closed: CancellationToken,
 }
 
 #[derive(Default)]
@@ -82,7 +90,16 @@ struct Pending {
 impl Wills {
     pub(crate) fn new(hub: Hub, max_delay: Duration, pending_memory: usize) -> Self {
         let state = Mutex::new(State::default());
-        Self { inner: Arc::new(Inner { state, hub, max_delay, pending_memory, published: AtomicU64::new(0) }) }
+        Self {
+            inner: Arc::new(Inner {
+                state,
+                hub,
+                max_delay,
+                pending_memory,
+                published: AtomicU64::new(0),
+                closed: CancellationToken::new(),
+            }),
+        }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -177,7 +194,11 @@ impl Wills {
         let wills = self.clone();
         let reason = reason.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(delay).await;
+            tokio::select! {
+                () = tokio::time::sleep(delay) => {}
+                // Published by `flush`.
+                () = wills.inner.closed.cancelled() => return,
+            }
             let due = {
                 let mut state = wills.state();
                 match state.pending.get(&key) {
@@ -202,6 +223,7 @@ impl Wills {
             let mut state = self.state();
             state.closed = true;
             state.pending_bytes = 0;
+            self.inner.closed.cancel();
             state.pending.drain().map(|(_, p)| p.will).collect()
         };
         for will in pending {
@@ -272,7 +294,7 @@ async fn accept_will(
         );
         return Err(CallError::new(CallError::LIMIT, message));
     }
-    let bytes = topic.len() + session.as_ref().map_or(0, String::len) + payload.weight();
+    let bytes = topic.len() + session.as_ref().map_or(0, String::len) + payload.weight() + OVERHEAD;
     super::subscriptions::authorise_publication(shared, conn, &topic, payload.clone()).await?;
     // Kept decoded, to be encoded once per format its subscribers speak.
     let data: rmpv::Value = payload.deserialize()?;
