@@ -621,6 +621,16 @@ async fn the_mesh_messages_of_protocol_md_byte_for_byte() {
             r#"[8, 5, "/_mesh/nodes/x", null]"#,
             r#"[4,5,"forbidden","topics under /_mesh/ are the mesh's: clients may subscribe, not publish",null]"#,
         ),
+        (
+            true,
+            r#"[1, 4, "/_mesh/will", {"of": "x"}]"#,
+            r#"[4,4,"forbidden","a claim from a node this node does not see alive",null]"#,
+        ),
+        (
+            false,
+            r#"[1, 4, "/_mesh/will", {"of": "x"}]"#,
+            r#"[4,4,"forbidden","only nodes of the mesh may send this",null]"#,
+        ),
         (true, r#"[1, 3, "/_mesh/goodbye", {"id": "n1"}]"#, "[3,3,null]"),
     ];
     for (on_link, request, answer) in exchanges {

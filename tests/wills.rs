@@ -20,14 +20,19 @@ fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
 
-/// Workers may leave wills on `/workers/{id}/gone`, except for `/workers/boss/gone`.
+/// Workers may leave wills on `/workers/{id}/gone`, except for
+/// `/workers/boss/gone`; on `/slow/{id}` the authorisation takes 300 ms.
 fn router() -> Router {
-    Router::new().publish("/workers/{id}/gone", |Path(id): Path<String>| async move {
-        match id.as_str() {
-            "boss" => Err(CallError::new("forbidden", "only the boss speaks for the boss")),
-            _ => Ok(()),
-        }
-    })
+    Router::new()
+        .publish("/workers/{id}/gone", |Path(id): Path<String>| async move {
+            match id.as_str() {
+                "boss" => Err(CallError::new("forbidden", "only the boss speaks for the boss")),
+                _ => Ok(()),
+            }
+        })
+        .publish("/slow/{id}", || async {
+            tokio::time::sleep(ms(300)).await;
+        })
 }
 
 struct Setup {
@@ -496,4 +501,105 @@ async fn a_client_dropped_by_a_panic_has_its_will_published() {
     });
     assert!(task.await.unwrap_err().is_panic());
     assert_eq!(next_will(&mut wills).await, json!({"topic": "/workers/9/gone", "data": "panicked"}));
+}
+
+// What an attack found, kept fixed.
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_will_sent_on_a_connection_is_the_one_in_force_whichever_is_authorised_first() {
+    let setup = server().await;
+    let (_supervisor, mut wills) = supervisor(&setup).await;
+    let mut socket = common::raw(setup.server.addr.port()).await;
+    // A slow set, then a withdrawal answered first: withdrawn.
+    socket.send(Message::text(r#"[13, 1, null, "/slow/a", 0, "set first"]"#)).await.unwrap();
+    socket.send(Message::text(r#"[13, 2, null, null]"#)).await.unwrap();
+    assert_eq!(next_frame(&mut socket).await, Message::text("[3,2,null]"));
+    assert_eq!(next_frame(&mut socket).await, Message::text("[3,1,null]"));
+    assert_eq!(setup.stats.wills(), 0);
+    // A slow set, then a fast one: the fast one, sent last.
+    socket.send(Message::text(r#"[13, 3, null, "/slow/a", 0, "older"]"#)).await.unwrap();
+    socket.send(Message::text(r#"[13, 4, null, "/workers/1/gone", 0, "newer"]"#)).await.unwrap();
+    assert_eq!(next_frame(&mut socket).await, Message::text("[3,4,null]"));
+    assert_eq!(next_frame(&mut socket).await, Message::text("[3,3,null]"));
+    reset(socket);
+    assert_eq!(next_will(&mut wills).await, json!({"topic": "/workers/1/gone", "data": "newer"}));
+    assert_eq!(received_until_marker(&setup.hub, &mut wills).await, Vec::<Value>::new());
+
+    // The client's own calls take turns: set then clear, concurrently, ends cleared.
+    let client = Client::builder(setup.server.url()).connect().await.unwrap();
+    let setting = {
+        let client = client.clone();
+        tokio::spawn(async move { client.set_will("/slow/b", &"set").await })
+    };
+    tokio::time::sleep(ms(20)).await;
+    client.clear_will().await.unwrap();
+    setting.await.unwrap().unwrap();
+    assert_eq!(setup.stats.wills(), 0, "cleared, as called last");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_older_connection_of_a_session_cannot_take_its_will_back_from_a_newer_one() {
+    let setup = server().await;
+    let (_supervisor, mut wills) = supervisor(&setup).await;
+    let port = setup.server.addr.port();
+    let mut older = common::raw(port).await;
+    older.send(Message::text(r#"[13, 1, "s", "/slow/a", 0, "older"]"#)).await.unwrap();
+    tokio::time::sleep(ms(50)).await;
+    let mut newer = common::raw(port).await;
+    newer.send(Message::text(r#"[13, 1, "s", "/workers/1/gone", 0, "newer"]"#)).await.unwrap();
+    assert_eq!(next_frame(&mut newer).await, Message::text("[3,1,null]"));
+    assert_eq!(
+        next_frame(&mut older).await,
+        Message::text(r#"[4,1,"superseded","a newer connection of this session holds its will",null]"#)
+    );
+    reset(older);
+    until("the older connection is gone", 10, || setup.stats.connections() == 2).await;
+    assert_eq!(received_until_marker(&setup.hub, &mut wills).await, Vec::<Value>::new(), "the client is alive");
+    reset(newer);
+    assert_eq!(next_will(&mut wills).await, json!({"topic": "/workers/1/gone", "data": "newer"}));
+
+    // A withdrawal on a newer connection withdraws the older one's will too.
+    let mut older = common::raw(port).await;
+    older.send(Message::text(r#"[13, 1, "t", "/workers/2/gone", 0, "older"]"#)).await.unwrap();
+    assert_eq!(next_frame(&mut older).await, Message::text("[3,1,null]"));
+    let mut newer = common::raw(port).await;
+    newer.send(Message::text(r#"[13, 1, "t", null]"#)).await.unwrap();
+    assert_eq!(next_frame(&mut newer).await, Message::text("[3,1,null]"));
+    assert_eq!(setup.stats.wills(), 0);
+    reset(older);
+    until("the older connection is gone", 10, || setup.stats.connections() == 2).await;
+    assert_eq!(received_until_marker(&setup.hub, &mut wills).await, Vec::<Value>::new());
+
+    // Back within the delay, with a will refused this time: still back.
+    let mut gone = common::raw(port).await;
+    gone.send(Message::text(r#"[13, 1, "u", "/workers/3/gone", 60000, "gone"]"#)).await.unwrap();
+    assert_eq!(next_frame(&mut gone).await, Message::text("[3,1,null]"));
+    reset(gone);
+    until("pending", 10, || setup.stats.wills_pending() == 1).await;
+    newer.send(Message::text(r#"[13, 2, "u", "/workers/boss/gone", 60000, "usurped"]"#)).await.unwrap();
+    let refused = next_frame(&mut newer).await;
+    assert!(refused.to_text().unwrap().starts_with(r#"[4,2,"forbidden""#), "{refused:?}");
+    assert_eq!(setup.stats.wills_pending(), 0, "the client is back");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_will_replaces_another_within_the_connections_memory_and_short_wills_are_answered() {
+    let setup = server_with(|b| b.connection_memory(100_000)).await;
+    let client = Client::connect(&setup.server.url()).await.unwrap();
+    let big = "x".repeat(60_000);
+    client.set_will("/workers/1/gone", &big).await.unwrap();
+    client.set_will("/workers/1/gone", &big).await.expect("the old will's bytes go with it");
+    let too_big = "x".repeat(120_000);
+    assert!(client.set_will("/workers/1/gone", &too_big).await.is_err());
+
+    // `[13, 1]` and `[13, 1, nil]` in MessagePack: answered, as in JSON.
+    let mut raw = common::raw(setup.server.addr.port()).await;
+    for (frame, what) in [(&[0x92u8, 0x0d, 0x01][..], "the session"), (&[0x93, 0x0d, 0x01, 0xc0][..], "the topic")] {
+        raw.send(Message::binary(frame.to_vec())).await.unwrap();
+        let Message::Binary(answer) = next_frame(&mut raw).await else { panic!("a binary answer") };
+        let answer: Value = rmp_serde::from_slice(&answer).unwrap();
+        assert_eq!(answer, json!([4, 1, "bad_request", format!("{what} is missing"), null]));
+    }
+    raw.send(Message::text(r#"[13, 2]"#)).await.unwrap();
+    assert_eq!(next_frame(&mut raw).await, Message::text(r#"[4,2,"bad_request","the session is missing",null]"#));
 }

@@ -204,7 +204,7 @@ async fn a_subscriber_with_a_will_killed_with_sigkill_has_its_will_printed_by_an
             .unwrap()
     };
     // Ctrl-C is a clean close: no will. Then kill -9: the will.
-    for (n, signal) in [("6", "-INT"), ("7", "-KILL")] {
+    for (n, signal) in [("5", "-TERM"), ("6", "-INT"), ("7", "-KILL")] {
         let mut child = worker(n);
         // Its will is in force (sent before its subscription) once what is
         // published to its job reaches it.

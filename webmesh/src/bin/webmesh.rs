@@ -132,7 +132,8 @@ struct Subscribe {
 struct WillArgs {
     /// Leave a last will: the server publishes JSON on TOPIC if this
     /// command's connection ends without a clean close (`kill -9`, a crash,
-    /// a network failure), not when it ends with Ctrl-C.
+    /// a network failure), not when it is stopped with Ctrl-C, SIGTERM or
+    /// SIGHUP.
     #[arg(long, num_args = 2, value_names = ["TOPIC", "JSON"])]
     will: Option<Vec<String>>,
     /// Seconds the server waits before publishing the will; if this command
@@ -355,7 +356,7 @@ async fn print_events<T: serde::de::DeserializeOwned>(
                 }
                 continue;
             }
-            _ = tokio::signal::ctrl_c() => return Ok(()),
+            () = stopped() => return Ok(()),
         };
         let event = match event {
             Some(Ok(event)) => event,
@@ -373,6 +374,28 @@ async fn print_events<T: serde::de::DeserializeOwned>(
             return Ok(());
         }
     }
+}
+
+/// Resolves when the command is asked to stop: Ctrl-C (SIGINT), and on
+/// Unix SIGTERM (`kill`, `systemctl stop`, `docker stop`) and SIGHUP (the
+/// terminal closed). The command then closes its connection cleanly: a will
+/// is for a death, not for these.
+async fn stopped() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        let (Ok(mut term), Ok(mut hangup)) = (signal(SignalKind::terminate()), signal(SignalKind::hangup())) else {
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+            _ = hangup.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = tokio::signal::ctrl_c().await;
 }
 
 /// The nodes as a table.

@@ -234,6 +234,7 @@ impl Client {
         if let WireFormat::Legacy(_) = self.shared.format {
             return Err(Error::Config("webmesh 0.1.2 servers have no last wills".into()));
         }
+        let _turn = self.shared.testament.turn.lock().await;
         let (session, delay_ms) = self.shared.testament.session_and_delay();
         let (id, reply) = self.shared.register();
         let (topic, data) = match &will {

@@ -11,6 +11,9 @@ use crate::Error;
 /// What a client's connections tell their server about its will.
 pub(crate) struct Testament {
     state: Mutex<State>,
+    /// One WILL under way at a time, so that the will the client keeps is
+    /// the one the server applied last.
+    pub(crate) turn: tokio::sync::Mutex<()>,
 }
 
 struct State {
@@ -42,7 +45,7 @@ impl Will {
 impl Testament {
     pub(crate) fn new() -> Self {
         let state = State { session: new_session(), will: None, delay: Duration::ZERO, used: false };
-        Self { state: Mutex::new(state) }
+        Self { state: Mutex::new(state), turn: tokio::sync::Mutex::new(()) }
     }
 
     /// How long the server is to wait before it publishes the will.

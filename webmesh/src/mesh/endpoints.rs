@@ -126,10 +126,10 @@ fn will_claimed(mesh: &Weak<MeshInner>, conn: &Connection, claim: Claim) -> Resu
     let Some(LinkFrom(by)) = conn.extension::<LinkFrom>() else {
         return Err(CallError::new(CallError::FORBIDDEN, "only nodes of the mesh may send this"));
     };
-    if let Some(mesh) = mesh.upgrade() {
-        mesh.will_claimed(&claim.of, &by);
+    match mesh.upgrade() {
+        Some(mesh) => mesh.will_claimed(&claim.of, &by),
+        None => Ok(()),
     }
-    Ok(())
 }
 
 /// Runs a call another node forwarded, as its caller.

@@ -314,6 +314,9 @@ impl Relay for LinkRelay {
                             self.unseen.notify_one();
                         }
                         mesh.members.report(&peer, report);
+                        if mesh.members.state(&peer) == Some(crate::NodeState::Up) {
+                            mesh.came_back(&peer);
+                        }
                     }
                     Ok(_) => tracing::debug!(%topic, "a node reported under another's id"),
                     Err(e) => tracing::debug!(%topic, error = %e, "a node's report did not decode"),

@@ -17,7 +17,7 @@ use serde::{Deserialize, Serialize};
 use super::messages::{RESERVED, WILL_CLAIM};
 use super::{MeshInner, NodeState, NodeWill};
 use crate::pubsub::{validate_topic, TopicLimits};
-use crate::Error;
+use crate::{CallError, Error};
 
 impl NodeWill {
     /// A will of `data` on `topic`, which must be a topic a node may publish on.
@@ -94,12 +94,23 @@ impl MeshInner {
     }
 
     /// Node `by` claimed node `of`'s will: it publishes it, not this node.
-    pub(crate) fn will_claimed(&self, of: &str, by: &str) {
+    /// A claim from a node this one does not see alive is refused; one for
+    /// a node this one sees `up` changes nothing (`by` sees it dead across
+    /// a partition, and publishes it on its side).
+    pub(crate) fn will_claimed(&self, of: &str, by: &str) -> Result<(), CallError> {
+        if !matches!(self.members.state(by), Some(NodeState::Up | NodeState::Suspect)) {
+            return Err(CallError::new(CallError::FORBIDDEN, "a claim from a node this node does not see alive"));
+        }
+        if self.members.state(of) == Some(NodeState::Up) {
+            return Ok(());
+        }
         tracing::debug!(dead = of, heir = by, "a will was claimed");
         self.heirs.fates().insert(of.to_owned(), Fate::Published);
+        Ok(())
     }
 
-    /// Node `id` is `up`: a will of its next death is for then.
+    /// Node `id` is `up`, or reported itself: it is alive, and a will of
+    /// its next death is for then.
     pub(crate) fn came_back(&self, id: &str) {
         self.heirs.fates().remove(id);
     }
@@ -110,10 +121,14 @@ impl MeshInner {
         self.heirs.fates().retain(|id, _| known.iter().any(|n| n.id == *id));
     }
 
-    /// The heir of a node that dies now, in this node's view.
+    /// The heir of a node that dies now, in this node's view: among the
+    /// nodes `up` and those `suspect` (a link that flaps for one survivor
+    /// must not make it choose another heir than the rest; if the heir is
+    /// really gone, it is `down` soon, and the will passes on).
     fn heir(&self) -> String {
-        let up = self.members.snapshot().into_iter().filter(|n| n.state == NodeState::Up && !n.legacy);
-        up.map(|n| n.id).chain([self.id.clone()]).min().expect("this node at least")
+        let alive = |n: &super::Node| matches!(n.state, NodeState::Up | NodeState::Suspect) && !n.legacy;
+        let candidates = self.members.snapshot().into_iter().filter(alive);
+        candidates.map(|n| n.id).chain([self.id.clone()]).min().expect("this node at least")
     }
 
     /// Claims node `id`'s will to every node `up`, then publishes it.

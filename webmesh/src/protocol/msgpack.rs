@@ -120,9 +120,15 @@ pub(super) fn decode(frame: Bytes) -> Result<Incoming, DecodeError> {
             Ok(Incoming::Lagged { id, missed })
         }
         kind::WILL => {
-            need(4)?;
+            need(2)?;
             let id = r.uint("the call id").map_err(DecodeError::Envelope)?;
             let bad = |message| DecodeError::BadCall { id, message };
+            // Said as the JSON reader says it: an answer, not a closed connection.
+            for (i, what) in [(3, "the session"), (4, "the topic")] {
+                if len < i {
+                    return Err(bad(format!("{what} is missing")));
+                }
+            }
             let session = r.opt_str("the session").map_err(bad)?;
             let topic = r.opt_str("the topic").map_err(bad)?;
             let delay_ms = if len >= 5 { r.uint("the delay").map_err(bad)? } else { 0 };

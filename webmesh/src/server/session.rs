@@ -150,6 +150,8 @@ async fn read(
     let account = conn.account().clone();
     // Numbers the SUBSCRIBEs, so that an UNSUBSCRIBE cancels the right one.
     let mut subscribes = 0u64;
+    // Numbers the WILLs.
+    let mut will_messages = 0u64;
     loop {
         // At the limit of messages under way, in number or in bytes, stop
         // reading: the flood waits in the peer's socket, not in this
@@ -186,7 +188,11 @@ async fn read(
             Some(codec) => Ok(WireFormat::Custom(codec.clone())),
             None => WireFormat::detect(&frame),
         };
+        // The frame's format, kept to answer a message wrong beyond its id
+        // in the format it came in.
+        let mut spoken = None;
         let decoded = format.and_then(|format| {
+            spoken = Some(format.clone());
             let incoming = format.decode(frame, shared.max_message_size)?;
             conn.set_format(&format);
             Ok((format, incoming))
@@ -232,7 +238,20 @@ async fn read(
                         continue;
                     }
                 };
-                let task = wills::will(shared.clone(), conn.clone(), format, id, session, topic, delay_ms, payload);
+                // Numbered, so that the last one sent is the one in force,
+                // whichever authorisation finishes first.
+                will_messages += 1;
+                let task = wills::will(
+                    shared.clone(),
+                    conn.clone(),
+                    format,
+                    id,
+                    will_messages,
+                    session,
+                    topic,
+                    delay_ms,
+                    payload,
+                );
                 run_in_order(handlers, aborts, holding(permit, Some(charge), task));
                 continue;
             }
@@ -245,7 +264,8 @@ async fn read(
             Ok((_, _)) => return violation(close_code::PROTOCOL, "a client sent a message only servers send".into()),
             Err(DecodeError::BadCall { id, message }) => {
                 let error = CallError::new(CallError::BAD_REQUEST, message);
-                refuse(handlers, aborts, permit, conn, conn.format(), Mode::Call(id), String::new(), error);
+                let format = spoken.unwrap_or_else(|| conn.format());
+                refuse(handlers, aborts, permit, conn, format, Mode::Call(id), String::new(), error);
                 continue;
             }
             Err(e) => return violation(e.close_code(), e.to_string()),

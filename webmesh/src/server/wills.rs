@@ -8,11 +8,12 @@
 //! is *pending*: a WILL from a new connection of the same session (the
 //! client came back) cancels it; else it is published when the delay ends.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::sync::{Arc, Mutex, PoisonError, Weak};
+use std::time::{Duration, Instant};
 
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::answer;
@@ -26,7 +27,11 @@ const NO_CODE: u16 = 1005;
 
 /// What a will costs beyond its bytes: its entry, and for a pending one
 /// the task that waits out its delay.
-const OVERHEAD: usize = 512;
+const OVERHEAD: usize = 640;
+
+/// The error code of a WILL from a connection that a newer one of the same
+/// session replaced.
+pub(crate) const SUPERSEDED: &str = "superseded";
 
 /// The longest session name a client may give.
 pub(crate) const MAX_SESSION_LENGTH: usize = 128;
@@ -45,23 +50,44 @@ struct Inner {
     /// published at once rather than kept.
     pending_memory: usize,
     published: AtomicU64,
-    /// Cancelled at shutdown: the timers of pending wills end.
+    /// Wakes the timer: a pending will was added.
+    wake: Arc<Notify>,
+    /// Cancelled at shutdown, or when the server is dropped: the timer ends.
     closed: CancellationToken,
+}
+
+impl Drop for Inner {
+    fn drop(&mut self) {
+        self.closed.cancel();
+    }
 }
 
 #[derive(Default)]
 struct State {
-    /// The will of each connection that left one, by connection id.
-    live: HashMap<u64, Will>,
-    /// The connection holding each session's live will.
+    /// Each connection that sent a WILL: its will in force, if any.
+    slots: HashMap<u64, Slot>,
+    /// The connection holding each session's will in force.
     sessions: HashMap<String, u64>,
     /// Wills of connections that ended, waiting out their delay.
     pending: HashMap<Key, Pending>,
+    /// When each pending will is due, by its number.
+    deadlines: BTreeMap<(Instant, u64), Key>,
     pending_bytes: usize,
-    /// Numbers the pending wills, so that a timer publishes only its own.
+    /// Numbers the pending wills, so that a deadline is only its own will's.
     next_pending: u64,
+    /// Whether the timer task runs.
+    timer: bool,
     /// Set at shutdown: nothing is kept pending any more.
     closed: bool,
+}
+
+/// What a connection's WILLs left.
+#[derive(Default)]
+struct Slot {
+    will: Option<Will>,
+    /// The number of the connection's latest WILL applied: an earlier one
+    /// whose authorisation finished later changes nothing.
+    seq: u64,
 }
 
 /// What a pending will is kept under: its session, or its connection when
@@ -77,7 +103,7 @@ struct Will {
     data: rmpv::Value,
     delay: Duration,
     session: Option<String>,
-    /// Its bytes, charged to its connection while it is live.
+    /// Its bytes, charged to its connection while it is in force.
     bytes: usize,
     charge: Option<Charge>,
 }
@@ -89,17 +115,16 @@ struct Pending {
 
 impl Wills {
     pub(crate) fn new(hub: Hub, max_delay: Duration, pending_memory: usize) -> Self {
-        let state = Mutex::new(State::default());
-        Self {
-            inner: Arc::new(Inner {
-                state,
-                hub,
-                max_delay,
-                pending_memory,
-                published: AtomicU64::new(0),
-                closed: CancellationToken::new(),
-            }),
-        }
+        let inner = Inner {
+            state: Mutex::new(State::default()),
+            hub,
+            max_delay,
+            pending_memory,
+            published: AtomicU64::new(0),
+            wake: Arc::new(Notify::new()),
+            closed: CancellationToken::new(),
+        };
+        Self { inner: Arc::new(inner) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
@@ -108,7 +133,7 @@ impl Wills {
 
     /// How many connections have a will in force.
     pub(crate) fn live(&self) -> usize {
-        self.state().live.len()
+        self.state().slots.values().filter(|slot| slot.will.is_some()).count()
     }
 
     /// How many wills were published.
@@ -121,51 +146,75 @@ impl Wills {
         self.state().pending.len()
     }
 
-    /// A message of `session` came: the client is back, and the will its
-    /// earlier connection left pending is cancelled.
-    fn cancel_pending(state: &mut State, session: &str) {
+    /// The bytes of connection `id`'s will in force.
+    fn bytes_of(&self, id: u64) -> usize {
+        self.state().slots.get(&id).and_then(|slot| slot.will.as_ref()).map_or(0, |will| will.bytes)
+    }
+
+    /// A WILL of `session` came: the client is back, and the will its
+    /// earlier connection left pending is cancelled, whatever becomes of
+    /// this WILL.
+    fn client_is_back(&self, session: &str) {
+        let mut state = self.state();
         if let Some(pending) = state.pending.remove(&Key::Session(session.to_owned())) {
             state.pending_bytes -= pending.will.bytes;
             tracing::debug!(session, topic = pending.will.topic, "a will was cancelled: its client came back");
         }
     }
 
-    /// Puts `will` in force for `conn`, replacing its earlier one; `false`
-    /// if the connection ended meanwhile (it is not).
-    fn install(&self, conn: &Connection, will: Option<Will>, session: Option<&str>) -> bool {
+    /// Applies WILL number `seq` of `conn`: puts `will` in force, or
+    /// withdraws the connection's will (`None`).
+    fn install(&self, conn: &Connection, seq: u64, will: Option<Will>, session: Option<&str>) -> Result<(), CallError> {
         let mut state = self.state();
         // Checked under this lock, which `ended` takes after the flag is
         // set: a will installed now is seen by `ended`.
         if conn.is_unsubscribed_all() {
-            return false;
+            return Err(CallError::new(CallError::BAD_REQUEST, "the connection ended before its will was in force"));
+        }
+        let id = conn.id();
+        if let Some(session) = session {
+            // Connection ids grow: a newer connection of the session holds
+            // its will, and this one is the client's past.
+            if state.sessions.get(session).is_some_and(|holder| *holder > id) {
+                let message = "a newer connection of this session holds its will";
+                return Err(CallError::new(SUPERSEDED, message));
+            }
+        }
+        let slot = state.slots.entry(id).or_default();
+        if seq < slot.seq {
+            // A later WILL of this connection was applied already: as if
+            // this one had been, then replaced.
+            return Ok(());
+        }
+        slot.seq = seq;
+        let old = slot.will.take();
+        if let Some(old) = old {
+            forget_session(&mut state, old.session.as_deref(), id);
         }
         if let Some(session) = session {
-            Self::cancel_pending(&mut state, session);
-        }
-        if let Some(old) = state.live.remove(&conn.id()) {
-            forget_session(&mut state, old.session.as_deref(), conn.id());
+            // The session's will on an older connection, not yet seen to
+            // end: the client is back, and that will is replaced (or
+            // withdrawn) by this one.
+            if let Some(older) = state.sessions.remove(session) {
+                if let Some(slot) = state.slots.get_mut(&older) {
+                    slot.will = None;
+                }
+            }
         }
         if let Some(will) = will {
             if let Some(session) = &will.session {
-                // A will of the same session on another connection is that
-                // client's earlier connection, not yet seen to end: the
-                // client is back, so that will is superseded.
-                if let Some(earlier) = state.sessions.insert(session.clone(), conn.id()) {
-                    if earlier != conn.id() {
-                        state.live.remove(&earlier);
-                    }
-                }
+                state.sessions.insert(session.clone(), id);
             }
-            state.live.insert(conn.id(), will);
+            state.slots.entry(id).or_default().will = Some(will);
         }
-        true
+        Ok(())
     }
 
     /// Connection `conn` ended for `reason`: its will is discarded,
     /// published, or kept for its delay.
     pub(crate) fn ended(&self, conn: &Connection, reason: &DisconnectReason) {
         let mut state = self.state();
-        let Some(mut will) = state.live.remove(&conn.id()) else { return };
+        let Some(mut will) = state.slots.remove(&conn.id()).and_then(|slot| slot.will) else { return };
         forget_session(&mut state, will.session.as_deref(), conn.id());
         will.charge = None;
         // A close frame of 1000, or without a code (what a browser's
@@ -185,35 +234,40 @@ impl Wills {
         let key = will.session.clone().map(Key::Session).unwrap_or(Key::Connection(conn.id()));
         state.next_pending += 1;
         let number = state.next_pending;
-        let delay = will.delay;
+        state.deadlines.insert((Instant::now() + will.delay, number), key.clone());
         state.pending_bytes += will.bytes;
-        if let Some(earlier) = state.pending.insert(key.clone(), Pending { will, number }) {
+        if let Some(earlier) = state.pending.insert(key, Pending { will, number }) {
             state.pending_bytes -= earlier.will.bytes;
         }
+        if !std::mem::replace(&mut state.timer, true) {
+            tokio::spawn(timer(Arc::downgrade(&self.inner), self.inner.wake.clone(), self.inner.closed.clone()));
+        }
         drop(state);
-        let wills = self.clone();
-        let reason = reason.clone();
-        tokio::spawn(async move {
-            tokio::select! {
-                () = tokio::time::sleep(delay) => {}
-                // Published by `flush`.
-                () = wills.inner.closed.cancelled() => return,
+        self.inner.wake.notify_one();
+    }
+
+    /// Takes the pending wills due by `now`.
+    fn due(&self, now: Instant) -> Vec<Will> {
+        let mut state = self.state();
+        let mut due = Vec::new();
+        while let Some(entry) = state.deadlines.first_entry() {
+            if entry.key().0 > now {
+                break;
             }
-            let due = {
-                let mut state = wills.state();
-                match state.pending.get(&key) {
-                    Some(pending) if pending.number == number => {
-                        let pending = state.pending.remove(&key).expect("just seen");
-                        state.pending_bytes -= pending.will.bytes;
-                        Some(pending.will)
-                    }
-                    _ => None,
-                }
-            };
-            if let Some(will) = due {
-                wills.publish(&will, &reason);
+            let ((_, number), key) = entry.remove_entry();
+            // Cancelled, or replaced by a later will of the session: not this one's.
+            if state.pending.get(&key).is_some_and(|p| p.number == number) {
+                let pending = state.pending.remove(&key).expect("just seen");
+                state.pending_bytes -= pending.will.bytes;
+                due.push(pending.will);
             }
-        });
+        }
+        due
+    }
+
+    /// When the next pending will is due.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.state().deadlines.first_key_value().map(|((deadline, _), _)| *deadline)
     }
 
     /// The server shuts down: the wills waiting out their delay belong to
@@ -223,6 +277,7 @@ impl Wills {
             let mut state = self.state();
             state.closed = true;
             state.pending_bytes = 0;
+            state.deadlines.clear();
             self.inner.closed.cancel();
             state.pending.drain().map(|(_, p)| p.will).collect()
         };
@@ -240,7 +295,32 @@ impl Wills {
     }
 }
 
-/// Drops the record that `id` holds `session`'s live will, if it still does.
+/// Publishes the pending wills as they fall due: one task for all of them,
+/// holding the registry only while it works, and ending with it.
+async fn timer(wills: Weak<Inner>, wake: Arc<Notify>, closed: CancellationToken) {
+    loop {
+        let Some(inner) = wills.upgrade() else { return };
+        let registry = Wills { inner };
+        for will in registry.due(Instant::now()) {
+            registry.publish(&will, &DisconnectReason::Gone);
+        }
+        let next = registry.next_deadline();
+        drop(registry);
+        let sleep = async {
+            match next {
+                Some(deadline) => tokio::time::sleep_until(deadline.into()).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            () = sleep => {}
+            () = wake.notified() => {}
+            () = closed.cancelled() => return,
+        }
+    }
+}
+
+/// Drops the record that `id` holds `session`'s will, if it still does.
 fn forget_session(state: &mut State, session: Option<&str>, id: u64) {
     if let Some(session) = session {
         if state.sessions.get(session) == Some(&id) {
@@ -249,20 +329,22 @@ fn forget_session(state: &mut State, session: Option<&str>, id: u64) {
     }
 }
 
-/// Answers a WILL: sets, replaces or (without a topic) withdraws the
-/// connection's will, once authorised like a publication to its topic.
+/// Answers WILL number `seq` of its connection: sets, replaces or (without
+/// a topic) withdraws the connection's will, once authorised like a
+/// publication to its topic.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn will(
     shared: Arc<Shared>,
     conn: Connection,
     format: WireFormat,
     id: u64,
+    seq: u64,
     session: Option<String>,
     topic: Option<String>,
     delay_ms: u64,
     payload: Payload,
 ) {
-    let result = accept_will(&shared, &conn, session, topic, delay_ms, payload).await;
+    let result = accept_will(&shared, &conn, seq, session, topic, delay_ms, payload).await;
     if let Err(error) = &result {
         tracing::debug!(%error, "will refused");
     }
@@ -272,6 +354,7 @@ pub(crate) async fn will(
 async fn accept_will(
     shared: &Arc<Shared>,
     conn: &Connection,
+    seq: u64,
     session: Option<String>,
     topic: Option<String>,
     delay_ms: u64,
@@ -282,9 +365,11 @@ async fn accept_will(
         let message = format!("a will's session must be 1 to {MAX_SESSION_LENGTH} bytes long");
         return Err(CallError::new(CallError::BAD_REQUEST, message));
     }
+    if let Some(session) = &session {
+        wills.client_is_back(session);
+    }
     let Some(topic) = topic else {
-        wills.install(conn, None, session.as_deref());
-        return Ok(());
+        return wills.install(conn, seq, None, session.as_deref());
     };
     let delay = Duration::from_millis(delay_ms);
     if delay > wills.inner.max_delay {
@@ -299,17 +384,14 @@ async fn accept_will(
     // Kept decoded, to be encoded once per format its subscribers speak.
     let data: rmpv::Value = payload.deserialize()?;
     // Held in the server's registry while the connection lives, as its
-    // subscriptions are.
+    // subscriptions are; it replaces the will in force, whose bytes go.
     let account = conn.account();
-    if !account.has_room(Direction::Subscriptions, bytes) {
+    if !account.has_room(Direction::Subscriptions, bytes.saturating_sub(wills.bytes_of(conn.id()))) {
         let message =
             format!("the will would take {bytes} bytes, more than its connection may hold (connection_memory)");
         return Err(CallError::new(CallError::LIMIT, message));
     }
     let charge = Some(account.charge(Direction::Subscriptions, bytes));
     let will = Will { topic, data, delay, session: session.clone(), bytes, charge };
-    if !wills.install(conn, Some(will), session.as_deref()) {
-        return Err(CallError::new(CallError::BAD_REQUEST, "the connection ended before its will was in force"));
-    }
-    Ok(())
+    wills.install(conn, seq, Some(will), session.as_deref())
 }
