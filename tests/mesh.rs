@@ -4,7 +4,7 @@
 mod common;
 
 use std::collections::HashMap;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -449,26 +449,11 @@ impl ChildNode {
 
     /// With more of its settings: `MESH_CHILD_ID`, `MESH_CHILD_WILL` (a topic).
     fn start_with(port: u16, peer: &str, routes: &str, env: &[(&str, &str)]) -> Self {
-        use std::io::{BufRead, BufReader};
-        let mut child: Child = Command::new(std::env::current_exe().unwrap())
-            .args(["child_node", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .envs(env.iter().copied())
-            .env("MESH_CHILD_ADDR", format!("127.0.0.1:{port}"))
-            .env("MESH_CHILD_PEER", peer)
-            .env("MESH_CHILD_ROUTES", routes)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let id = loop {
-            let line = lines.next().expect("the child node printed its id").unwrap();
-            // The harness prints `test child_node ... ` before it.
-            if let Some((_, id)) = line.split_once("ready ") {
-                break id.trim().to_owned();
-            }
-        };
-        Self { process: python::Killed(child), id }
+        let addr = format!("127.0.0.1:{port}");
+        let mut env = env.to_vec();
+        env.extend([("MESH_CHILD_ADDR", addr.as_str()), ("MESH_CHILD_PEER", peer), ("MESH_CHILD_ROUTES", routes)]);
+        let (process, id) = common::child_test("child_node", &env);
+        Self { process, id }
     }
 
     fn signal(&self, signal: &str) {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{python, TestServer};
@@ -109,18 +109,7 @@ struct ChildClient(python::Killed);
 
 impl ChildClient {
     fn start(url: &str, topic: &str) -> Self {
-        use std::io::{BufRead, BufReader};
-        let mut child: Child = Command::new(std::env::current_exe().unwrap())
-            .args(["child_client", "--exact", "--ignored", "--nocapture", "--test-threads=1"])
-            .env("WILL_CHILD_URL", url)
-            .env("WILL_CHILD_TOPIC", topic)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        while !lines.next().expect("the child client started").unwrap().contains("ready") {}
-        Self(python::Killed(child))
+        Self(common::child_test("child_client", &[("WILL_CHILD_URL", url), ("WILL_CHILD_TOPIC", topic)]).0)
     }
 
     fn pid(&self) -> u32 {

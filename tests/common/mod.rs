@@ -189,6 +189,32 @@ impl Restartable {
     }
 }
 
+/// Runs `test`, an ignored test of this test binary, as a child process
+/// with `env`, and returns it (killed when dropped) once it printed a line
+/// with `ready`, and what followed `ready` on that line.
+pub fn child_test(test: &str, env: &[(&str, &str)]) -> (python::Killed, String) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    // Killed (and waited for) when dropped, a failed wait included.
+    let mut child = python::Killed(
+        Command::new(std::env::current_exe().unwrap())
+            .args([test, "--exact", "--ignored", "--nocapture", "--test-threads=1"])
+            .envs(env.iter().copied())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = BufReader::new(child.0.stdout.take().unwrap()).lines();
+    loop {
+        let line = lines.next().expect("the child printed `ready`").unwrap();
+        // The harness prints `test <name> ... ` before it.
+        if let Some((_, rest)) = line.split_once("ready") {
+            return (child, rest.trim().to_owned());
+        }
+    }
+}
+
 /// Fails the test instead of hanging it when `future` does not finish.
 pub async fn within<F: std::future::Future>(secs: u64, future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), future).await.expect("timed out")

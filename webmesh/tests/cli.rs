@@ -147,15 +147,8 @@ async fn the_cli_calls_the_echo_example() {
 /// Subscribing from one terminal and publishing from another, against the echo example.
 #[tokio::test]
 async fn the_cli_subscribes_and_publishes_on_the_echo_example() {
-    use tokio::io::AsyncBufReadExt;
     let (_echo, url) = start_echo().await;
-    let mut subscriber = tokio::process::Command::new(env!("CARGO_BIN_EXE_webmesh"))
-        .args(["subscribe", &url, "/news/{*rest}"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(subscriber.stdout.take().unwrap()).lines();
+    let (_subscriber, mut lines) = running(&["subscribe", &url, "/news/{*rest}"]);
     // Publish until the subscriber, which starts concurrently, prints.
     let mut line = None;
     for n in 0..400 {
@@ -181,34 +174,21 @@ async fn the_cli_subscribes_and_publishes_on_the_echo_example() {
 /// --will` killed with `kill -9`, and none of one ended with Ctrl-C.
 #[tokio::test]
 async fn a_subscriber_with_a_will_killed_with_sigkill_has_its_will_printed_by_another() {
-    use tokio::io::AsyncBufReadExt;
     let (_echo, url) = start_echo().await;
-    let mut supervisor = tokio::process::Command::new(env!("CARGO_BIN_EXE_webmesh"))
-        .args(["subscribe", &url, "/workers/*/gone"])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(supervisor.stdout.take().unwrap()).lines();
+    let (_supervisor, mut lines) = running(&["subscribe", &url, "/workers/*/gone"]);
     // The supervisor is subscribed once it prints what is published.
     assert_eq!(publish_until_printed(&url, "/workers/probe/gone", &mut lines).await["topic"], "/workers/probe/gone");
 
     let worker = |n: &str| {
-        tokio::process::Command::new(env!("CARGO_BIN_EXE_webmesh"))
-            .args(["subscribe", "--will", &format!("/workers/{n}/gone"), &format!(r#"{{"worker": {n}}}"#)])
-            .args([url.as_str(), &format!("/news/jobs/{n}")])
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .unwrap()
+        let (topic, will, job) =
+            (format!("/workers/{n}/gone"), format!(r#"{{"worker": {n}}}"#), format!("/news/jobs/{n}"));
+        running(&["subscribe", "--will", &topic, &will, &url, &job])
     };
     // Ctrl-C is a clean close: no will. Then kill -9: the will.
     for (n, signal) in [("5", "-TERM"), ("6", "-INT"), ("7", "-KILL")] {
-        let mut child = worker(n);
+        let (mut child, mut printed) = worker(n);
         // Its will is in force (sent before its subscription) once what is
         // published to its job reaches it.
-        let mut printed = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
         publish_until_printed(&url, &format!("/news/jobs/{n}"), &mut printed).await;
         let pid = child.id().unwrap().to_string();
         let status = std::process::Command::new("kill").args([signal, &pid]).status().unwrap();
@@ -226,6 +206,21 @@ async fn a_subscriber_with_a_will_killed_with_sigkill_has_its_will_printed_by_an
     let out = cli(&["subscribe", "--will", "/elsewhere", "1", &url, "/news/jobs/8"]).await;
     assert_eq!(out.status.code(), Some(1));
     assert!(stderr(&out).contains("clients may not publish to `/elsewhere`"), "{}", stderr(&out));
+}
+
+type StdoutLines = tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>;
+
+/// The CLI running with `args`, killed when dropped, and the lines it prints.
+fn running(args: &[&str]) -> (tokio::process::Child, StdoutLines) {
+    use tokio::io::AsyncBufReadExt;
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_webmesh"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let lines = tokio::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    (child, lines)
 }
 
 /// Publishes to `topic` until `lines` yields an event line.
@@ -344,7 +339,6 @@ async fn the_cli_calls_a_wss_server_trusting_a_given_ca() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nodes_lists_a_mesh_as_a_table_and_as_json_and_watches_it() {
-    use tokio::io::AsyncBufReadExt;
     use webmesh::{Mesh, NodeState};
     let node = |name: &str, path: &'static str| {
         let server =
@@ -382,13 +376,7 @@ async fn nodes_lists_a_mesh_as_a_table_and_as_json_and_watches_it() {
     assert!(listed.iter().all(|n| n["state"] == "up" && n["status"]["uptime_ms"].is_u64()), "{listed:?}");
 
     // --watch: the table, then a line when c leaves.
-    let mut watcher = tokio::process::Command::new(env!("CARGO_BIN_EXE_webmesh"))
-        .args(["nodes", "--watch", &a.url()])
-        .stdout(std::process::Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let mut lines = tokio::io::BufReader::new(watcher.stdout.take().unwrap()).lines();
+    let (_watcher, mut lines) = running(&["nodes", "--watch", &a.url()]);
     for _ in 0..4 {
         tokio::time::timeout(Duration::from_secs(10), lines.next_line()).await.unwrap().unwrap().unwrap();
     }
