@@ -1,6 +1,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use serde::Serialize;
 use tokio_tungstenite::tungstenite::http::HeaderValue;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
@@ -13,7 +14,6 @@ use super::will::Will;
 use crate::heartbeat::Heartbeat;
 use crate::protocol::{codec_subprotocol, Codec, Compression, LegacyFormat, WireFormat};
 use crate::Error;
-use serde::Serialize;
 
 /// The default per-call timeout: 30 seconds.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
