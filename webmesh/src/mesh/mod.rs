@@ -11,6 +11,10 @@ mod handle;
 mod link;
 mod members;
 mod messages;
+// Groundwork of the mesh over NATS (issue 10), compiled for its tests
+// until the transport that uses it lands behind the `nats` feature.
+#[cfg(test)]
+mod nats;
 mod node;
 mod wills;
 

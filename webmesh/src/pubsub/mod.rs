@@ -17,3 +17,6 @@ pub(crate) use grants::{Check, Gate, Grants};
 pub(crate) use hub::{Interest, Limits};
 pub(crate) use pattern::{validate_topic, PatternError, TopicLimits, TopicPattern, MAX_TOPIC_SEGMENTS_CEILING};
 pub(crate) use queue::{EventQueue, Pushed};
+// For the mesh's NATS subjects, which only tests use yet.
+#[cfg(test)]
+pub(crate) use pattern::Segment;
