@@ -428,6 +428,9 @@ async fn child_node() {
     if let Ok(id) = std::env::var("MESH_CHILD_ID") {
         builder = builder.id(id);
     }
+    if let Ok(ms) = std::env::var("MESH_CHILD_DOWN_AFTER") {
+        builder = builder.down_after(Duration::from_millis(ms.parse().unwrap()));
+    }
     if let Ok(topic) = std::env::var("MESH_CHILD_WILL") {
         builder = builder.will(topic, &json!({"will of": "child"}));
     }
@@ -1043,4 +1046,55 @@ async fn a_node_that_leaves_gracefully_has_no_will_published_and_set_will_replac
     }
     a.shutdown().await;
     b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_survivors_wait_for_the_heir_and_publish_the_will_once_when_it_dies_before_claiming() {
+    // The heir, "0-heir", takes 30 s to see a death: b and c see z-dead
+    // `down` long before, and wait for it. When the heir dies too, the will
+    // passes to b (the lowest id left), which publishes it once.
+    let b = builder("b", Router::new(), "127.0.0.1:0").id("b").start().await.unwrap();
+    let c = builder("c", Router::new(), "127.0.0.1:0").id("c").peer(b.url()).start().await.unwrap();
+    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let slow = [("MESH_CHILD_ID", "0-heir"), ("MESH_CHILD_DOWN_AFTER", "30000")];
+    let heir = ChildNode::start_with(port(), &b.url(), "", &slow);
+    let dead = ChildNode::start_with(
+        port(),
+        &b.url(),
+        "",
+        &[("MESH_CHILD_ID", "z-dead"), ("MESH_CHILD_WILL", "/services/dead/gone")],
+    );
+    for n in [&b, &c] {
+        until("4 nodes up", 15, || all_up(n, 4)).await;
+    }
+    let mut watchers = will_watchers(&[&b, &c]).await;
+
+    dead.signal("-KILL");
+    for n in [&b, &c] {
+        until("z-dead down", 15, || state_of(n, &dead.id) == Some(NodeState::Down)).await;
+    }
+    tokio::time::sleep(ms(500)).await;
+    b.publish("/services/dead/gone", &"marker b").unwrap();
+    c.publish("/services/dead/gone", &"marker c").unwrap();
+    for (_, subscription) in &mut watchers {
+        assert_eq!(
+            until_markers(subscription, &["marker b", "marker c"]).await,
+            Vec::<Value>::new(),
+            "the heir's to publish"
+        );
+    }
+
+    heir.signal("-KILL");
+    for n in [&b, &c] {
+        until("the heir down", 15, || state_of(n, &heir.id) == Some(NodeState::Down)).await;
+    }
+    tokio::time::sleep(ms(500)).await;
+    b.publish("/services/dead/gone", &"marker b").unwrap();
+    c.publish("/services/dead/gone", &"marker c").unwrap();
+    for (_, subscription) in &mut watchers {
+        let got = until_markers(subscription, &["marker b", "marker c"]).await;
+        assert_eq!(got, [json!({"will of": "child"})], "published once, by the next heir");
+    }
+    b.shutdown().await;
+    c.shutdown().await;
 }
