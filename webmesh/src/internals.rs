@@ -116,3 +116,19 @@ impl Subscriptions {
         self.hub.unsubscribe(self.connections[connection].id(), id);
     }
 }
+
+/// The NATS subject of `topic` in a mesh whose subjects start with `prefix`.
+pub fn nats_subject(prefix: &str, topic: &str) -> String {
+    crate::mesh::nats::subject::Subjects::new(prefix).of_topic(topic)
+}
+
+/// The NATS subject filter of `pattern`, or why it is no pattern.
+pub fn nats_filter(prefix: &str, pattern: &str) -> Result<String, String> {
+    let pattern = crate::pubsub::TopicPattern::parse(pattern).map_err(|e| e.to_string())?;
+    Ok(crate::mesh::nats::subject::Subjects::new(prefix).of_pattern(&pattern))
+}
+
+/// The topic whose NATS subject is `subject`, if it is one of the mesh's.
+pub fn nats_topic(prefix: &str, subject: &str) -> Option<String> {
+    crate::mesh::nats::subject::Subjects::new(prefix).to_topic(subject)
+}

@@ -11,10 +11,11 @@ mod handle;
 mod link;
 mod members;
 mod messages;
-// Groundwork of the mesh over NATS (issue 10), compiled for its tests
-// until the transport that uses it lands behind the `nats` feature.
-#[cfg(test)]
-mod nats;
+// Groundwork of the mesh over NATS, compiled for its tests (and the
+// internals the integration tests drive) until the transport that uses it
+// lands behind a `nats` feature.
+#[cfg(any(test, feature = "__internals"))]
+pub(crate) mod nats;
 mod node;
 mod wills;
 

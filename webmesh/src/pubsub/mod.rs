@@ -18,5 +18,5 @@ pub(crate) use hub::{Interest, Limits};
 pub(crate) use pattern::{validate_topic, PatternError, TopicLimits, TopicPattern, MAX_TOPIC_SEGMENTS_CEILING};
 pub(crate) use queue::{EventQueue, Pushed};
 // For the mesh's NATS subjects, which only tests use yet.
-#[cfg(test)]
+#[cfg(any(test, feature = "__internals"))]
 pub(crate) use pattern::Segment;

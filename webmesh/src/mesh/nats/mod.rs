@@ -2,4 +2,4 @@
 //! mesh's calls, events and membership through a NATS cluster instead of
 //! direct links.
 
-mod subject;
+pub(crate) mod subject;
