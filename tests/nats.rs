@@ -38,20 +38,44 @@ async fn the_pattern_table_of_protocol_md_holds_through_nats() {
     // of the node it reaches, the exact one.
     let wildcard_rows = [("/{*all}", "/a.b/c d"), ("/*/x", "/>/x"), ("/a/{*rest}", "/a//b")]
         .map(|(pattern, topic)| (pattern.to_owned(), topic.to_owned(), true));
-    let nats = common::nats::Nats::start();
-    let client = async_nats::connect(nats.url()).await.unwrap();
+    // Subscribers on one server of a cluster, the publisher on another: the
+    // events cross the cluster's routes, as between nodes in production.
+    let cluster = common::nats::Nats::cluster(3);
+    let subscriber = async_nats::connect(cluster[0].url()).await.unwrap();
+    let publisher = async_nats::connect(cluster[2].url()).await.unwrap();
     for (pattern, topic, delivers) in rows.into_iter().chain(odd_rows).chain(wildcard_rows) {
         let filter = nats_filter("webmesh", &pattern).unwrap();
         let subject = nats_subject("webmesh", &topic);
-        let mut pattern_subscriber = client.subscribe(filter.clone()).await.unwrap();
-        let mut sentinel = client.subscribe("sentinel").await.unwrap();
-        client.flush().await.unwrap();
-        client.publish(subject.clone(), "event".into()).await.unwrap();
-        client.publish("sentinel", "after".into()).await.unwrap();
-        client.flush().await.unwrap();
-        // The server delivers in publish order: once the sentinel is here,
-        // the event is too, if it was delivered at all.
-        tokio::time::timeout(Duration::from_secs(5), sentinel.next()).await.expect("the sentinel").unwrap();
+        let mut pattern_subscriber = subscriber.subscribe(filter.clone()).await.unwrap();
+        let mut sentinel = subscriber.subscribe("sentinel").await.unwrap();
+        subscriber.flush().await.unwrap();
+        // The interest reaches the publisher's server in the order it was
+        // made: once a sentinel crosses, the pattern's interest is there.
+        common::within(20, async {
+            loop {
+                publisher.publish("sentinel", "probe".into()).await.unwrap();
+                publisher.flush().await.unwrap();
+                if tokio::time::timeout(Duration::from_millis(50), sentinel.next()).await.is_ok() {
+                    break;
+                }
+            }
+        })
+        .await;
+        while sentinel.next().now_or_never().flatten().is_some() {}
+        publisher.publish(subject.clone(), "event".into()).await.unwrap();
+        publisher.publish("sentinel", "after".into()).await.unwrap();
+        publisher.flush().await.unwrap();
+        // One publisher's messages arrive in order: once the sentinel is
+        // here, the event is too, if it was delivered at all.
+        let after = tokio::time::timeout(Duration::from_secs(5), async {
+            loop {
+                let message = sentinel.next().await.unwrap();
+                if &message.payload[..] == b"after" {
+                    break;
+                }
+            }
+        });
+        after.await.expect("the sentinel");
         let delivered = pattern_subscriber.next().now_or_never().flatten();
         assert_eq!(delivered.is_some(), delivers, "{pattern} ({filter}) ~ {topic} ({subject})");
         if let Some(message) = delivered {

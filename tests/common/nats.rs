@@ -24,22 +24,49 @@ impl Nats {
     /// Starts one server, with JetStream storing under the tests' temporary
     /// directory, and waits until it accepts connections.
     pub fn start() -> Self {
-        let port = free_port();
+        Self::spawn(free_ports(1)[0], &[])
+    }
+
+    /// Starts `n` servers routed to each other as one cluster (on
+    /// loopback), each with JetStream, and waits until each accepts
+    /// connections; the routes form soon after.
+    pub fn cluster(n: usize) -> Vec<Self> {
+        let ports = free_ports(2 * n);
+        let (client_ports, cluster_ports) = ports.split_at(n);
+        let routes: Vec<String> = cluster_ports.iter().map(|p| format!("nats://127.0.0.1:{p}")).collect();
+        let routes = routes.join(",");
+        cluster_ports
+            .iter()
+            .enumerate()
+            .map(|(i, cluster_port)| {
+                let name = format!("n{i}");
+                let cluster = format!("nats://127.0.0.1:{cluster_port}");
+                let args =
+                    ["--server_name", &name, "--cluster_name", "webmesh", "--cluster", &cluster, "--routes", &routes];
+                Self::spawn(client_ports[i], &args)
+            })
+            .collect()
+    }
+
+    fn spawn(port: u16, args: &[&str]) -> Self {
         let store = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("nats-{port}"));
         let process = Command::new(python::nats_server())
             .args(["-a", "127.0.0.1", "-p", &port.to_string(), "-js", "-sd"])
             .arg(&store)
+            .args(args)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .expect("start nats-server");
         let process = Killed(process);
+        // Made now, so that its store goes with it however the wait ends.
+        let nats = Self { _process: process, port, store };
         let started = Instant::now();
         while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(started.elapsed() < Duration::from_secs(20), "nats-server did not start");
+            assert!(started.elapsed() < Duration::from_secs(20), "nats-server did not start on port {port}");
             std::thread::sleep(Duration::from_millis(20));
         }
-        Self { _process: process, port, store }
+        nats
     }
 
     pub fn url(&self) -> String {
@@ -47,6 +74,10 @@ impl Nats {
     }
 }
 
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+/// `n` distinct free ports: their listeners are all open while they are
+/// chosen, so none is handed out twice.
+fn free_ports(n: usize) -> Vec<u16> {
+    let listeners: Vec<std::net::TcpListener> =
+        (0..n).map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap()).collect();
+    listeners.iter().map(|l| l.local_addr().unwrap().port()).collect()
 }
