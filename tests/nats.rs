@@ -43,17 +43,20 @@ async fn the_pattern_table_of_protocol_md_holds_through_nats() {
     let cluster = common::nats::Nats::cluster(3);
     let subscriber = async_nats::connect(cluster[0].url()).await.unwrap();
     let publisher = async_nats::connect(cluster[2].url()).await.unwrap();
-    for (pattern, topic, delivers) in rows.into_iter().chain(odd_rows).chain(wildcard_rows) {
+    for (row, (pattern, topic, delivers)) in rows.into_iter().chain(odd_rows).chain(wildcard_rows).enumerate() {
         let filter = nats_filter("webmesh", &pattern).unwrap();
         let subject = nats_subject("webmesh", &topic);
         let mut pattern_subscriber = subscriber.subscribe(filter.clone()).await.unwrap();
-        let mut sentinel = subscriber.subscribe("sentinel").await.unwrap();
+        // A subject of this row's own: a sentinel of an earlier row could
+        // cross on interest the publisher's server has not yet seen go.
+        let sentinel_subject = format!("sentinel.{row}");
+        let mut sentinel = subscriber.subscribe(sentinel_subject.clone()).await.unwrap();
         subscriber.flush().await.unwrap();
         // The interest reaches the publisher's server in the order it was
         // made: once a sentinel crosses, the pattern's interest is there.
         common::within(20, async {
             loop {
-                publisher.publish("sentinel", "probe".into()).await.unwrap();
+                publisher.publish(sentinel_subject.clone(), "probe".into()).await.unwrap();
                 publisher.flush().await.unwrap();
                 if tokio::time::timeout(Duration::from_millis(50), sentinel.next()).await.is_ok() {
                     break;
@@ -63,7 +66,7 @@ async fn the_pattern_table_of_protocol_md_holds_through_nats() {
         .await;
         while sentinel.next().now_or_never().flatten().is_some() {}
         publisher.publish(subject.clone(), "event".into()).await.unwrap();
-        publisher.publish("sentinel", "after".into()).await.unwrap();
+        publisher.publish(sentinel_subject.clone(), "after".into()).await.unwrap();
         publisher.flush().await.unwrap();
         // One publisher's messages arrive in order: once the sentinel is
         // here, the event is too, if it was delivered at all.
