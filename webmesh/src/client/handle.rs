@@ -11,7 +11,7 @@ use super::push::{Push, Pushes};
 use super::reconnect::{ConnectionState, WhileDisconnected};
 use super::shared::{Answer, ClientShared, Failure, LEGACY_ID};
 use super::subscription::Subscription;
-use super::will::Will;
+use super::will::{self, Will};
 use crate::deadline;
 use crate::protocol::{Envelope, WireFormat};
 use crate::{Error, Payload, SubscribeOptions};
@@ -237,13 +237,9 @@ impl Client {
         let _turn = self.shared.testament.turn.lock().await;
         let (session, delay_ms) = self.shared.testament.session_and_delay();
         let (id, reply) = self.shared.register();
-        let (topic, data) = match &will {
-            Some(will) => (Some(will.topic.as_str()), &will.data),
-            None => (None, &rmpv::Value::Nil),
-        };
-        let envelope = Envelope::Will { id, session: Some(&session), topic, delay_ms, data };
-        let path = topic.unwrap_or_default();
-        self.request(id, reply, path, &envelope, self.shared.timeout).await?;
+        let envelope = will::envelope(id, &session, will.as_ref(), delay_ms);
+        let topic = will.as_ref().map_or("", |will| will.topic.as_str());
+        self.request(id, reply, topic, &envelope, self.shared.timeout).await?;
         self.shared.testament.accepted(will);
         Ok(())
     }

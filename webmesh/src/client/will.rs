@@ -60,7 +60,7 @@ impl Testament {
     /// The session and the delay (in milliseconds) a WILL carries.
     pub(crate) fn session_and_delay(&self) -> (String, u64) {
         let state = self.state();
-        (state.session.clone(), u64::try_from(state.delay.as_millis()).unwrap_or(u64::MAX))
+        (state.session.clone(), millis(state.delay))
     }
 
     /// The server accepted `will` (or its withdrawal).
@@ -77,14 +77,27 @@ impl Testament {
         if !state.used {
             return None;
         }
-        let delay_ms = u64::try_from(state.delay.as_millis()).unwrap_or(u64::MAX);
-        let (topic, data) = match &state.will {
-            Some(will) => (Some(will.topic.as_str()), &will.data),
-            None => (None, &rmpv::Value::Nil),
-        };
-        let envelope = Envelope::Will { id, session: Some(&state.session), topic, delay_ms, data };
+        let envelope = envelope(id, &state.session, state.will.as_ref(), millis(state.delay));
         format.encode(&envelope, compression).ok()
     }
+}
+
+/// The WILL that sets `will` (withdraws the will, if `None`), as call `id`.
+pub(crate) fn envelope<'a>(
+    id: u64,
+    session: &'a str,
+    will: Option<&'a Will>,
+    delay_ms: u64,
+) -> Envelope<'a, rmpv::Value> {
+    let (topic, data) = match will {
+        Some(will) => (Some(will.topic.as_str()), &will.data),
+        None => (None, &rmpv::Value::Nil),
+    };
+    Envelope::Will { id, session: Some(session), topic, delay_ms, data }
+}
+
+fn millis(delay: Duration) -> u64 {
+    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
 }
 
 /// 128 random bits, from the operating system.

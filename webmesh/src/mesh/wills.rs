@@ -32,7 +32,7 @@ impl NodeWill {
 }
 
 /// The data of a CLAIM: the node whose will the sender publishes.
-#[derive(Debug, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Claim {
     pub(crate) of: String,
 }
@@ -136,7 +136,7 @@ impl MeshInner {
         tracing::info!(dead = id, topic = will.topic, "publishing the will of a node that died");
         let claim = Claim { of: id.to_owned() };
         for (_, link) in self.members.links_up() {
-            let claim = rmpv::ext::to_value(&claim).unwrap_or(rmpv::Value::Nil);
+            let claim = claim.clone();
             self.tasks.spawn(async move {
                 if let Err(e) = link.emit(WILL_CLAIM, &claim).await {
                     tracing::debug!("a will's claim was not sent: {e}");

@@ -641,8 +641,8 @@ impl ServerBuilder {
             topics: self.topic_limits,
         });
         let router = if self.include_registered { self.router.with_registered() } else { self.router };
-        let hub_for_wills = hub.clone();
         Ok(Shared {
+            wills: super::Wills::new(hub.clone(), self.max_will_delay, self.pending_wills_memory),
             routes: RouteTable::build(RouteKind::Call, &router.routes)?,
             subscribe_routes: RouteTable::build(RouteKind::Subscribe, &router.routes)?,
             publish_routes: RouteTable::build(RouteKind::Publish, &router.routes)?,
@@ -670,7 +670,6 @@ impl ServerBuilder {
             write_timeout: self.write_timeout,
             expose_internal_errors: self.expose_internal_errors,
             counters: super::stats::Counters::default(),
-            wills: super::Wills::new(hub_for_wills, self.max_will_delay, self.pending_wills_memory),
         })
     }
 }
