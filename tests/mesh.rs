@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::python;
+use common::{python, until};
 use serde_json::{json, Value};
 use webmesh::{Client, Error, Mesh, MeshBuilder, Node, NodeState, Router, Server, State};
 
@@ -48,15 +48,6 @@ fn state_of(mesh: &Mesh, id: &str) -> Option<NodeState> {
 fn all_up(mesh: &Mesh, count: usize) -> bool {
     let nodes = mesh.nodes();
     nodes.len() == count && nodes.iter().all(|n| n.state == NodeState::Up)
-}
-
-/// Waits until `done` holds, checking every 20 ms, failing after `secs`.
-async fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(ms(20)).await;
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -918,11 +909,30 @@ async fn a_node_marked_left_by_a_forged_goodbye_comes_back() {
 
 // Wills of nodes.
 
-/// What `subscription` receives on `topic` until it has seen the data of
-/// each of `markers` (published after the will could be due, by each
-/// survivor, on the will's own topic: a will published twice, by either,
-/// comes before that one's marker).
-async fn until_markers(subscription: &mut webmesh::Subscription<Value>, markers: &[&str]) -> Vec<Value> {
+type Watchers = Vec<(Client, webmesh::Subscription<Value>)>;
+
+/// What each of `watchers` received (but the losses it was told of) before
+/// the markers each of `survivors` publishes now on each of `topics`: a will
+/// published once per survivor, or twice by either, comes before that
+/// one's marker on its topic.
+async fn wills_received(survivors: &[&Mesh], topics: &[&str], watchers: &mut Watchers) -> Vec<Vec<Value>> {
+    let mut markers = Vec::new();
+    for topic in topics {
+        for node in survivors {
+            let marker = json!(format!("marker of {}", node.id()));
+            node.publish(topic, &marker).unwrap();
+            markers.push(marker);
+        }
+    }
+    let mut received = Vec::new();
+    for (_, subscription) in watchers {
+        received.push(until_markers(subscription, &markers).await);
+    }
+    received
+}
+
+/// What `subscription` receives until it has seen each of `markers`.
+async fn until_markers(subscription: &mut webmesh::Subscription<Value>, markers: &[Value]) -> Vec<Value> {
     let mut got = Vec::new();
     let mut seen = 0;
     while seen < markers.len() {
@@ -933,7 +943,7 @@ async fn until_markers(subscription: &mut webmesh::Subscription<Value>, markers:
             Err(Error::Lagged { missed: None }) => continue,
             Err(e) => panic!("{e}"),
         };
-        if markers.iter().any(|m| event.data == json!(m)) {
+        if markers.contains(&event.data) {
             seen += 1;
         } else {
             got.push(event.data);
@@ -944,7 +954,7 @@ async fn until_markers(subscription: &mut webmesh::Subscription<Value>, markers:
 
 /// A subscriber of `/services/*/gone` on each node, once the interest
 /// reached the others: each node's publication reaches both.
-async fn will_watchers(nodes: &[&Mesh]) -> Vec<(Client, webmesh::Subscription<Value>)> {
+async fn will_watchers(nodes: &[&Mesh]) -> Watchers {
     let mut watchers = Vec::new();
     for n in nodes {
         let client = Client::connect(&n.url()).await.unwrap();
@@ -968,6 +978,24 @@ async fn will_watchers(nodes: &[&Mesh]) -> Vec<(Client, webmesh::Subscription<Va
     watchers
 }
 
+/// A child node of id `id` seeded on `seed`, with a will on `/services/{will}/gone`
+/// when `will` is given, and more of its settings in `env`.
+fn child(seed: &Mesh, id: &str, will: Option<&str>, env: &[(&str, &str)]) -> ChildNode {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let topic = will.map(|will| format!("/services/{will}/gone"));
+    let mut env = env.to_vec();
+    env.push(("MESH_CHILD_ID", id));
+    if let Some(topic) = &topic {
+        env.push(("MESH_CHILD_WILL", topic));
+    }
+    ChildNode::start_with(port, &seed.url(), "", &env)
+}
+
+/// The will `child` leaves.
+fn a_will() -> Value {
+    json!({"will of": "child"})
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_will_reaches_a_subscriber_on_each_survivor_exactly_once_even_when_its_heir_dies_with_it() {
     // The heir of a dead node is the lowest id `up`: "0-heir", until it
@@ -975,19 +1003,8 @@ async fn a_killed_nodes_will_reaches_a_subscriber_on_each_survivor_exactly_once_
     // notice both deaths at the same moment.
     let a = builder("a", Router::new(), "127.0.0.1:0").id("a").start().await.unwrap();
     let b = builder("b", Router::new(), "127.0.0.1:0").id("b").peer(a.url()).start().await.unwrap();
-    let port = |_| std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let heir = ChildNode::start_with(
-        port(0),
-        &a.url(),
-        "",
-        &[("MESH_CHILD_ID", "0-heir"), ("MESH_CHILD_WILL", "/services/heir/gone")],
-    );
-    let dead = ChildNode::start_with(
-        port(1),
-        &a.url(),
-        "",
-        &[("MESH_CHILD_ID", "z-dead"), ("MESH_CHILD_WILL", "/services/dead/gone")],
-    );
+    let heir = child(&a, "0-heir", Some("heir"), &[]);
+    let dead = child(&a, "z-dead", Some("dead"), &[]);
     for n in [&a, &b] {
         until("4 nodes up", 15, || all_up(n, 4)).await;
     }
@@ -1001,13 +1018,8 @@ async fn a_killed_nodes_will_reaches_a_subscriber_on_each_survivor_exactly_once_
         })
         .await;
     }
-    a.publish("/services/dead/gone", &"marker a").unwrap();
-    b.publish("/services/dead/gone", &"marker b").unwrap();
-    a.publish("/services/heir/gone", &"marker a").unwrap();
-    b.publish("/services/heir/gone", &"marker b").unwrap();
-    for (_, subscription) in &mut watchers {
-        let got = until_markers(subscription, &["marker a", "marker b", "marker a", "marker b"]).await;
-        assert_eq!(got, [json!({"will of": "child"}), json!({"will of": "child"})], "each will once, on each survivor");
+    for got in wills_received(&[&a, &b], &["/services/dead/gone", "/services/heir/gone"], &mut watchers).await {
+        assert_eq!(got, [a_will(), a_will()], "each will once, on each survivor");
     }
     a.shutdown().await;
     b.shutdown().await;
@@ -1039,10 +1051,8 @@ async fn a_node_that_leaves_gracefully_has_no_will_published_and_set_will_replac
     }
     // Past the time a death would take to be noticed.
     tokio::time::sleep(ms(1500)).await;
-    a.publish("/services/c/gone", &"marker a").unwrap();
-    b.publish("/services/c/gone", &"marker b").unwrap();
-    for (_, subscription) in &mut watchers {
-        assert_eq!(until_markers(subscription, &["marker a", "marker b"]).await, Vec::<Value>::new(), "no will");
+    for got in wills_received(&[&a, &b], &["/services/c/gone"], &mut watchers).await {
+        assert_eq!(got, Vec::<Value>::new(), "no will");
     }
     a.shutdown().await;
     b.shutdown().await;
@@ -1055,15 +1065,8 @@ async fn the_survivors_wait_for_the_heir_and_publish_the_will_once_when_it_dies_
     // passes to b (the lowest id left), which publishes it once.
     let b = builder("b", Router::new(), "127.0.0.1:0").id("b").start().await.unwrap();
     let c = builder("c", Router::new(), "127.0.0.1:0").id("c").peer(b.url()).start().await.unwrap();
-    let port = || std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let slow = [("MESH_CHILD_ID", "0-heir"), ("MESH_CHILD_DOWN_AFTER", "30000")];
-    let heir = ChildNode::start_with(port(), &b.url(), "", &slow);
-    let dead = ChildNode::start_with(
-        port(),
-        &b.url(),
-        "",
-        &[("MESH_CHILD_ID", "z-dead"), ("MESH_CHILD_WILL", "/services/dead/gone")],
-    );
+    let heir = child(&b, "0-heir", None, &[("MESH_CHILD_DOWN_AFTER", "30000")]);
+    let dead = child(&b, "z-dead", Some("dead"), &[]);
     for n in [&b, &c] {
         until("4 nodes up", 15, || all_up(n, 4)).await;
     }
@@ -1074,14 +1077,8 @@ async fn the_survivors_wait_for_the_heir_and_publish_the_will_once_when_it_dies_
         until("z-dead down", 15, || state_of(n, &dead.id) == Some(NodeState::Down)).await;
     }
     tokio::time::sleep(ms(500)).await;
-    b.publish("/services/dead/gone", &"marker b").unwrap();
-    c.publish("/services/dead/gone", &"marker c").unwrap();
-    for (_, subscription) in &mut watchers {
-        assert_eq!(
-            until_markers(subscription, &["marker b", "marker c"]).await,
-            Vec::<Value>::new(),
-            "the heir's to publish"
-        );
+    for got in wills_received(&[&b, &c], &["/services/dead/gone"], &mut watchers).await {
+        assert_eq!(got, Vec::<Value>::new(), "the heir's to publish");
     }
 
     heir.signal("-KILL");
@@ -1089,11 +1086,8 @@ async fn the_survivors_wait_for_the_heir_and_publish_the_will_once_when_it_dies_
         until("the heir down", 15, || state_of(n, &heir.id) == Some(NodeState::Down)).await;
     }
     tokio::time::sleep(ms(500)).await;
-    b.publish("/services/dead/gone", &"marker b").unwrap();
-    c.publish("/services/dead/gone", &"marker c").unwrap();
-    for (_, subscription) in &mut watchers {
-        let got = until_markers(subscription, &["marker b", "marker c"]).await;
-        assert_eq!(got, [json!({"will of": "child"})], "published once, by the next heir");
+    for got in wills_received(&[&b, &c], &["/services/dead/gone"], &mut watchers).await {
+        assert_eq!(got, [a_will()], "published once, by the next heir");
     }
     b.shutdown().await;
     c.shutdown().await;

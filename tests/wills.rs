@@ -8,7 +8,7 @@ mod common;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use common::{python, TestServer};
+use common::{python, until, TestServer};
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
 use tokio::task::JoinHandle;
@@ -80,14 +80,6 @@ async fn next_will(wills: &mut Subscription<Value>) -> Value {
     let event = tokio::time::timeout(Duration::from_secs(10), wills.recv()).await.expect("a will in time");
     let event = event.expect("open").expect("an event");
     json!({"topic": event.topic, "data": event.data})
-}
-
-async fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !done() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        tokio::time::sleep(ms(20)).await;
-    }
 }
 
 // Client processes, killed for real.

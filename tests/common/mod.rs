@@ -216,6 +216,15 @@ pub fn child_test(test: &str, env: &[(&str, &str)]) -> (python::Killed, String) 
     }
 }
 
+/// Waits until `done` holds, checking every 20 ms, failing after `secs`.
+pub async fn until(what: &str, secs: u64, mut done: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(secs);
+    while !done() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting until {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Fails the test instead of hanging it when `future` does not finish.
 pub async fn within<F: std::future::Future>(secs: u64, future: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(secs), future).await.expect("timed out")
