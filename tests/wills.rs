@@ -584,3 +584,28 @@ async fn a_will_replaces_another_within_the_connections_memory_and_short_wills_a
     raw.send(Message::text(r#"[13, 2]"#)).await.unwrap();
     assert_eq!(next_frame(&mut raw).await, Message::text(r#"[4,2,"bad_request","the session is missing",null]"#));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_never_reads_is_cut_as_a_slow_consumer_and_its_will_published() {
+    let setup = server_with(|b| b.connection_memory(256 << 10).event_queue(64)).await;
+    let (_supervisor, mut wills) = supervisor(&setup).await;
+    let mut stalled = common::raw(setup.server.addr.port()).await;
+    stalled.send(Message::text(r#"[13, 1, null, "/workers/3/gone", 0, "stalled"]"#)).await.unwrap();
+    stalled.send(Message::text(r#"[6, 2, "/flood", {"lag": "disconnect"}]"#)).await.unwrap();
+    assert_eq!(next_frame(&mut stalled).await, Message::text("[3,1,null]"));
+    assert_eq!(next_frame(&mut stalled).await, Message::text("[3,2,null]"));
+    // From now on it reads nothing: its socket buffers fill, then its queue.
+    assert_eq!(setup.stats.connections(), 2, "the supervisor and the stalled peer");
+    let chunk = "x".repeat(16 << 10);
+    common::within(20, async {
+        while setup.stats.connections() == 2 {
+            for _ in 0..64 {
+                setup.hub.publish("/flood", &chunk).unwrap();
+            }
+            tokio::time::sleep(ms(5)).await;
+        }
+    })
+    .await;
+    assert_eq!(next_will(&mut wills).await, json!({"topic": "/workers/3/gone", "data": "stalled"}));
+    drop(stalled);
+}
