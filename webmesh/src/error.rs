@@ -101,6 +101,11 @@ pub enum Error {
         /// The server's explanation.
         message: String,
     },
+    /// This node of a mesh is cut off from the other nodes: its connection
+    /// to the mesh's NATS cluster is down while it is re-established. The
+    /// call was not sent; what this node serves itself still works.
+    #[error("this node is cut off from the rest of the mesh ({0}); {NOT_SENT}")]
+    Offline(String),
     /// The network failed.
     #[error("i/o error: {0}")]
     Io(#[from] std::io::Error),
@@ -128,7 +133,7 @@ impl Error {
     pub(crate) fn was_not_sent(&self) -> bool {
         match self {
             Error::Closed(Some(reason)) => reason.ends_with(NOT_SENT),
-            Error::TooLarge { .. } => true,
+            Error::TooLarge { .. } | Error::Offline(_) => true,
             _ => false,
         }
     }

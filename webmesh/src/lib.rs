@@ -76,6 +76,7 @@
 //! |---|---|---|
 //! | `anyhow` | no | handlers may return `anyhow::Result<T>` ([`IntoCallError`] for `anyhow::Error`) |
 //! | `cli` | no | the `webmesh` command-line client binary (and `tls`) |
+//! | `nats` | no | the mesh over a NATS cluster ([`MeshBuilder::nats`]), for hundreds of nodes |
 //! | `tls` | no | `wss://` for servers ([`TlsConfig`]) and clients ([`ClientTls`]), with rustls |
 
 mod call_error;
@@ -115,6 +116,8 @@ pub use mesh::{
     DEFAULT_DOWN_AFTER, DEFAULT_FORGET_AFTER, DEFAULT_LINK_PING_INTERVAL, DEFAULT_LINK_PING_TIMEOUT,
     DEFAULT_STATUS_INTERVAL,
 };
+#[cfg(feature = "nats")]
+pub use mesh::DEFAULT_NATS_PREFIX;
 pub use protocol::{Codec, CodecError, IncomingMessage, LegacyFormat, OutgoingMessage, Payload, PayloadError};
 pub use pubsub::{Hub, LagPolicy, SubscribeOptions, DEFAULT_MAX_TOPIC_LENGTH, DEFAULT_MAX_TOPIC_SEGMENTS};
 pub use routing::Router;

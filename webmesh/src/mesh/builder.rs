@@ -129,6 +129,10 @@ pub struct MeshBuilder {
     legacy_peers: Vec<LegacyPeer>,
     identity: Option<IdentityCodec>,
     will: Option<Result<NodeWill, Error>>,
+    #[cfg(feature = "nats")]
+    nats: Option<Vec<String>>,
+    #[cfg(feature = "nats")]
+    nats_prefix: Option<String>,
     #[cfg(feature = "tls")]
     tls: Option<crate::ClientTls>,
 }
@@ -152,6 +156,10 @@ impl Default for MeshBuilder {
             legacy_peers: Vec::new(),
             identity: None,
             will: None,
+            #[cfg(feature = "nats")]
+            nats: None,
+            #[cfg(feature = "nats")]
+            nats_prefix: None,
             #[cfg(feature = "tls")]
             tls: None,
         }
@@ -302,6 +310,39 @@ impl MeshBuilder {
         self
     }
 
+    /// Joins the mesh through the NATS cluster at `urls` (comma-separated;
+    /// default `WEBMESH_NATS`) instead of direct links (feature `nats`): no
+    /// seeds, and hundreds of nodes. One server's URL is enough: the client
+    /// learns the cluster's other servers from it, and moves to one of them
+    /// if its server goes. The NATS servers need JetStream (`-js`), for the
+    /// bucket of node records.
+    ///
+    /// Calls, events, wills and membership go through NATS; the API, the
+    /// handlers and the clients stay the same. See the README, "Scaling out".
+    ///
+    /// ```no_run
+    /// # async fn demo() -> Result<(), webmesh::Error> {
+    /// let mesh = webmesh::Mesh::builder().name("orders").nats("nats://10.0.0.2:4222").start().await?;
+    /// # Ok(()) }
+    /// ```
+    #[cfg(feature = "nats")]
+    pub fn nats(mut self, urls: impl AsRef<str>) -> Self {
+        let urls = urls.as_ref().split(',').map(|url| url.trim().to_owned()).filter(|url| !url.is_empty());
+        self.nats.get_or_insert_with(Vec::new).extend(urls);
+        self
+    }
+
+    /// The first tokens of every NATS subject of the mesh (default
+    /// [`DEFAULT_NATS_PREFIX`](crate::DEFAULT_NATS_PREFIX), `webmesh`, or
+    /// `WEBMESH_NATS_PREFIX`): meshes with different prefixes share a NATS
+    /// cluster without seeing each other. Its bucket of node records is the
+    /// prefix with `_nodes` (dots as `_`).
+    #[cfg(feature = "nats")]
+    pub fn nats_prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.nats_prefix = Some(prefix.into());
+        self
+    }
+
     /// The TLS settings of links to `wss://` nodes (feature `tls`), such as
     /// a private CA or a client certificate.
     #[cfg(feature = "tls")]
@@ -338,6 +379,11 @@ impl MeshBuilder {
                 .unwrap_or_default()
         });
         let advertise = self.advertise.take().or_else(|| env("WEBMESH_ADVERTISE"));
+        #[cfg(feature = "nats")]
+        let nats = match self.nats_settings(&peers)? {
+            Some(settings) => Some(super::nats::Nats::connect(&settings, &name, self.call_timeout).await?),
+            None => None,
+        };
         let forwarding = self.forwarding && !server.has_not_found();
         let hub = server.hub();
         let interest = hub.interest(RESERVED);
@@ -398,6 +444,8 @@ impl MeshBuilder {
                 running: OnceLock::new(),
                 last_calls: Mutex::new((Instant::now(), 0)),
                 heirs: Default::default(),
+                #[cfg(feature = "nats")]
+                nats: OnceLock::new(),
             }
         });
         let bound = server.bind().await?;
@@ -412,7 +460,48 @@ impl MeshBuilder {
         let _ = mesh.url.set(url.clone());
         mesh.members.replace_self(Node { url, routes, ..mesh.members.own() });
         let _ = mesh.server.set(shared);
+        #[cfg(feature = "nats")]
+        if let Some(nats) = nats {
+            let _ = mesh.nats.set(nats.start(&mesh));
+        }
         Ok(Mesh::run(mesh, bound, peers, self.legacy_peers))
+    }
+}
+
+impl MeshBuilder {
+    /// The NATS to join through, if any; a node joins through NATS or
+    /// through seeds, not both.
+    #[cfg(feature = "nats")]
+    fn nats_settings(&mut self, peers: &[String]) -> Result<Option<super::nats::Settings>, Error> {
+        let env = |name: &str| std::env::var(name).ok().filter(|v| !v.trim().is_empty());
+        let urls = match self.nats.take() {
+            Some(urls) => urls,
+            None => match env("WEBMESH_NATS") {
+                Some(urls) => urls.split(',').map(|u| u.trim().to_owned()).filter(|u| !u.is_empty()).collect(),
+                None => return Ok(None),
+            },
+        };
+        if urls.is_empty() {
+            return Err(Error::Config("no NATS URL to join the mesh through".into()));
+        }
+        if !peers.is_empty() || !self.legacy_peers.is_empty() {
+            return Err(Error::Config(
+                "a node joins its mesh through NATS or through seeds and legacy peers, not both".into(),
+            ));
+        }
+        let prefix = self
+            .nats_prefix
+            .take()
+            .or_else(|| env("WEBMESH_NATS_PREFIX"))
+            .unwrap_or_else(|| super::nats::DEFAULT_NATS_PREFIX.into());
+        let valid = !prefix.is_empty()
+            && prefix.split('.').all(|token| !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+        if !valid {
+            return Err(Error::Config(format!(
+                "the NATS prefix `{prefix}`: tokens of letters, digits, `-` and `_`, separated by dots"
+            )));
+        }
+        Ok(Some(super::nats::Settings { urls, prefix }))
     }
 }
 

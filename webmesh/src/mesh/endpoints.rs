@@ -132,30 +132,39 @@ fn will_claimed(mesh: &Weak<MeshInner>, conn: &Connection, claim: Claim) -> Resu
     }
 }
 
-/// Runs a call another node forwarded, as its caller.
+/// Runs a call another node forwarded over a link, as its caller.
 async fn serve_forwarded(mesh: &MeshInner, conn: &Connection, call: Forward) -> Reply {
     if let Err(e) = only_nodes(conn) {
         return Reply::error(e);
     }
-    let caller = mesh.caller();
-    if let Some(identity) = call.identity {
-        let Some(codec) = &mesh.identity else {
-            return Reply::error(CallError::new(
-                CallError::BAD_REQUEST,
-                "this node does not take forwarded identities",
-            ));
-        };
-        if let Err(e) = (codec.insert)(&caller, identity) {
-            return Reply::error(CallError::new(CallError::BAD_REQUEST, format!("the forwarded identity: {e}")));
+    mesh.run_forwarded(call).await
+}
+
+impl MeshInner {
+    /// Runs a call another node forwarded, as its caller: with the
+    /// identity it carries, if this mesh forwards identities.
+    pub(crate) async fn run_forwarded(&self, call: Forward) -> Reply {
+        let mesh = self;
+        let caller = mesh.caller();
+        if let Some(identity) = call.identity {
+            let Some(codec) = &mesh.identity else {
+                return Reply::error(CallError::new(
+                    CallError::BAD_REQUEST,
+                    "this node does not take forwarded identities",
+                ));
+            };
+            if let Err(e) = (codec.insert)(&caller, identity) {
+                return Reply::error(CallError::new(CallError::BAD_REQUEST, format!("the forwarded identity: {e}")));
+            }
         }
-    }
-    let payload = match super::to_payload(&call.data) {
-        Ok(payload) => payload,
-        Err(e) => return Reply::error(CallError::internal(e.to_string())),
-    };
-    match mesh.call_here(caller, &call.path, payload).await {
-        Some(reply) => reply,
-        None => Reply::error(CallError::not_found(&call.path)),
+        let payload = match super::to_payload(&call.data) {
+            Ok(payload) => payload,
+            Err(e) => return Reply::error(CallError::internal(e.to_string())),
+        };
+        match mesh.call_here(caller, &call.path, payload).await {
+            Some(reply) => reply,
+            None => Reply::error(CallError::not_found(&call.path)),
+        }
     }
 }
 
@@ -181,21 +190,17 @@ pub(crate) fn forwarder(
 }
 
 async fn forward(mesh: &MeshInner, conn: &Connection, path: String, data: rmpv::Value) -> Reply {
-    let targets = mesh.members.serving(&path, true);
     let identity = mesh.identity.as_ref().and_then(|codec| (codec.read)(conn));
-    let (path, data, identity) = (&path, &data, &identity);
-    let sent = mesh.in_turns(targets, path, |target| async move {
-        match target {
-            Target::Remote { client, legacy: true, .. } => client.call::<rmpv::Value>(path, data).await,
-            Target::Remote { client, .. } => {
-                let call = Forward { path: path.clone(), data: data.clone(), identity: identity.clone() };
-                client.call::<rmpv::Value>(FORWARD, &call).await
-            }
-            // Not listed: only other nodes serve forwarded calls.
-            Target::Local => Err(Error::NoRoute { path: path.clone() }),
-        }
-    });
-    match sent.await {
+    let call = Forward { path, data, identity };
+    let path = &call.path;
+    #[cfg(feature = "nats")]
+    let sent = match mesh.nats.get() {
+        Some(nats) => nats.forward(&call).await,
+        None => over_links(mesh, &call).await,
+    };
+    #[cfg(not(feature = "nats"))]
+    let sent = over_links(mesh, &call).await;
+    match sent {
         Ok(value) => Reply::value(value),
         Err(Error::NoRoute { .. }) => Reply::error(CallError::not_found(path)),
         Err(e) if e.was_not_sent() => {
@@ -203,6 +208,19 @@ async fn forward(mesh: &MeshInner, conn: &Connection, path: String, data: rmpv::
         }
         Err(e) => Reply::error(call_error(e, path)),
     }
+}
+
+/// Forwards `call` to one of the other nodes that serve its path, taking turns.
+async fn over_links(mesh: &MeshInner, call: &Forward) -> Result<rmpv::Value, Error> {
+    let targets = mesh.members.serving(&call.path, true);
+    mesh.in_turns(targets, &call.path, |target| async move {
+        match target {
+            Target::Remote { peer, legacy, .. } => peer.forward(call, legacy).await,
+            // Not listed: only other nodes serve forwarded calls.
+            Target::Local => Err(Error::NoRoute { path: call.path.clone() }),
+        }
+    })
+    .await
 }
 
 /// The error a forwarded call's caller sees for what the link answered.

@@ -93,7 +93,7 @@ impl Mesh {
         for peer in legacy {
             inner.dial(&peer.url.clone(), Dial::Legacy(peer));
         }
-        inner.members.report_self(inner.status());
+        inner.report();
         inner.tasks.spawn(report(inner.clone()));
         let running = Running { addr, serving: Mutex::new(Some(serving)) };
         let _ = inner.running.set(running);
@@ -143,14 +143,16 @@ impl Mesh {
     pub fn set_will(&self, topic: &str, data: &(impl Serialize + ?Sized)) -> Result<(), Error> {
         let will = NodeWill::new(topic.to_owned(), data)?;
         let mesh = self.get()?;
-        mesh.members.set_own_will(Some(will), mesh.status());
+        mesh.members.set_own_will(Some(will));
+        mesh.report();
         Ok(())
     }
 
     /// Withdraws this node's last will: nothing is published when it dies.
     pub fn clear_will(&self) -> Result<(), Error> {
         let mesh = self.get()?;
-        mesh.members.set_own_will(None, mesh.status());
+        mesh.members.set_own_will(None);
+        mesh.report();
         Ok(())
     }
 
@@ -169,6 +171,13 @@ impl Mesh {
     /// was sent and then lost is not (it may have run).
     pub async fn call<R: DeserializeOwned>(&self, path: &str, data: &(impl Serialize + ?Sized)) -> Result<R, Error> {
         let mesh = self.get()?;
+        #[cfg(feature = "nats")]
+        if let Some(nats) = mesh.nats.get() {
+            return match mesh.serves(path) {
+                true => call_here(&mesh, path, data).await,
+                false => nats.call(path, data).await,
+            };
+        }
         let targets = mesh.members.serving(path, false);
         call_one(&mesh, targets, path, data).await
     }
@@ -177,6 +186,16 @@ impl Mesh {
     /// [`call`](Self::call) chooses, without waiting for an answer.
     pub async fn emit(&self, path: &str, data: &(impl Serialize + ?Sized)) -> Result<(), Error> {
         let mesh = self.get()?;
+        #[cfg(feature = "nats")]
+        if let Some(nats) = mesh.nats.get() {
+            if mesh.serves(path) {
+                return emit_to(&mesh, &Target::Local, path, data).await;
+            }
+            if mesh.members.serving(path, true).is_empty() {
+                return Err(Error::NoRoute { path: path.to_owned() });
+            }
+            return nats.emit(path, data).await;
+        }
         let targets = mesh.members.serving(path, false);
         emit_one(&mesh, targets, path, data).await
     }
@@ -218,6 +237,10 @@ impl Mesh {
     pub async fn shutdown(&self) {
         let Ok(mesh) = self.get() else { return };
         mesh.leaving.store(true, std::sync::atomic::Ordering::Release);
+        #[cfg(feature = "nats")]
+        if let Some(nats) = mesh.nats.get() {
+            nats.leave(mesh.members.own()).await;
+        }
         let bye = Goodbye { id: mesh.id.clone() };
         let farewells = mesh.members.links_up().into_iter().map(|(_, client)| {
             let bye = bye.clone();
@@ -260,7 +283,7 @@ async fn report(mesh: Arc<MeshInner>) {
             _ = tick.tick() => {}
             () = mesh.stop.cancelled() => return,
         }
-        mesh.members.report_self(mesh.status());
+        mesh.report();
         for url in mesh.members.reap(mesh.config.forget_after) {
             mesh.hang_up(&url);
         }
@@ -277,7 +300,7 @@ async fn call_one<R: DeserializeOwned>(
     mesh.in_turns(targets, path, |target| async move {
         match target {
             Target::Local => call_here(mesh, path, data).await,
-            Target::Remote { client, .. } => client.call(path, data).await,
+            Target::Remote { peer, .. } => peer.call(path, data).await,
         }
     })
     .await
@@ -309,7 +332,7 @@ async fn emit_to(
             });
             Ok(())
         }
-        Target::Remote { client, .. } => client.emit(path, data).await,
+        Target::Remote { peer, .. } => peer.emit(path, data).await,
     }
 }
 

@@ -18,6 +18,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
 use super::messages::{node_topic, Hello, HELLO, RESERVED};
+use super::peer::Peer;
 use super::{Dial, LegacyPeer, MeshInner, Node, NodeState};
 use crate::client::Relay;
 use crate::pubsub::TopicPattern;
@@ -215,11 +216,11 @@ impl Link {
             *relay.peer.lock().unwrap_or_else(PoisonError::into_inner) = Some(node.id.clone());
         }
         self.mesh.came_back(&node.id);
-        if self.mesh.members.up(node, self.client.clone(), &self.url) {
+        if self.mesh.members.up(node, Peer::Link(self.client.clone()), &self.url) {
             // The nodes that follow this one learn of the newcomer now, not
             // at the next report: two nodes that joined through one seed at
             // once would not know each other until then.
-            self.mesh.members.report_self(self.mesh.status());
+            self.mesh.report();
         }
         self.sync_interest().await;
         Ok(Introduced::Up)

@@ -10,13 +10,14 @@ use tokio::sync::broadcast;
 use super::messages::node_topic;
 use super::node::now_ms;
 use super::{Node, NodeState};
+use super::peer::Peer;
 use crate::{Client, Hub};
 
 /// A known node.
 pub(crate) struct Member {
     pub(crate) node: Node,
-    /// The client that reaches it; `None` for this node itself.
-    pub(crate) link: Option<Client>,
+    /// The way to reach it; `None` for this node itself.
+    pub(crate) link: Option<Peer>,
     /// The URL its link dials.
     pub(crate) link_url: String,
     /// Its call routes, to match paths against.
@@ -41,9 +42,7 @@ impl Member {
     fn target(&self) -> Target {
         match &self.link {
             None => Target::Local,
-            Some(client) => {
-                Target::Remote { id: self.node.id.clone(), client: client.clone(), legacy: self.node.legacy }
-            }
+            Some(peer) => Target::Remote { id: self.node.id.clone(), peer: peer.clone(), legacy: self.node.legacy },
         }
     }
 
@@ -65,7 +64,7 @@ pub(crate) struct Members {
 #[derive(Clone)]
 pub(crate) enum Target {
     Local,
-    Remote { id: String, client: Client, legacy: bool },
+    Remote { id: String, peer: Peer, legacy: bool },
 }
 
 impl Members {
@@ -108,9 +107,9 @@ impl Members {
         }
     }
 
-    /// Node `node` is linked, through `link` dialled at `link_url`; returns
-    /// whether it is new.
-    pub(crate) fn up(&self, mut node: Node, link: Client, link_url: &str) -> bool {
+    /// Node `node` is reached through `link` (dialled at `link_url`, for a
+    /// direct link); returns whether it is new.
+    pub(crate) fn up(&self, mut node: Node, link: Peer, link_url: &str) -> bool {
         node.state = NodeState::Up;
         node.last_seen_ms = now_ms();
         let member = Member {
@@ -154,7 +153,7 @@ impl Members {
         let node = {
             let mut nodes = self.lock();
             let Some(member) = nodes.get_mut(id) else { return };
-            if member.node.state != NodeState::Left || member.link.as_ref().is_none_or(Client::is_closed) {
+            if member.node.state != NodeState::Left || member.link.as_ref().and_then(Peer::link).is_none_or(Client::is_closed) {
                 return;
             }
             member.node.state = NodeState::Up;
@@ -196,12 +195,11 @@ impl Members {
         self.announce(&node);
     }
 
-    /// Replaces this node's will, and reports it at once.
-    pub(crate) fn set_own_will(&self, will: Option<super::NodeWill>, status: super::NodeStatus) {
+    /// Replaces this node's will.
+    pub(crate) fn set_own_will(&self, will: Option<super::NodeWill>) {
         if let Some(member) = self.lock().get_mut(&self.me) {
             member.node.will = will;
         }
-        self.report_self(status);
     }
 
     /// Every node known, this one included.
@@ -284,6 +282,28 @@ impl Members {
         urls.into_iter().filter(|url| !nodes.values().any(|m| m.link_url == *url)).collect()
     }
 
+    /// The nodes reached without a link of their own (over NATS) that are
+    /// in `state` and were last heard from longer than `after` ago.
+    #[cfg(feature = "nats")]
+    pub(crate) fn silent_since(&self, after: Duration, state: NodeState) -> Vec<String> {
+        let before = now_ms().saturating_sub(after.as_millis() as u64);
+        self.lock()
+            .values()
+            .filter(|m| m.node.state == state && m.link.as_ref().is_some_and(|peer| peer.link().is_none()))
+            .filter(|m| m.node.last_seen_ms < before)
+            .map(|m| m.node.id.clone())
+            .collect()
+    }
+
+    /// Counts every node as heard from now: this node could hear none for a while.
+    #[cfg(feature = "nats")]
+    pub(crate) fn heard_all_now(&self) {
+        let now = now_ms();
+        for member in self.lock().values_mut() {
+            member.node.last_seen_ms = now;
+        }
+    }
+
     /// The state of node `id`.
     pub(crate) fn state(&self, id: &str) -> Option<NodeState> {
         self.lock().get(id).map(|m| m.node.state)
@@ -299,7 +319,7 @@ impl Members {
         self.lock()
             .iter()
             .filter(|(_, m)| m.node.state == NodeState::Up && !m.node.legacy)
-            .filter_map(|(id, m)| Some((id.clone(), m.link.clone()?)))
+            .filter_map(|(id, m)| Some((id.clone(), m.link.as_ref()?.link()?.clone())))
             .collect()
     }
 }

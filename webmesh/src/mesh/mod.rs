@@ -11,12 +11,10 @@ mod handle;
 mod link;
 mod members;
 mod messages;
-// Groundwork of the mesh over NATS, compiled for its tests (and the
-// internals the integration tests drive) until the transport that uses it
-// lands behind a `nats` feature.
-#[cfg(any(test, feature = "__internals"))]
+#[cfg(any(test, feature = "__internals", feature = "nats"))]
 pub(crate) mod nats;
 mod node;
+mod peer;
 mod wills;
 
 use std::collections::{HashMap, HashSet};
@@ -33,6 +31,8 @@ pub use builder::{
     DEFAULT_LINK_PING_TIMEOUT, DEFAULT_STATUS_INTERVAL,
 };
 pub use handle::{mesh, Mesh, NodeRef, Watch};
+#[cfg(feature = "nats")]
+pub use nats::DEFAULT_NATS_PREFIX;
 pub use node::{Node, NodeState, NodeStatus, NodeWill, Routes};
 
 use self::endpoints::IdentityCodec;
@@ -110,9 +110,27 @@ pub(crate) struct MeshInner {
     last_calls: Mutex<(Instant, u64)>,
     /// What became of the wills of the nodes that died.
     heirs: wills::Heirs,
+    /// The node's NATS, when the mesh runs over NATS rather than links.
+    #[cfg(feature = "nats")]
+    pub(crate) nats: OnceLock<Arc<nats::Nats>>,
 }
 
 impl MeshInner {
+    /// Takes this node's status, and reports it.
+    pub(crate) fn report(&self) {
+        self.members.report_self(self.status());
+        #[cfg(feature = "nats")]
+        if let Some(nats) = self.nats.get() {
+            nats.report(&self.members.own());
+        }
+    }
+
+    /// Whether this node serves `path` itself.
+    #[cfg(feature = "nats")]
+    pub(crate) fn serves(&self, path: &str) -> bool {
+        self.server.get().is_some_and(|shared| shared.routes.at(path).is_some())
+    }
+
     fn status(&self) -> NodeStatus {
         let Some(shared) = self.server.get() else { return NodeStatus::default() };
         let stats = crate::ServerStats::new(shared.clone());

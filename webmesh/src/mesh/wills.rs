@@ -60,6 +60,12 @@ impl Heirs {
 impl MeshInner {
     /// Node `id` is `down`: its heir publishes its will.
     pub(crate) fn mourn(&self, id: &str) {
+        // Over NATS, the survivors race for the dead node's record instead.
+        #[cfg(feature = "nats")]
+        if let Some(nats) = self.nats.get() {
+            nats.mourn(id);
+            return;
+        }
         let Some(will) = self.members.get(id).and_then(|node| node.will) else { return };
         let heir = self.heir();
         {

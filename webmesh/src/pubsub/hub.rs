@@ -54,6 +54,10 @@ struct Inner {
     limits: OnceLock<Limits>,
     /// The patterns of this server's own subscribers, kept once a mesh asks.
     interest: OnceLock<Arc<Interest>>,
+    /// Where this server's own events also go, beyond its subscribers:
+    /// the other nodes of a mesh that has no links to carry them.
+    #[cfg(feature = "nats")]
+    uplink: OnceLock<Arc<dyn Uplink>>,
     /// Events published, and dropped for subscribers that lagged.
     published: AtomicU64,
     dropped: AtomicU64,
@@ -110,6 +114,14 @@ impl Interest {
             }
         }
     }
+}
+
+/// Takes the events published on a hub (not those relayed from other
+/// nodes) to the other nodes of a mesh, as MessagePack encoded once.
+#[cfg(feature = "nats")]
+pub(crate) trait Uplink: Send + Sync {
+    /// `topic`'s event, its data as MessagePack. Never waits.
+    fn event(&self, topic: &str, data: bytes::Bytes);
 }
 
 /// What a server allows: [`ServerBuilder`](crate::ServerBuilder)'s settings.
@@ -177,6 +189,8 @@ impl Hub {
             gate: OnceLock::new(),
             limits: OnceLock::new(),
             interest: OnceLock::new(),
+            #[cfg(feature = "nats")]
+            uplink: OnceLock::new(),
             published: AtomicU64::new(0),
             dropped: AtomicU64::new(0),
         };
@@ -240,6 +254,11 @@ impl Hub {
     fn publish_to<T: Serialize + ?Sized>(&self, topic: &str, data: &T, to_relays: bool) -> Result<usize, Error> {
         validate_topic(topic, self.limits().topics).map_err(|e| Error::Config(e.to_string()))?;
         self.inner.published.fetch_add(1, Ordering::Relaxed);
+        #[cfg(feature = "nats")]
+        if let Some(uplink) = self.inner.uplink.get().filter(|_| to_relays) {
+            let bytes = rmp_serde::to_vec_named(data).map_err(|e| Error::Protocol(e.to_string()))?;
+            uplink.event(topic, bytes.into());
+        }
         let matches = self.matches(topic);
         let mut frames: Vec<(WireFormat, Frame)> = Vec::new();
         let mut reached = 0;
@@ -466,6 +485,12 @@ impl Hub {
     /// The events dropped for subscribers that lagged.
     pub(crate) fn dropped(&self) -> u64 {
         self.inner.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Sends this server's own events to `uplink` too, from now on.
+    #[cfg(feature = "nats")]
+    pub(crate) fn set_uplink(&self, uplink: Arc<dyn Uplink>) {
+        let _ = self.inner.uplink.set(uplink);
     }
 
     /// Starts keeping the patterns of this server's own subscribers (not

@@ -52,6 +52,38 @@ impl Subjects {
         subject
     }
 
+    /// The subject filter of a call route (`/stock/{sku}`, `/files/{*path}`):
+    /// a segment with a parameter in it is any one token, a catch-all the
+    /// rest. A node that receives a call checks the path against its routes.
+    pub(crate) fn of_route(&self, route: &str) -> String {
+        let mut subject = self.prefix.clone();
+        for segment in route.strip_prefix('/').unwrap_or(route).split('/') {
+            subject.push('.');
+            if segment.starts_with("{*") {
+                subject.push('>');
+                break;
+            } else if segment.contains('{') {
+                subject.push('*');
+            } else {
+                escape(segment, &mut subject);
+            }
+        }
+        subject
+    }
+
+    /// The subject of `name` under the prefix, escaped as one token.
+    pub(crate) fn of_name(&self, name: &str) -> String {
+        let mut subject = self.prefix.clone();
+        subject.push('.');
+        escape(name, &mut subject);
+        subject
+    }
+
+    /// The filter of every subject one token under the prefix.
+    pub(crate) fn any(&self) -> String {
+        format!("{}.*", self.prefix)
+    }
+
     /// The topic whose subject is `subject`; `None` for a subject that is
     /// not one of this mesh's topics.
     pub(crate) fn to_topic(&self, subject: &str) -> Option<String> {
@@ -63,6 +95,13 @@ impl Subjects {
         }
         Some(topic)
     }
+}
+
+/// `name` as a key of a JetStream key-value bucket (which allows `=` but not `%`).
+pub(crate) fn key(name: &str) -> String {
+    let mut key = String::with_capacity(name.len());
+    escape(name, &mut key);
+    key.replace('%', "=")
 }
 
 fn is_plain(byte: u8) -> bool {

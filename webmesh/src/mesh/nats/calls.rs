@@ -1,0 +1,112 @@
+//! Calls over NATS: serving this node's routes, and reaching one node.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+
+use super::{wire, Nats};
+use crate::mesh::messages::{Forward, RESERVED};
+use crate::{CallError, Error, Reply};
+
+/// The queue group of every route's subscription: NATS gives each call to
+/// one subscription of the group among all that match its subject, so a
+/// path that two routes of two nodes match still runs once.
+const QUEUE: &str = "webmesh";
+
+/// The most calls from NATS this node runs at once; past it, NATS holds
+/// them (and drops them from a subscriber that stays behind, as a slow
+/// consumer, which their callers see as a timeout).
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// Serves this node's routes (each a queue-group subscription) and its own
+/// subject, until `stop`.
+pub(super) async fn serve(nats: Arc<Nats>, stop: CancellationToken) {
+    let Some(mesh) = nats.mesh.upgrade() else { return };
+    let routes = mesh.members.own().routes.calls;
+    let id = mesh.id.clone();
+    drop(mesh);
+    let mut subscriptions = Vec::new();
+    for route in routes.iter().filter(|route| !route.starts_with(RESERVED)) {
+        match nats.client.queue_subscribe(nats.calls.of_route(route), QUEUE.into()).await {
+            Ok(subscription) => subscriptions.push(subscription),
+            Err(e) => tracing::error!(%route, "this node cannot serve a route over NATS: {e}"),
+        }
+    }
+    match nats.client.subscribe(nats.inboxes.of_name(&id)).await {
+        Ok(subscription) => subscriptions.push(subscription),
+        Err(e) => tracing::error!("this node cannot serve calls to it alone over NATS: {e}"),
+    }
+    let mut calls = futures_util::stream::select_all(subscriptions);
+    let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    loop {
+        let message = tokio::select! {
+            message = calls.next() => message,
+            () = stop.cancelled() => return,
+        };
+        let Some(message) = message else { return };
+        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        let Some(mesh) = nats.mesh.upgrade() else { return };
+        let nats = nats.clone();
+        mesh.tasks.clone().spawn(async move {
+            let reply = match rmp_serde::from_slice::<Forward>(&message.payload) {
+                Ok(call) => mesh.run_forwarded(call).await,
+                Err(e) => Reply::error(CallError::new(CallError::BAD_REQUEST, format!("a call over NATS: {e}"))),
+            };
+            drop(slot);
+            if let Some(to) = message.reply {
+                if let Err(e) = nats.client.publish(to, wire::answer(&reply)).await {
+                    tracing::debug!("an answer over NATS was not sent: {e}");
+                }
+            }
+        });
+    }
+}
+
+/// The subject only one node serves: calls to it alone.
+#[derive(Clone)]
+pub(crate) struct Inbox {
+    nats: Arc<Nats>,
+    id: String,
+    subject: String,
+}
+
+impl Inbox {
+    pub(super) fn new(nats: Arc<Nats>, id: &str) -> Self {
+        let subject = nats.inboxes.of_name(id);
+        Self { nats, id: id.to_owned(), subject }
+    }
+
+    pub(crate) async fn call<R: DeserializeOwned>(&self, path: &str, data: &(impl Serialize + ?Sized)) -> Result<R, Error> {
+        let call = wire::call(&wire::CallOut { path, data, identity: None })?;
+        let answer = self.request(call, path).await?;
+        wire::read_answer(path, &answer)
+    }
+
+    pub(crate) async fn emit(&self, path: &str, data: &(impl Serialize + ?Sized)) -> Result<(), Error> {
+        let call = wire::call(&wire::CallOut { path, data, identity: None })?;
+        self.nats.send(self.subject.clone(), call).await
+    }
+
+    pub(crate) async fn forward(&self, call: &Forward) -> Result<rmpv::Value, Error> {
+        let out = wire::CallOut { path: &call.path, data: &call.data, identity: call.identity.as_ref() };
+        let answer = self.request(wire::call(&out)?, &call.path).await?;
+        wire::read_answer(&call.path, &answer)
+    }
+
+    async fn request(&self, call: bytes::Bytes, path: &str) -> Result<bytes::Bytes, Error> {
+        match self.nats.request(self.subject.clone(), call, path).await {
+            // Nobody serves the node's subject: it is gone, and the call
+            // may go to another.
+            Err(Error::NoRoute { .. }) => Err(Error::Closed(Some(format!(
+                "node {} does not answer on NATS; {}",
+                self.id,
+                crate::error::NOT_SENT
+            )))),
+            other => other,
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! Events over NATS: this node's own go to their topics' subjects; the
+//! patterns its subscribers hold are its NATS subscriptions.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use tokio::sync::mpsc;
+use tokio_stream::{StreamExt, StreamMap};
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+use super::subject::Subjects;
+use super::{wire, Nats};
+use crate::mesh::messages::RESERVED;
+use crate::pubsub::{Interest, TopicPattern, Uplink};
+
+/// The most bytes of events waiting for the NATS connection; past it, this
+/// node drops its events for other nodes, and the next one it sends tells
+/// them so.
+const MAX_PENDING_BYTES: usize = 64 << 20;
+
+/// This node's events on their way to NATS.
+pub(super) struct Outbox {
+    subjects: Subjects,
+    /// This run of this node, among the publishers of events.
+    origin: u64,
+}
+
+impl Outbox {
+    pub(super) fn new(prefix: String) -> Self {
+        Self { subjects: Subjects::new(prefix), origin: fastrand::u64(..) }
+    }
+
+    /// The hub's uplink, and the task that sends what it takes, in order.
+    pub(super) fn uplink(
+        &self,
+        client: async_nats::Client,
+        tasks: &TaskTracker,
+        stop: CancellationToken,
+    ) -> Arc<dyn Uplink> {
+        let (queue, mut queued) = mpsc::unbounded_channel::<(String, Bytes)>();
+        let uplink = Arc::new(Sender {
+            subjects: self.subjects.clone(),
+            origin: self.origin,
+            seq: AtomicU64::new(0),
+            pending: Arc::new(AtomicUsize::new(0)),
+            gap: AtomicBool::new(false),
+            queue,
+        });
+        let pending = uplink.pending.clone();
+        tasks.spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    next = queued.recv() => next,
+                    () = stop.cancelled() => return,
+                };
+                let Some((subject, event)) = next else { return };
+                pending.fetch_sub(event.len(), Ordering::Relaxed);
+                if let Err(e) = client.publish(subject, event).await {
+                    tracing::debug!("an event was not sent to NATS: {e}");
+                }
+            }
+        });
+        uplink
+    }
+}
+
+struct Sender {
+    subjects: Subjects,
+    origin: u64,
+    seq: AtomicU64,
+    /// Bytes queued and not yet handed to the NATS client.
+    pending: Arc<AtomicUsize>,
+    /// Set when an event was dropped: the next one says so.
+    gap: AtomicBool,
+    queue: mpsc::UnboundedSender<(String, Bytes)>,
+}
+
+impl Uplink for Sender {
+    fn event(&self, topic: &str, data: Bytes) {
+        // The mesh's own topics are its members' business, on NATS as on links.
+        if topic.starts_with(RESERVED) {
+            return;
+        }
+        if self.pending.load(Ordering::Relaxed) + data.len() > MAX_PENDING_BYTES {
+            if !self.gap.swap(true, Ordering::Relaxed) {
+                tracing::warn!("events for other nodes are dropped: NATS does not take them fast enough");
+            }
+            return;
+        }
+        let flags = if self.gap.swap(false, Ordering::Relaxed) { wire::GAP } else { 0 };
+        let seq = self.seq.fetch_add(1, Ordering::Relaxed);
+        let event = wire::event(flags, self.origin, seq, &data);
+        self.pending.fetch_add(event.len(), Ordering::Relaxed);
+        let _ = self.queue.send((self.subjects.of_topic(topic), event));
+    }
+}
+
+/// Holds a NATS subscription for each subject filter this node's
+/// subscribers want, and hands what arrives to its hub, each event once.
+/// Tells the subscribers they may have lost events when the connection
+/// returns after a drop.
+pub(super) async fn relay(nats: Arc<Nats>, interest: Arc<Interest>, stop: CancellationToken) {
+    let mut changes = interest.changes();
+    let mut online = nats.online.clone();
+    let mut subscriptions: StreamMap<String, async_nats::Subscriber> = StreamMap::new();
+    // The patterns behind each filter: `/chat/*` and `/chat/{room}` are one.
+    let mut wanted_by: HashMap<String, HashSet<String>> = HashMap::new();
+    let mut seen = wire::Seen::default();
+    changes.mark_changed();
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            changed = changes.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                follow(&nats, &interest, &mut subscriptions, &mut wanted_by).await;
+            }
+            changed = online.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *online.borrow_and_update() {
+                    // Events from other nodes may have passed while it was down.
+                    lost(&nats);
+                }
+            }
+            Some((_, message)) = subscriptions.next(), if !subscriptions.is_empty() => {
+                deliver(&nats, &mut seen, &message);
+            }
+        }
+    }
+}
+
+/// Subscribes to the filters newly wanted, and drops those no longer wanted.
+async fn follow(
+    nats: &Nats,
+    interest: &Interest,
+    subscriptions: &mut StreamMap<String, async_nats::Subscriber>,
+    wanted_by: &mut HashMap<String, HashSet<String>>,
+) {
+    wanted_by.clear();
+    for pattern in interest.patterns() {
+        let Ok(parsed) = TopicPattern::parse(&pattern) else { continue };
+        wanted_by.entry(nats.topics.of_pattern(&parsed)).or_default().insert(pattern);
+    }
+    let unwanted: Vec<String> = subscriptions.keys().filter(|f| !wanted_by.contains_key(*f)).cloned().collect();
+    for filter in unwanted {
+        // Dropping the subscriber unsubscribes on NATS.
+        subscriptions.remove(&filter);
+    }
+    for filter in wanted_by.keys() {
+        if subscriptions.contains_key(filter) {
+            continue;
+        }
+        match nats.client.subscribe(filter.clone()).await {
+            Ok(subscriber) => {
+                subscriptions.insert(filter.clone(), subscriber);
+            }
+            Err(e) => tracing::warn!(%filter, "a subscription on NATS failed: {e}"),
+        }
+    }
+}
+
+fn deliver(nats: &Nats, seen: &mut wire::Seen, message: &async_nats::Message) {
+    let Some(mesh) = nats.mesh.upgrade() else { return };
+    let Some(event) = wire::read_event(&message.payload) else {
+        tracing::debug!(subject = %message.subject, "a message on a topic's subject that is no webmesh event");
+        return;
+    };
+    if !seen.first(event.origin, event.seq) {
+        return;
+    }
+    if event.flags & wire::GAP != 0 {
+        mesh.hub.report_lost(None, 0, RESERVED);
+    }
+    let Some(topic) = nats.topics.to_topic(&message.subject) else { return };
+    match rmp_serde::from_slice::<rmpv::Value>(event.data) {
+        Ok(data) => {
+            if let Err(e) = mesh.hub.publish_relayed(&topic, &data) {
+                tracing::debug!(%topic, "an event from another node was not delivered: {e}");
+            }
+        }
+        Err(e) => tracing::debug!(%topic, "an event from another node did not decode: {e}"),
+    }
+}
+
+/// Tells this node's subscribers they may have lost events from other nodes.
+fn lost(nats: &Nats) {
+    if let Some(mesh) = nats.mesh.upgrade() {
+        mesh.hub.report_lost(None, 0, RESERVED);
+    }
+}

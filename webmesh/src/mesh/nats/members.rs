@@ -1,0 +1,259 @@
+//! Membership over NATS: status reports on a subject, records in a
+//! JetStream key-value bucket, and wills published once.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::{self, kv};
+use futures_util::StreamExt;
+use tokio_util::sync::CancellationToken;
+
+use super::subject::key;
+use super::Nats;
+use crate::mesh::node::now_ms;
+use crate::mesh::peer::Peer;
+use crate::mesh::{MeshInner, Node, NodeState};
+
+/// How long a record outlives its node's last write, at least: long enough
+/// for the survivors to notice the node is `down` and claim its will.
+const MIN_RECORD_TTL: Duration = Duration::from_secs(30);
+
+/// How long to wait between tries at the bucket while it cannot be reached.
+const RETRY: Duration = Duration::from_millis(500);
+
+impl Nats {
+    /// How long a node may be silent before it is `suspect`: two reports
+    /// missed, and half an interval more.
+    pub(super) fn silent_after(mesh: &MeshInner) -> Duration {
+        mesh.config.status_interval * 5 / 2
+    }
+}
+
+/// Reports and stores this node's record as it changes, and follows the
+/// others' reports, until `stop`.
+pub(super) async fn run(nats: Arc<Nats>, stop: CancellationToken) {
+    let Some(mesh) = nats.mesh.upgrade() else { return };
+    let (silent_after, interval, down_after) =
+        (Nats::silent_after(&mesh), mesh.config.status_interval, mesh.config.down_after);
+    let me = mesh.id.clone();
+    drop(mesh);
+    let reports = match nats.client.subscribe(nats.statuses.any()).await {
+        Ok(reports) => reports,
+        Err(e) => {
+            tracing::error!("this node cannot follow the mesh's reports on NATS: {e}");
+            return;
+        }
+    };
+    let mut reports = reports;
+    let bucket = tokio::spawn(open_bucket(nats.clone(), silent_after + down_after, stop.clone()));
+    let mut record = nats.record.subscribe();
+    let mut online = nats.online.clone();
+    let mut sweep = tokio::time::interval((interval / 2).max(Duration::from_millis(5)));
+    sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut bucket = Some(bucket);
+    loop {
+        tokio::select! {
+            () = stop.cancelled() => return,
+            report = reports.next() => {
+                let Some(report) = report else { return };
+                heard(&nats, &me, &report.payload);
+            }
+            changed = record.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let bytes = record.borrow_and_update().clone();
+                if let Some(bytes) = bytes {
+                    publish_record(&nats, &me, bytes).await;
+                }
+            }
+            Ok(Some(store)) = async { bucket.as_mut().expect("guarded").await }, if bucket.is_some() => {
+                bucket = None;
+                discover(&nats, &me, &store).await;
+                let bytes = record.borrow().clone();
+                if let Some(bytes) = bytes {
+                    publish_record(&nats, &me, bytes).await;
+                }
+            }
+            changed = online.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                if *online.borrow_and_update() {
+                    // Silence while this node was cut off says nothing of the others.
+                    if let Some(mesh) = nats.mesh.upgrade() {
+                        mesh.members.heard_all_now();
+                    }
+                }
+            }
+            _ = sweep.tick() => {
+                // Cut off, this node hears nobody: it suspects no one for that.
+                if *nats.online.borrow() {
+                    if let Some(mesh) = nats.mesh.upgrade() {
+                        for id in mesh.members.silent_since(silent_after, NodeState::Up) {
+                            mesh.members.set_state(&id, NodeState::Suspect);
+                        }
+                        for id in mesh.members.silent_since(silent_after + down_after, NodeState::Suspect) {
+                            mesh.down(&id);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A node's report: it is `up` (again), reports itself, or left.
+fn heard(nats: &Arc<Nats>, me: &str, payload: &[u8]) {
+    let Some(mesh) = nats.mesh.upgrade() else { return };
+    let node: Node = match rmp_serde::from_slice(payload) {
+        Ok(node) => node,
+        Err(e) => {
+            tracing::debug!("a node's report on NATS did not decode: {e}");
+            return;
+        }
+    };
+    if node.id == me || node.legacy {
+        return;
+    }
+    let id = node.id.clone();
+    match (mesh.members.state(&id), node.state) {
+        (_, NodeState::Left) => {
+            mesh.members.set_state(&id, NodeState::Left);
+        }
+        // Gone for good: a node that left does not come back under its id.
+        (Some(NodeState::Left), _) => {}
+        (Some(NodeState::Up), _) => mesh.members.report(&id, node),
+        _ => {
+            mesh.came_back(&id);
+            mesh.members.up(node, Peer::Nats(nats.inbox(&id)), "");
+        }
+    }
+}
+
+/// Reports this node's record on its status subject, and stores it.
+async fn publish_record(nats: &Nats, me: &str, record: bytes::Bytes) {
+    if let Err(e) = nats.client.publish(nats.statuses.of_name(me), record.clone()).await {
+        tracing::debug!("this node's report was not sent to NATS: {e}");
+    }
+    if let Some(store) = nats.bucket.get() {
+        if let Err(e) = store.put(key(me), record).await {
+            tracing::debug!("this node's record was not stored: {e}");
+        }
+    }
+}
+
+/// Opens the bucket of records, creating it if it is not there, trying
+/// until it can be reached.
+async fn open_bucket(nats: Arc<Nats>, ttl: Duration, stop: CancellationToken) -> Option<kv::Store> {
+    let js = jetstream::new(nats.client.clone());
+    loop {
+        let opened = match js.get_key_value(&nats.bucket_name).await {
+            Ok(store) => Ok(store),
+            Err(_) => {
+                let config = kv::Config {
+                    bucket: nats.bucket_name.clone(),
+                    description: "webmesh: the records of a mesh's nodes".into(),
+                    history: 1,
+                    max_age: (ttl * 3).max(MIN_RECORD_TTL),
+                    num_replicas: replicas(&nats.client),
+                    ..Default::default()
+                };
+                js.create_key_value(config).await.map_err(|e| e.to_string())
+            }
+        };
+        match opened {
+            Ok(store) => {
+                let _ = nats.bucket.set(store.clone());
+                return Some(store);
+            }
+            Err(e) => tracing::debug!(bucket = %nats.bucket_name, "the mesh's bucket on NATS is not there yet: {e}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETRY) => {}
+            () = stop.cancelled() => return None,
+        }
+    }
+}
+
+/// As many replicas as the cluster has servers, up to 3.
+fn replicas(client: &async_nats::Client) -> usize {
+    client.server_info().connect_urls.len().clamp(1, 3)
+}
+
+/// Learns the nodes whose records are in the bucket.
+async fn discover(nats: &Arc<Nats>, me: &str, store: &kv::Store) {
+    let Ok(mut keys) = store.keys().await else { return };
+    while let Some(Ok(key)) = keys.next().await {
+        let Ok(Some(entry)) = store.entry(key).await else { continue };
+        if entry.operation == kv::Operation::Put {
+            heard(nats, me, &entry.value);
+        }
+    }
+}
+
+/// Node `id` is `down`: this node deletes its record if no other did (a
+/// compare-and-set on its revision), and if it did, publishes its will.
+pub(super) async fn mourn(nats: Arc<Nats>, id: String, stop: CancellationToken) {
+    let Some(mesh) = nats.mesh.upgrade() else { return };
+    let silent_after = Nats::silent_after(&mesh);
+    drop(mesh);
+    let Some(store) = nats.bucket.get() else { return };
+    for _ in 0..20 {
+        match claim(store, &id, silent_after).await {
+            Ok(Some(will)) => {
+                tracing::info!(dead = %id, topic = %will.topic, "publishing the will of a node that died");
+                if let Some(mesh) = nats.mesh.upgrade() {
+                    if let Err(e) = mesh.hub.publish(&will.topic, &will.data) {
+                        tracing::warn!(dead = %id, "a node's will could not be published: {e}");
+                    }
+                }
+                return;
+            }
+            Ok(None) => return,
+            Err(e) => tracing::debug!(dead = %id, "the record of a dead node could not be claimed yet: {e}"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETRY) => {}
+            () = stop.cancelled() => return,
+        }
+    }
+}
+
+/// Deletes node `id`'s record at the revision read, if it is still there
+/// and stale; returns its will if this node deleted it.
+async fn claim(store: &kv::Store, id: &str, silent_after: Duration) -> Result<Option<crate::NodeWill>, String> {
+    let key = key(id);
+    let Some(entry) = store.entry(key.clone()).await.map_err(|e| e.to_string())? else { return Ok(None) };
+    if entry.operation != kv::Operation::Put {
+        // Deleted: it left, or another survivor claimed its will.
+        return Ok(None);
+    }
+    let written_ms = (entry.created.unix_timestamp_nanos() / 1_000_000) as u64;
+    if now_ms().saturating_sub(written_ms) < silent_after.as_millis() as u64 {
+        // Written lately: the node lives, this node only lost sight of it.
+        return Ok(None);
+    }
+    let node: Node = rmp_serde::from_slice(&entry.value).map_err(|e| e.to_string())?;
+    match store.delete_expect_revision(key, Some(entry.revision)).await {
+        Ok(()) => Ok(node.will),
+        // Another survivor was first, or the node wrote again.
+        Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(None),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Removes this node's record, and reports it `left`.
+pub(super) async fn leave(nats: &Nats, node: &mut Node) {
+    let me = node.id.clone();
+    if let Some(store) = nats.bucket.get() {
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(1), store.delete(key(&me))).await {
+            tracing::debug!("this node's record was not removed: {e}");
+        }
+    }
+    node.state = NodeState::Left;
+    if let Ok(bytes) = rmp_serde::to_vec_named(&*node) {
+        let _ = nats.client.publish(nats.statuses.of_name(&me), bytes.into()).await;
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(1), nats.client.flush()).await;
+}

@@ -1,0 +1,260 @@
+//! What the mesh's NATS messages carry (PROTOCOL.md, "The mesh over NATS").
+//!
+//! - A call, on a route's subject or a node's own: the MessagePack map of a
+//!   FORWARD (`path`, `data`, and `identity` when the mesh forwards them).
+//!   Its answer, on the request's reply subject: `[0, value]`, or
+//!   `[1, code, message, data]` for an error.
+//! - An event, on its topic's subject: a 17-byte header (flags, the
+//!   publishing node's origin number, the event's sequence number from that
+//!   origin, big-endian), then the event's data as MessagePack. A node
+//!   whose subscriptions overlap receives an event once per subscription:
+//!   the origin and sequence let it deliver the event once. Flag bit 0
+//!   says the origin dropped events before this one.
+
+use std::collections::HashMap;
+use std::fmt;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::de::{DeserializeOwned, SeqAccess, Visitor};
+use serde::ser::SerializeSeq;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::handler::{Reply, ReplyKind};
+use crate::{CallError, Error};
+
+/// The flag of an event sent after its origin dropped others.
+pub(crate) const GAP: u8 = 1;
+
+/// The length of an event's header.
+const EVENT_HEADER: usize = 17;
+
+/// A call as sent: the fields of a FORWARD, its data not yet a value.
+#[derive(Serialize)]
+pub(crate) struct CallOut<'a, T: ?Sized> {
+    pub(crate) path: &'a str,
+    pub(crate) data: &'a T,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) identity: Option<&'a rmpv::Value>,
+}
+
+/// Encodes a call.
+pub(crate) fn call<T: Serialize + ?Sized>(call: &CallOut<'_, T>) -> Result<Bytes, Error> {
+    rmp_serde::to_vec_named(call).map(Bytes::from).map_err(|e| Error::Protocol(e.to_string()))
+}
+
+/// The answer to a call, as sent.
+pub(crate) fn answer(reply: &Reply) -> Bytes {
+    struct Out<'a>(&'a Reply);
+    impl Serialize for Out<'_> {
+        fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            match &(self.0).0 {
+                ReplyKind::Value(value) => {
+                    let mut seq = serializer.serialize_seq(Some(2))?;
+                    seq.serialize_element(&0u8)?;
+                    seq.serialize_element(value.as_ref())?;
+                    seq.end()
+                }
+                ReplyKind::Error(error) => error_fields(error).serialize(serializer),
+            }
+        }
+    }
+    rmp_serde::to_vec_named(&Out(reply)).map(Bytes::from).unwrap_or_else(|e| {
+        let error = CallError::internal(format!("the answer did not encode: {e}"));
+        rmp_serde::to_vec_named(&error_fields(&error)).map(Bytes::from).unwrap_or_default()
+    })
+}
+
+fn error_fields(error: &CallError) -> (u8, &str, &str, Option<&serde_json::Value>) {
+    (1, error.code(), error.message(), error.data())
+}
+
+/// The answer to a call, as received: its value, or the error to return.
+pub(crate) fn read_answer<R: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<R, Error> {
+    let answer: Answer<R> = rmp_serde::from_slice(bytes).map_err(|e| Error::Decode {
+        field: ".".into(),
+        message: format!("the answer of a node over NATS: {e}"),
+    })?;
+    match answer {
+        Answer::Value(value) => Ok(value),
+        Answer::Error { code, message, data } => {
+            let error = CallError::new(code, message);
+            let error = match data {
+                Some(data) => error.with_data(data),
+                None => error,
+            };
+            Err(Error::from_reply(path, error))
+        }
+    }
+}
+
+enum Answer<R> {
+    Value(R),
+    Error { code: String, message: String, data: Option<serde_json::Value> },
+}
+
+impl<'de, R: Deserialize<'de>> Deserialize<'de> for Answer<R> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Seq<R>(std::marker::PhantomData<R>);
+        impl<'de, R: Deserialize<'de>> Visitor<'de> for Seq<R> {
+            type Value = Answer<R>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("[0, value] or [1, code, message, data]")
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let missing = || serde::de::Error::custom("a short answer");
+                match seq.next_element::<u8>()?.ok_or_else(missing)? {
+                    0 => Ok(Answer::Value(seq.next_element()?.ok_or_else(missing)?)),
+                    1 => Ok(Answer::Error {
+                        code: seq.next_element()?.ok_or_else(missing)?,
+                        message: seq.next_element()?.ok_or_else(missing)?,
+                        data: seq.next_element()?.flatten(),
+                    }),
+                    other => Err(serde::de::Error::custom(format!("an answer of kind {other}"))),
+                }
+            }
+        }
+        deserializer.deserialize_seq(Seq(std::marker::PhantomData))
+    }
+}
+
+/// An event as sent: its header, then `data`.
+pub(crate) fn event(flags: u8, origin: u64, seq: u64, data: &[u8]) -> Bytes {
+    let mut out = BytesMut::with_capacity(EVENT_HEADER + data.len());
+    out.put_u8(flags);
+    out.put_u64(origin);
+    out.put_u64(seq);
+    out.put_slice(data);
+    out.freeze()
+}
+
+/// An event as received.
+pub(crate) struct Event<'a> {
+    pub(crate) flags: u8,
+    pub(crate) origin: u64,
+    pub(crate) seq: u64,
+    pub(crate) data: &'a [u8],
+}
+
+pub(crate) fn read_event(bytes: &[u8]) -> Option<Event<'_>> {
+    let (header, data) = bytes.split_at_checked(EVENT_HEADER)?;
+    let number = |range: std::ops::Range<usize>| u64::from_be_bytes(header[range].try_into().unwrap_or_default());
+    Some(Event { flags: header[0], origin: number(1..9), seq: number(9..17), data })
+}
+
+/// The events of each origin already delivered, among its latest
+/// [`WINDOW`] sequence numbers: an event that arrives once per overlapping
+/// subscription is delivered once.
+#[derive(Default)]
+pub(crate) struct Seen {
+    origins: HashMap<u64, Window>,
+    /// Counts events, to tell the origin used least lately.
+    tick: u64,
+}
+
+/// The most origins remembered (each window takes 512 bytes); past it, the
+/// one heard from least lately is forgotten (a node that stopped long ago).
+const MAX_ORIGINS: usize = 1024;
+
+/// How many of an origin's latest sequence numbers are remembered.
+pub(crate) const WINDOW: u64 = 4096;
+
+struct Window {
+    /// When it was last used, in the events' count.
+    used: u64,
+    /// The highest sequence number seen.
+    top: u64,
+    /// Bit `n % WINDOW` is set when `n`, within `WINDOW` of `top`, was seen.
+    bits: Box<[u64; (WINDOW / 64) as usize]>,
+}
+
+impl Seen {
+    /// Whether (`origin`, `seq`) is new; it is remembered as seen. A number
+    /// older than the window counts as seen: its copies came long ago.
+    pub(crate) fn first(&mut self, origin: u64, seq: u64) -> bool {
+        self.tick += 1;
+        if self.origins.len() >= MAX_ORIGINS && !self.origins.contains_key(&origin) {
+            let oldest = self.origins.iter().min_by_key(|(_, w)| w.used).map(|(o, _)| *o);
+            oldest.map(|o| self.origins.remove(&o));
+        }
+        let window =
+            self.origins.entry(origin).or_insert_with(|| Window { used: 0, top: seq, bits: Box::new([0; 64]) });
+        window.used = self.tick;
+        if seq + WINDOW <= window.top {
+            return false;
+        }
+        if seq > window.top {
+            // Forget the numbers that fall out of the window.
+            let cleared = (seq - window.top).min(WINDOW);
+            for n in window.top + 1..=window.top + cleared {
+                window.clear(n);
+            }
+            window.top = seq;
+        }
+        let new = !window.get(seq);
+        window.set(seq);
+        new
+    }
+}
+
+impl Window {
+    fn slot(n: u64) -> (usize, u64) {
+        let bit = n % WINDOW;
+        ((bit / 64) as usize, 1 << (bit % 64))
+    }
+    fn get(&self, n: u64) -> bool {
+        let (word, mask) = Self::slot(n);
+        self.bits[word] & mask != 0
+    }
+    fn set(&mut self, n: u64) {
+        let (word, mask) = Self::slot(n);
+        self.bits[word] |= mask;
+    }
+    fn clear(&mut self, n: u64) {
+        let (word, mask) = Self::slot(n);
+        self.bits[word] &= !mask;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_event_is_first_once_and_a_window_apart_is_old() {
+        let mut seen = Seen::default();
+        assert!(seen.first(7, 10));
+        assert!(!seen.first(7, 10));
+        assert!(seen.first(7, 9), "an earlier number not seen yet is new");
+        assert!(seen.first(8, 10), "origins are apart");
+        assert!(seen.first(7, 10 + WINDOW));
+        assert!(!seen.first(7, 10), "out of the window");
+        assert!(seen.first(7, 11 + WINDOW / 2));
+        assert!(!seen.first(7, 11 + WINDOW / 2));
+        // Far ahead: the whole window is cleared.
+        assert!(seen.first(7, 100 * WINDOW));
+        assert!(seen.first(7, 100 * WINDOW - 1));
+        // Origins beyond the most remembered push out the least used.
+        for origin in 100..100 + MAX_ORIGINS as u64 {
+            assert!(seen.first(origin, 1));
+        }
+        assert!(seen.origins.len() <= MAX_ORIGINS);
+        assert!(!seen.first(100 + MAX_ORIGINS as u64 - 1, 1), "a recent origin is remembered");
+    }
+
+    #[test]
+    fn answers_round_trip_with_their_error_codes() {
+        let bytes = answer(&Reply::value(vec![1, 2]));
+        assert_eq!(read_answer::<Vec<u8>>("/p", &bytes).unwrap(), vec![1, 2]);
+        let bytes = answer(&Reply::error(CallError::new("rate_limited", "later")));
+        match read_answer::<Vec<u8>>("/p", &bytes) {
+            Err(Error::Handler(e)) => assert_eq!((e.code(), e.message()), ("rate_limited", "later")),
+            other => panic!("{other:?}"),
+        }
+        let bytes = answer(&Reply::error(CallError::not_found("/p")));
+        assert!(matches!(read_answer::<()>("/p", &bytes), Err(Error::NotFound { .. })));
+        let event = event(GAP, 3, 4, b"\x90");
+        let read = read_event(&event).unwrap();
+        assert_eq!((read.flags, read.origin, read.seq, read.data), (GAP, 3, 4, &b"\x90"[..]));
+        assert!(read_event(b"short").is_none());
+    }
+}
