@@ -1,0 +1,213 @@
+//! The mesh over NATS: nodes attached to different servers of a real
+//! 3-server nats-server cluster with JetStream, so that what crosses
+//! between nodes crosses the cluster's routes, as in production.
+
+mod common;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use common::nats::Nats;
+use common::until;
+use serde_json::{json, Value};
+use webmesh::{Client, Error, Mesh, MeshBuilder, NodeState, Router, Server, State};
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A node with timings short enough for tests: reports every 200 ms, a
+/// silent node is `suspect` after 0.5 s, `down` 0.5 s later.
+fn builder(name: &str, router: Router, nats: &Nats) -> MeshBuilder {
+    let server = Server::builder().registered_handlers(false).router(router).addr("127.0.0.1:0");
+    Mesh::builder().server(server).name(name).status_interval(ms(200)).down_after(ms(500)).nats(nats.url())
+}
+
+async fn node(name: &str, router: Router, nats: &Nats) -> Mesh {
+    builder(name, router, nats).start().await.expect("start a node")
+}
+
+/// A route answering with the id of the node that ran it.
+fn whoami(path: &str) -> Router {
+    Router::new().on(path, |State(mesh): State<Mesh>| mesh.id())
+}
+
+fn state_of(mesh: &Mesh, id: &str) -> Option<NodeState> {
+    mesh.nodes().into_iter().find(|n| n.id == id).map(|n| n.state)
+}
+
+fn all_up(mesh: &Mesh, count: usize) -> bool {
+    let nodes = mesh.nodes();
+    nodes.len() == count && nodes.iter().all(|n| n.state == NodeState::Up)
+}
+
+/// Reads `subscription` until `quiet` passes without an event, returning
+/// the data of the events (not the probes) and the losses reported.
+async fn drain(subscription: &mut webmesh::Subscription<Value>, quiet: Duration) -> (Vec<Value>, usize) {
+    let (mut events, mut lost) = (Vec::new(), 0);
+    while let Ok(Some(item)) = tokio::time::timeout(quiet, subscription.recv()).await {
+        match item {
+            Ok(event) if event.topic.ends_with("/probe") => {}
+            Ok(event) => events.push(event.data),
+            Err(Error::Lagged { .. }) => lost += 1,
+            Err(e) => panic!("{e}"),
+        }
+    }
+    (events, lost)
+}
+
+/// Publishes probes on `topic` from `from` until `subscription` receives one.
+async fn probe(from: &Mesh, topic: &str, subscription: &mut webmesh::Subscription<Value>) {
+    common::within(15, async {
+        loop {
+            from.publish(topic, &"probe").unwrap();
+            if let Ok(Some(Ok(event))) = tokio::time::timeout(ms(100), subscription.recv()).await {
+                if event.topic == topic {
+                    return;
+                }
+            }
+        }
+    })
+    .await;
+    // The probes still on their way are read past.
+    drain(subscription, ms(200)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_on_three_servers_find_each_other_call_across_and_leave() {
+    let cluster = Nats::cluster(3);
+    let a = node("worker", whoami("/work"), &cluster[0]).await;
+    let b = node("worker", whoami("/work"), &cluster[1]).await;
+    let front = whoami("/front")
+        .on("/onwards", |State(mesh): State<Mesh>| async move { mesh.call::<Value>("/nowhere", &()).await });
+    let c = node("front", front, &cluster[2]).await;
+    for n in [&a, &b, &c] {
+        until("3 nodes up", 20, || all_up(n, 3)).await;
+    }
+
+    // Queue groups spread c's calls over the two workers.
+    let mut answered: HashMap<String, usize> = HashMap::new();
+    for _ in 0..40 {
+        let by: String = c.call("/work", &()).await.unwrap();
+        *answered.entry(by).or_default() += 1;
+    }
+    assert_eq!(answered.len(), 2, "both workers took calls: {answered:?}");
+    // A node that serves a path answers its own calls.
+    assert_eq!(a.call::<String>("/work", &()).await.unwrap(), a.id());
+    assert_eq!(a.call::<String>("/front", &()).await.unwrap(), c.id());
+
+    match c.call::<Value>("/nowhere", &()).await {
+        Err(Error::NoRoute { path }) => assert_eq!(path, "/nowhere"),
+        other => panic!("expected NoRoute, got {other:?}"),
+    }
+    assert!(matches!(c.emit("/nowhere", &()).await, Err(Error::NoRoute { .. })));
+    match a.call::<Value>("/onwards", &()).await {
+        Err(Error::Handler(e)) => {
+            assert_eq!((e.code(), e.message()), ("unavailable", "no node of the mesh serves `/nowhere`"))
+        }
+        other => panic!("expected unavailable, got {other:?}"),
+    }
+    // One node by id, or a service by name; all of them.
+    for _ in 0..3 {
+        assert_eq!(c.node(&b.id()).call::<String>("/work", &()).await.unwrap(), b.id());
+    }
+    assert_eq!(a.node("front").call::<String>("/front", &()).await.unwrap(), c.id());
+    assert!(matches!(a.node("nobody").call::<Value>("/work", &()).await, Err(Error::NoRoute { .. })));
+    assert_eq!(c.broadcast("/work", &()).await.unwrap(), 2);
+
+    // A plain client of c reaches a worker through c, in both formats.
+    for url in [c.url(), format!("{}?format=json", c.url())] {
+        let client = Client::connect(&url).await.unwrap();
+        let by: String = client.call("/work", &()).await.unwrap();
+        assert!(by == a.id() || by == b.id());
+        assert!(matches!(client.call::<Value>("/nowhere", &()).await, Err(Error::NotFound { .. })));
+        client.close().await;
+    }
+
+    // A worker leaves: the others see it `left`, its calls go to the other.
+    b.shutdown().await;
+    until("b left on a and c", 10, || {
+        [&a, &c].iter().all(|n| state_of(n, &b.id()) == Some(NodeState::Left))
+    })
+    .await;
+    for _ in 0..5 {
+        assert_eq!(c.call::<String>("/work", &()).await.unwrap(), a.id());
+    }
+    a.shutdown().await;
+    until("a left on c", 10, || state_of(&c, &a.id()) == Some(NodeState::Left)).await;
+    assert!(matches!(c.call::<Value>("/work", &()).await, Err(Error::NoRoute { .. })));
+    c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn events_cross_nats_in_order_once_and_only_to_nodes_with_interest() {
+    let cluster = Nats::cluster(3);
+    let a = node("a", Router::new(), &cluster[0]).await;
+    let b = node("b", Router::new(), &cluster[1]).await;
+    let c = node("c", Router::new(), &cluster[2]).await;
+    for n in [&a, &b, &c] {
+        until("3 nodes up", 20, || all_up(n, 3)).await;
+    }
+    let topic_subjects = |server: &Nats| -> Vec<String> {
+        let mut subjects: Vec<String> =
+            server.subscriptions().into_iter().filter(|s| !s.starts_with("webmesh._mesh.") && !s.starts_with('_') && !s.starts_with('$')).collect();
+        subjects.sort();
+        subjects
+    };
+    for server in &cluster {
+        assert_eq!(topic_subjects(server), Vec::<String>::new(), "no subscriber, no subscription on NATS");
+    }
+
+    // A thousand subscribers of one pattern on c are one NATS subscription.
+    let on_c = Client::connect(&c.url()).await.unwrap();
+    let mut news_c = on_c.subscribe::<Value>("/news/*").await.unwrap();
+    let mut many = Vec::new();
+    for _ in 0..1000 {
+        many.push(on_c.subscribe::<Value>("/news/*").await.unwrap());
+    }
+    let on_b = Client::connect(&b.url()).await.unwrap();
+    // Two subscriptions of one connection, both matching: NATS delivers
+    // the event to b twice, b delivers it once.
+    let mut news_b = on_b.subscribe::<Value>("/news/*").await.unwrap();
+    let mut sport_b = on_b.subscribe::<Value>("/news/sport").await.unwrap();
+    let on_a = Client::connect(&a.url()).await.unwrap();
+    let mut news_a = on_a.subscribe::<Value>("/news/{*rest}").await.unwrap();
+    probe(&a, "/news/probe", &mut news_c).await;
+    probe(&a, "/news/probe", &mut news_b).await;
+    drain(&mut sport_b, ms(100)).await;
+    drain(&mut news_a, ms(100)).await;
+    until("c's subscribers are one NATS subscription", 10, || topic_subjects(&cluster[2]) == ["webmesh.news.*"]).await;
+    assert_eq!(topic_subjects(&cluster[1]), ["webmesh.news.*", "webmesh.news.sport"]);
+    assert_eq!(topic_subjects(&cluster[0]), ["webmesh.news.>"]);
+
+    for seq in 0..200 {
+        a.publish("/news/sport", &seq).unwrap();
+    }
+    let expected: Vec<Value> = (0..200).map(Value::from).collect();
+    for (name, subscription) in [("c", &mut news_c), ("b", &mut news_b), ("b exact", &mut sport_b), ("a", &mut news_a)]
+    {
+        let (events, lost) = drain(subscription, ms(500)).await;
+        assert_eq!(events, expected, "subscriber on {name}: all, in order, once");
+        assert_eq!(lost, 0, "{name}");
+    }
+    for subscription in &mut many[..3] {
+        assert_eq!(drain(subscription, ms(100)).await.0, expected, "each of the thousand too");
+    }
+    // And the other way: a publish on c reaches a and b, and c's own once.
+    c.publish("/news/other", &"from c").unwrap();
+    assert_eq!(drain(&mut news_a, ms(300)).await.0, vec![json!("from c")]);
+    assert_eq!(drain(&mut news_b, ms(300)).await.0, vec![json!("from c")]);
+    assert_eq!(drain(&mut news_c, ms(300)).await.0, vec![json!("from c")], "c's own subscriber, once");
+
+    // Interest follows unsubscribes and disconnects.
+    news_c.unsubscribe().await;
+    drop(many);
+    on_c.close().await;
+    until("c holds no NATS subscription", 10, || topic_subjects(&cluster[2]).is_empty()).await;
+    drop((news_b, sport_b));
+    on_b.close().await;
+    until("b holds no NATS subscription", 10, || topic_subjects(&cluster[1]).is_empty()).await;
+    for n in [a, b, c] {
+        n.shutdown().await;
+    }
+}
