@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::nats::Nats;
+use futures_util::StreamExt;
 use common::until;
 use serde_json::{json, Value};
 use webmesh::{Client, Error, Mesh, MeshBuilder, NodeState, Router, Server, State};
@@ -210,4 +211,162 @@ async fn events_cross_nats_in_order_once_and_only_to_nodes_with_interest() {
     for n in [a, b, c] {
         n.shutdown().await;
     }
+}
+
+// Nodes in child processes, to kill for real.
+
+/// Not a test: the body of a node that the tests below run as a child
+/// process (this test binary, run again), and kill.
+#[tokio::test]
+#[ignore = "a child process of the tests that kill nodes"]
+async fn child_node() {
+    let Ok(url) = std::env::var("NATS_CHILD_URL") else { return };
+    let server = Server::builder().registered_handlers(false).router(whoami("/work")).addr("127.0.0.1:0");
+    let mut builder =
+        Mesh::builder().server(server).name("child").status_interval(ms(200)).down_after(ms(500)).nats(url);
+    if let Ok(topic) = std::env::var("NATS_CHILD_WILL") {
+        builder = builder.will(topic, &json!({"will of": "child"}));
+    }
+    let mesh = builder.start().await.unwrap();
+    println!("ready {}", mesh.id());
+    // SIGTERM: it leaves gracefully.
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
+    term.recv().await;
+    mesh.shutdown().await;
+    println!("left");
+}
+
+/// A node in a child process attached to `nats`, with a will on `will`;
+/// killed when dropped.
+fn child(nats: &Nats, will: Option<&str>) -> (common::python::Killed, String) {
+    let url = nats.url();
+    let mut env = vec![("NATS_CHILD_URL", url.as_str())];
+    if let Some(will) = will {
+        env.push(("NATS_CHILD_WILL", will));
+    }
+    common::child_test("child_node", &env)
+}
+
+/// A subscriber of `/services/*/gone` on each node, once events from every
+/// node reach it.
+async fn will_watchers(nodes: &[&Mesh]) -> Vec<(Client, webmesh::Subscription<Value>)> {
+    let mut watchers = Vec::new();
+    for n in nodes {
+        let client = Client::connect(&n.url()).await.unwrap();
+        let subscription = client.subscribe::<Value>("/services/*/gone").await.unwrap();
+        watchers.push((client, subscription));
+    }
+    for from in nodes {
+        for (_, subscription) in &mut watchers {
+            probe(from, "/services/probe/gone", subscription).await;
+        }
+    }
+    watchers
+}
+
+/// Waits until the mesh's bucket holds `n` records (a new cluster elects
+/// its JetStream leader first, which takes a few seconds).
+async fn records_stored(nats: &Nats, n: usize) {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    common::within(60, async {
+        loop {
+            if let Ok(store) = js.get_key_value("webmesh_nodes").await {
+                if let Ok(keys) = store.keys().await {
+                    if keys.count().await == n {
+                        return;
+                    }
+                }
+            }
+            tokio::time::sleep(ms(200)).await;
+        }
+    })
+    .await;
+}
+
+/// What each of `watchers` received (but losses it was told of) before a
+/// marker from each of `survivors`, published now on `topic`: a will
+/// published by both, or twice, comes before the markers.
+async fn received_before_markers(
+    survivors: &[&Mesh],
+    topic: &str,
+    watchers: &mut [(Client, webmesh::Subscription<Value>)],
+) -> Vec<Vec<Value>> {
+    let mut markers = Vec::new();
+    for n in survivors {
+        let marker = json!(format!("marker of {}", n.id()));
+        n.publish(topic, &marker).unwrap();
+        markers.push(marker);
+    }
+    let mut received = Vec::new();
+    for (_, subscription) in watchers {
+        let mut got = Vec::new();
+        let mut seen = 0;
+        while seen < markers.len() {
+            let event = tokio::time::timeout(Duration::from_secs(10), subscription.recv()).await.expect("markers");
+            match event.expect("open") {
+                Ok(event) if markers.contains(&event.data) => seen += 1,
+                // Probes that were still on their way.
+                Ok(event) if event.topic.contains("/probe/") => {}
+                Ok(event) => got.push(event.data),
+                Err(Error::Lagged { missed: None }) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+        received.push(got);
+    }
+    received
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_killed_node_gets_no_more_calls_and_its_will_is_published_once_a_leaving_one_has_none() {
+    let cluster = Nats::cluster(3);
+    let a = node("a", whoami("/work"), &cluster[0]).await;
+    let b = node("b", Router::new(), &cluster[1]).await;
+    let (dead, dead_id) = child(&cluster[2], Some("/services/dead/gone"));
+    let (leaving, leaving_id) = child(&cluster[2], Some("/services/leaving/gone"));
+    for n in [&a, &b] {
+        until("4 nodes up", 20, || all_up(n, 4)).await;
+    }
+    let will_of = |id: &str| b.nodes().into_iter().find(|n| n.id == id).and_then(|n| n.will);
+    assert_eq!(will_of(&dead_id).map(|w| w.topic), Some("/services/dead/gone".into()));
+    let mut answered: HashMap<String, usize> = HashMap::new();
+    for _ in 0..30 {
+        *answered.entry(b.call::<String>("/work", &()).await.unwrap()).or_default() += 1;
+    }
+    assert!(answered.contains_key(&dead_id), "the child took calls before: {answered:?}");
+    let mut watchers = will_watchers(&[&a, &b]).await;
+    records_stored(&cluster[0], 4).await;
+
+    // Killed: `down`, and its calls go elsewhere.
+    drop(dead);
+    for n in [&a, &b] {
+        until("the killed node down", 15, || state_of(n, &dead_id) == Some(NodeState::Down)).await;
+    }
+    for _ in 0..20 {
+        let by: String = b.call("/work", &()).await.unwrap();
+        assert_ne!(by, dead_id, "no call goes to the dead node");
+    }
+    // Each subscriber receives the will once: markers published after the
+    // deaths come after it, and nothing else.
+    // The survivors race for its record: the winner publishes its will.
+    // Any duplicate would come within this time, before the markers.
+    tokio::time::sleep(ms(1500)).await;
+    for got in received_before_markers(&[&a, &b], "/services/dead/gone", &mut watchers).await {
+        assert_eq!(got, [json!({"will of": "child"})], "the will, once");
+    }
+
+    // A graceful leave (SIGTERM, on which the child shuts its node down):
+    // `left`, and no will, past the time a death would take to be noticed.
+    let status = std::process::Command::new("kill").args(["-TERM", &leaving.0.id().to_string()]).status().unwrap();
+    assert!(status.success());
+    for n in [&a, &b] {
+        until("the leaving node left", 15, || state_of(n, &leaving_id) == Some(NodeState::Left)).await;
+    }
+    tokio::time::sleep(ms(1500)).await;
+    for got in received_before_markers(&[&a, &b], "/services/leaving/gone", &mut watchers).await {
+        assert_eq!(got, Vec::<Value>::new(), "no will");
+    }
+    a.shutdown().await;
+    b.shutdown().await;
 }

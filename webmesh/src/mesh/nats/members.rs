@@ -164,10 +164,12 @@ async fn open_bucket(nats: Arc<Nats>, ttl: Duration, stop: CancellationToken) ->
         };
         match opened {
             Ok(store) => {
+                tracing::debug!(bucket = %nats.bucket_name, "the mesh's bucket is open");
                 let _ = nats.bucket.set(store.clone());
                 return Some(store);
             }
             Err(e) => tracing::debug!(bucket = %nats.bucket_name, "the mesh's bucket on NATS is not there yet: {e}"),
+
         }
         tokio::select! {
             () = tokio::time::sleep(RETRY) => {}
@@ -198,8 +200,15 @@ pub(super) async fn mourn(nats: Arc<Nats>, id: String, stop: CancellationToken) 
     let Some(mesh) = nats.mesh.upgrade() else { return };
     let silent_after = Nats::silent_after(&mesh);
     drop(mesh);
-    let Some(store) = nats.bucket.get() else { return };
-    for _ in 0..20 {
+    // Tried for a while: the bucket may not be open yet (a new cluster
+    // elects its JetStream leader), or NATS may be out of reach.
+    for _ in 0..40 {
+        let Some(store) = nats.bucket.get() else {
+            tokio::select! {
+                () = tokio::time::sleep(RETRY) => continue,
+                () = stop.cancelled() => return,
+            }
+        };
         match claim(store, &id, silent_after).await {
             Ok(Some(will)) => {
                 tracing::info!(dead = %id, topic = %will.topic, "publishing the will of a node that died");

@@ -38,6 +38,10 @@ pub(crate) use self::calls::Inbox;
 /// The default subject prefix of a mesh on NATS.
 pub const DEFAULT_NATS_PREFIX: &str = "webmesh";
 
+/// How long a request to JetStream may take (a new cluster answers its
+/// first ones only once it elected a leader).
+const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
+
 /// What a node needs to join a mesh through NATS.
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
@@ -81,7 +85,8 @@ impl Nats {
             // Its own events and calls do not come back to a node: it
             // delivers them here itself.
             .no_echo()
-            .request_timeout(None)
+            // JetStream's requests (the bucket's); calls set their own.
+            .request_timeout(Some(JETSTREAM_TIMEOUT))
             .connection_timeout(call_timeout.min(Duration::from_secs(5)))
             .max_reconnects(None)
             .event_callback(move |event| {
@@ -173,7 +178,8 @@ impl Nats {
     async fn request(&self, subject: String, payload: Bytes, path: &str) -> Result<Bytes, Error> {
         use async_nats::client::RequestErrorKind;
         self.online()?;
-        let request = self.client.request(subject, payload);
+        let request = async_nats::Request::new().payload(payload).timeout(Some(self.call_timeout));
+        let request = self.client.send_request(subject, request);
         match tokio::time::timeout(self.call_timeout, request).await {
             Ok(Ok(message)) => Ok(message.payload),
             Ok(Err(e)) => match e.kind() {
