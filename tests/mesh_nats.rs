@@ -8,8 +8,8 @@ use std::collections::HashMap;
 use std::time::Duration;
 
 use common::nats::Nats;
-use futures_util::StreamExt;
 use common::until;
+use futures_util::StreamExt;
 use serde_json::{json, Value};
 use webmesh::{Client, Error, Mesh, MeshBuilder, NodeState, Router, Server, State};
 
@@ -127,10 +127,7 @@ async fn three_nodes_on_three_servers_find_each_other_call_across_and_leave() {
 
     // A worker leaves: the others see it `left`, its calls go to the other.
     b.shutdown().await;
-    until("b left on a and c", 10, || {
-        [&a, &c].iter().all(|n| state_of(n, &b.id()) == Some(NodeState::Left))
-    })
-    .await;
+    until("b left on a and c", 10, || [&a, &c].iter().all(|n| state_of(n, &b.id()) == Some(NodeState::Left))).await;
     for _ in 0..5 {
         assert_eq!(c.call::<String>("/work", &()).await.unwrap(), a.id());
     }
@@ -150,8 +147,11 @@ async fn events_cross_nats_in_order_once_and_only_to_nodes_with_interest() {
         until("3 nodes up", 20, || all_up(n, 3)).await;
     }
     let topic_subjects = |server: &Nats| -> Vec<String> {
-        let mut subjects: Vec<String> =
-            server.subscriptions().into_iter().filter(|s| !s.starts_with("webmesh._mesh.") && !s.starts_with('_') && !s.starts_with('$')).collect();
+        let mut subjects: Vec<String> = server
+            .subscriptions()
+            .into_iter()
+            .filter(|s| !s.starts_with("webmesh._mesh.") && !s.starts_with('_') && !s.starts_with('$'))
+            .collect();
         subjects.sort();
         subjects
     };
@@ -369,4 +369,125 @@ async fn a_killed_node_gets_no_more_calls_and_its_will_is_published_once_a_leavi
     }
     a.shutdown().await;
     b.shutdown().await;
+}
+
+/// Reads `subscription` until it is told it may have lost events.
+async fn lagged(subscription: &mut webmesh::Subscription<Value>) {
+    common::within(30, async {
+        loop {
+            match subscription.recv().await.expect("open") {
+                Err(Error::Lagged { missed: None }) => return,
+                Ok(_) => {}
+                Err(e) => panic!("{e}"),
+            }
+        }
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_ride_out_the_loss_of_their_nats_server_and_of_all_of_nats() {
+    let mut cluster = Nats::cluster(3);
+    let a = node("a", whoami("/on/a"), &cluster[0]).await;
+    let b = node("b", whoami("/on/b"), &cluster[1]).await;
+    for n in [&a, &b] {
+        until("2 nodes up", 20, || all_up(n, 2)).await;
+    }
+    let on_b = Client::connect(&b.url()).await.unwrap();
+    let mut news = on_b.subscribe::<Value>("/news/*").await.unwrap();
+    probe(&a, "/news/probe", &mut news).await;
+
+    // b's server dies: b moves to another server of the cluster, its
+    // subscriber is told it may have lost events, and all carries on.
+    cluster[1].kill();
+    lagged(&mut news).await;
+    common::within(30, async {
+        while b.call::<String>("/on/a", &()).await.is_err() {
+            tokio::time::sleep(ms(100)).await;
+        }
+    })
+    .await;
+    assert_eq!(a.call::<String>("/on/b", &()).await.unwrap(), b.id());
+    probe(&a, "/news/probe", &mut news).await;
+    for seq in 0..20 {
+        a.publish("/news/x", &seq).unwrap();
+    }
+    assert_eq!(drain(&mut news, ms(500)).await, ((0..20).map(Value::from).collect(), 0));
+
+    // All of NATS dies: each node still serves its own clients, and calls
+    // across fail at once, as not sent.
+    cluster[0].kill();
+    cluster[2].kill();
+    common::within(10, async {
+        while !matches!(b.call::<String>("/on/a", &()).await, Err(Error::Offline(_))) {
+            tokio::time::sleep(ms(50)).await;
+        }
+    })
+    .await;
+    assert_eq!(b.call::<String>("/on/b", &()).await.unwrap(), b.id(), "b's own route");
+    assert_eq!(on_b.call::<String>("/on/b", &()).await.unwrap(), b.id(), "b's own client");
+    match on_b.call::<Value>("/on/a", &()).await {
+        Err(Error::Handler(e)) => assert_eq!(e.code(), "unavailable", "{e:?}"),
+        other => panic!("a forwarded call fails at once: {other:?}"),
+    }
+    let mut local = on_b.subscribe::<Value>("/local/*").await.unwrap();
+    b.publish("/local/x", &"here").unwrap();
+    assert_eq!(drain(&mut local, ms(300)).await.0, vec![json!("here")], "b's pub/sub works alone");
+    // Past the time a silent node takes to be `down`.
+    tokio::time::sleep(ms(1500)).await;
+    assert!(all_up(&b, 2), "a node cut off suspects no one for the silence: {:?}", b.nodes());
+
+    // NATS comes back: everything resumes, and the gap is told.
+    for server in &mut cluster {
+        server.restart();
+    }
+    lagged(&mut news).await;
+    common::within(60, async {
+        while b.call::<String>("/on/a", &()).await.is_err() {
+            tokio::time::sleep(ms(100)).await;
+        }
+    })
+    .await;
+    probe(&a, "/news/probe", &mut news).await;
+    a.publish("/news/after", &"back").unwrap();
+    assert_eq!(drain(&mut news, ms(500)).await.0, vec![json!("back")]);
+    for n in [&a, &b] {
+        until("both up again", 20, || all_up(n, 2)).await;
+    }
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_nodes_join_through_nats_and_each_lists_all_twenty() {
+    let cluster = Nats::cluster(3);
+    // Each reports itself once as it starts, then not for a minute: a node
+    // learns those that started before it from their records in the bucket.
+    let mut nodes = Vec::new();
+    for i in 0..20 {
+        let builder = builder(&format!("n{i}"), whoami(&format!("/n/{i}")), &cluster[i % 3]);
+        nodes.push(builder.status_interval(Duration::from_secs(60)).start().await.unwrap());
+    }
+    for n in &nodes {
+        until("each node lists 20 nodes up", 60, || all_up(n, 20)).await;
+    }
+    let mut ids: Vec<String> = nodes.iter().map(Mesh::id).collect();
+    ids.sort();
+    for n in &nodes {
+        let mut seen: Vec<String> = n.nodes().into_iter().map(|n| n.id).collect();
+        seen.sort();
+        assert_eq!(seen, ids, "each node once");
+    }
+    // Any node reaches any route.
+    for (i, n) in nodes.iter().enumerate() {
+        let target = (i + 7) % 20;
+        assert_eq!(n.call::<String>(&format!("/n/{target}"), &()).await.unwrap(), nodes[target].id());
+    }
+    // A newcomer learns them all from the bucket, none of them reporting.
+    let late =
+        builder("late", Router::new(), &cluster[0]).status_interval(Duration::from_secs(60)).start().await.unwrap();
+    until("the newcomer lists 21 nodes", 30, || all_up(&late, 21)).await;
+    for n in nodes.iter().chain([&late]) {
+        n.shutdown().await;
+    }
 }

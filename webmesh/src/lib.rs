@@ -111,13 +111,13 @@ pub use error::Error;
 pub use extract::State;
 pub use handler::{Handler, IntoReply, Reply};
 pub use heartbeat::{DEFAULT_PING_INTERVAL, DEFAULT_PING_TIMEOUT};
+#[cfg(feature = "nats")]
+pub use mesh::DEFAULT_NATS_PREFIX;
 pub use mesh::{
     mesh, LegacyPeer, Mesh, MeshBuilder, Node, NodeRef, NodeState, NodeStatus, NodeWill, Routes, Watch,
     DEFAULT_DOWN_AFTER, DEFAULT_FORGET_AFTER, DEFAULT_LINK_PING_INTERVAL, DEFAULT_LINK_PING_TIMEOUT,
     DEFAULT_STATUS_INTERVAL,
 };
-#[cfg(feature = "nats")]
-pub use mesh::DEFAULT_NATS_PREFIX;
 pub use protocol::{Codec, CodecError, IncomingMessage, LegacyFormat, OutgoingMessage, Payload, PayloadError};
 pub use pubsub::{Hub, LagPolicy, SubscribeOptions, DEFAULT_MAX_TOPIC_LENGTH, DEFAULT_MAX_TOPIC_SEGMENTS};
 pub use routing::Router;

@@ -495,7 +495,9 @@ impl MeshBuilder {
             .or_else(|| env("WEBMESH_NATS_PREFIX"))
             .unwrap_or_else(|| super::nats::DEFAULT_NATS_PREFIX.into());
         let valid = !prefix.is_empty()
-            && prefix.split('.').all(|token| !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'));
+            && prefix.split('.').all(|token| {
+                !token.is_empty() && token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            });
         if !valid {
             return Err(Error::Config(format!(
                 "the NATS prefix `{prefix}`: tokens of letters, digits, `-` and `_`, separated by dots"

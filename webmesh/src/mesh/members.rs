@@ -9,8 +9,8 @@ use tokio::sync::broadcast;
 
 use super::messages::node_topic;
 use super::node::now_ms;
-use super::{Node, NodeState};
 use super::peer::Peer;
+use super::{Node, NodeState};
 use crate::{Client, Hub};
 
 /// A known node.
@@ -153,7 +153,9 @@ impl Members {
         let node = {
             let mut nodes = self.lock();
             let Some(member) = nodes.get_mut(id) else { return };
-            if member.node.state != NodeState::Left || member.link.as_ref().and_then(Peer::link).is_none_or(Client::is_closed) {
+            if member.node.state != NodeState::Left
+                || member.link.as_ref().and_then(Peer::link).is_none_or(Client::is_closed)
+            {
                 return;
             }
             member.node.state = NodeState::Up;

@@ -20,7 +20,11 @@ pub(crate) enum Peer {
 
 impl Peer {
     /// Calls `path` on the node.
-    pub(crate) async fn call<R: DeserializeOwned>(&self, path: &str, data: &(impl Serialize + ?Sized)) -> Result<R, Error> {
+    pub(crate) async fn call<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        data: &(impl Serialize + ?Sized),
+    ) -> Result<R, Error> {
         match self {
             Peer::Link(client) => client.call(path, data).await,
             #[cfg(feature = "nats")]

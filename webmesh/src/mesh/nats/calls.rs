@@ -80,7 +80,11 @@ impl Inbox {
         Self { nats, id: id.to_owned(), subject }
     }
 
-    pub(crate) async fn call<R: DeserializeOwned>(&self, path: &str, data: &(impl Serialize + ?Sized)) -> Result<R, Error> {
+    pub(crate) async fn call<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        data: &(impl Serialize + ?Sized),
+    ) -> Result<R, Error> {
         let call = wire::call(&wire::CallOut { path, data, identity: None })?;
         let answer = self.request(call, path).await?;
         wire::read_answer(path, &answer)

@@ -51,6 +51,8 @@ pub(super) async fn run(nats: Arc<Nats>, stop: CancellationToken) {
     let mut sweep = tokio::time::interval((interval / 2).max(Duration::from_millis(5)));
     sweep.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut bucket = Some(bucket);
+    // When to try storing the record again, after a failed write.
+    let mut store_again: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -64,7 +66,8 @@ pub(super) async fn run(nats: Arc<Nats>, stop: CancellationToken) {
                 }
                 let bytes = record.borrow_and_update().clone();
                 if let Some(bytes) = bytes {
-                    publish_record(&nats, &me, bytes).await;
+                    report(&nats, &me, bytes.clone()).await;
+                    store_again = store(&nats, &me, bytes).await;
                 }
             }
             Ok(Some(store)) = async { bucket.as_mut().expect("guarded").await }, if bucket.is_some() => {
@@ -72,7 +75,8 @@ pub(super) async fn run(nats: Arc<Nats>, stop: CancellationToken) {
                 discover(&nats, &me, &store).await;
                 let bytes = record.borrow().clone();
                 if let Some(bytes) = bytes {
-                    publish_record(&nats, &me, bytes).await;
+                    report(&nats, &me, bytes.clone()).await;
+                    store_again = self::store(&nats, &me, bytes).await;
                 }
             }
             changed = online.changed() => {
@@ -85,6 +89,13 @@ pub(super) async fn run(nats: Arc<Nats>, stop: CancellationToken) {
                         mesh.members.heard_all_now();
                     }
                 }
+            }
+            () = sleep_until(store_again), if store_again.is_some() => {
+                let bytes = record.borrow().clone();
+                store_again = match bytes {
+                    Some(bytes) => store(&nats, &me, bytes).await,
+                    None => None,
+                };
             }
             _ = sweep.tick() => {
                 // Cut off, this node hears nobody: it suspects no one for that.
@@ -131,15 +142,34 @@ fn heard(nats: &Arc<Nats>, me: &str, payload: &[u8]) {
     }
 }
 
-/// Reports this node's record on its status subject, and stores it.
-async fn publish_record(nats: &Nats, me: &str, record: bytes::Bytes) {
-    if let Err(e) = nats.client.publish(nats.statuses.of_name(me), record.clone()).await {
+/// Reports this node's record on its status subject.
+async fn report(nats: &Nats, me: &str, record: bytes::Bytes) {
+    if let Err(e) = nats.client.publish(nats.statuses.of_name(me), record).await {
         tracing::debug!("this node's report was not sent to NATS: {e}");
     }
-    if let Some(store) = nats.bucket.get() {
-        if let Err(e) = store.put(key(me), record).await {
-            tracing::debug!("this node's record was not stored: {e}");
+}
+
+/// Stores this node's record in the bucket, once it is open; returns when
+/// to try again if it could not.
+async fn store(nats: &Nats, me: &str, record: bytes::Bytes) -> Option<tokio::time::Instant> {
+    let store = nats.bucket.get()?;
+    match store.put(key(me), record).await {
+        Ok(revision) => {
+            tracing::debug!(revision, "this node's record is stored");
+            None
         }
+        // A bucket just made may not take writes on every server yet.
+        Err(e) => {
+            tracing::debug!("this node's record was not stored yet: {e}");
+            Some(tokio::time::Instant::now() + RETRY)
+        }
+    }
+}
+
+async fn sleep_until(at: Option<tokio::time::Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
     }
 }
 
@@ -156,7 +186,11 @@ async fn open_bucket(nats: Arc<Nats>, ttl: Duration, stop: CancellationToken) ->
                     description: "webmesh: the records of a mesh's nodes".into(),
                     history: 1,
                     max_age: (ttl * 3).max(MIN_RECORD_TTL),
-                    num_replicas: replicas(&nats.client),
+                    // One replica: several nodes creating a replicated
+                    // stream at once on a cluster that has just formed lost
+                    // its records in our tests. An operator who wants the
+                    // bucket to outlive a server creates it first with 3.
+                    num_replicas: 1,
                     ..Default::default()
                 };
                 js.create_key_value(config).await.map_err(|e| e.to_string())
@@ -169,7 +203,6 @@ async fn open_bucket(nats: Arc<Nats>, ttl: Duration, stop: CancellationToken) ->
                 return Some(store);
             }
             Err(e) => tracing::debug!(bucket = %nats.bucket_name, "the mesh's bucket on NATS is not there yet: {e}"),
-
         }
         tokio::select! {
             () = tokio::time::sleep(RETRY) => {}
@@ -178,15 +211,17 @@ async fn open_bucket(nats: Arc<Nats>, ttl: Duration, stop: CancellationToken) ->
     }
 }
 
-/// As many replicas as the cluster has servers, up to 3.
-fn replicas(client: &async_nats::Client) -> usize {
-    client.server_info().connect_urls.len().clamp(1, 3)
-}
-
 /// Learns the nodes whose records are in the bucket.
 async fn discover(nats: &Arc<Nats>, me: &str, store: &kv::Store) {
-    let Ok(mut keys) = store.keys().await else { return };
-    while let Some(Ok(key)) = keys.next().await {
+    let keys: Vec<String> = match store.keys().await {
+        Ok(keys) => keys.filter_map(|key| async move { key.ok() }).collect().await,
+        Err(e) => {
+            tracing::debug!("the records of the mesh's nodes could not be listed: {e}");
+            return;
+        }
+    };
+    tracing::debug!(records = keys.len(), "the mesh's records");
+    for key in keys {
         let Ok(Some(entry)) = store.entry(key).await else { continue };
         if entry.operation == kv::Operation::Put {
             heard(nats, me, &entry.value);

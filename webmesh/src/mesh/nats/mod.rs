@@ -93,13 +93,10 @@ impl Nats {
                 let online = online_tx.clone();
                 async move {
                     match event {
-                        async_nats::Event::Connected => online.send_replace(true),
-                        async_nats::Event::Disconnected => online.send_replace(false),
-                        other => {
-                            tracing::debug!(event = %other, "NATS");
-                            return;
-                        }
-                    };
+                        async_nats::Event::Connected => drop(online.send_replace(true)),
+                        async_nats::Event::Disconnected => drop(online.send_replace(false)),
+                        other => tracing::debug!(event = %other, "NATS"),
+                    }
                 }
             });
         let urls: Vec<async_nats::ServerAddr> = settings
@@ -151,7 +148,11 @@ impl Nats {
     }
 
     /// Calls `path` on one of the other nodes that serve it.
-    pub(crate) async fn call<R: DeserializeOwned>(&self, path: &str, data: &(impl Serialize + ?Sized)) -> Result<R, Error> {
+    pub(crate) async fn call<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        data: &(impl Serialize + ?Sized),
+    ) -> Result<R, Error> {
         let call = wire::call(&wire::CallOut { path, data, identity: None })?;
         let answer = self.request(self.calls.of_topic(path), call, path).await?;
         wire::read_answer(path, &answer)

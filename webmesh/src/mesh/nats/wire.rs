@@ -70,10 +70,8 @@ fn error_fields(error: &CallError) -> (u8, &str, &str, Option<&serde_json::Value
 
 /// The answer to a call, as received: its value, or the error to return.
 pub(crate) fn read_answer<R: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<R, Error> {
-    let answer: Answer<R> = rmp_serde::from_slice(bytes).map_err(|e| Error::Decode {
-        field: ".".into(),
-        message: format!("the answer of a node over NATS: {e}"),
-    })?;
+    let answer: Answer<R> = rmp_serde::from_slice(bytes)
+        .map_err(|e| Error::Decode { field: ".".into(), message: format!("the answer of a node over NATS: {e}") })?;
     match answer {
         Answer::Value(value) => Ok(value),
         Answer::Error { code, message, data } => {
