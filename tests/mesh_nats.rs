@@ -491,3 +491,26 @@ async fn twenty_nodes_join_through_nats_and_each_lists_all_twenty() {
         n.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_on_one_node_calls_a_route_another_serves_over_nats() {
+    let cluster = Nats::cluster(3);
+    let echo = Router::new().on("/echo", |data: Value| data).on("/", |data: Value| data);
+    let c = node("c", echo, &cluster[2]).await;
+    let a = node("a", Router::new(), &cluster[0]).await;
+    for n in [&a, &c] {
+        until("2 nodes up", 20, || all_up(n, 2)).await;
+    }
+    let port = a.local_addr().unwrap().port();
+    for codec in ["msgpack", "json"] {
+        let seen = tokio::task::spawn_blocking(move || common::python::run_client_with(port, codec, &["echo-only"]))
+            .await
+            .unwrap();
+        assert_eq!(seen["echo"], json!({"blop": 56}), "{codec}: {seen}");
+        assert_eq!(seen["root"], json!([1, "two", null, 3.5]), "{codec}");
+        assert_eq!(seen["unknown"], json!("Path not found"), "{codec}: as from a 0.1.2 server");
+        assert_eq!(seen["call_async"], json!(["async"]), "{codec}");
+    }
+    a.shutdown().await;
+    c.shutdown().await;
+}
