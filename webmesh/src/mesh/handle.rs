@@ -52,6 +52,10 @@ use crate::{Error, Hub, Server};
 /// - Membership is each node's own view of its links: no consensus, no
 ///   gossip of suspicions. Two nodes may see a third differently for a
 ///   moment; both converge once their links settle.
+/// - Over NATS (`MeshBuilder::nats`, feature `nats`), the same, with NATS in place of
+///   links: a node is `suspect` when its reports stop, and a dead node's
+///   will is published by the one survivor whose compare-and-set on its
+///   record succeeds.
 #[derive(Clone)]
 pub struct Mesh {
     inner: Handle,
@@ -158,7 +162,8 @@ impl Mesh {
 
     /// Publishes `data` to `topic` for the matching subscribers of every
     /// node, and returns how many connections it was queued for here
-    /// (each other node whose subscribers match counts as one).
+    /// (each other node whose subscribers match counts as one; over NATS,
+    /// other nodes are not counted: NATS knows which ones want it).
     pub fn publish<T: Serialize + ?Sized>(&self, topic: &str, data: &T) -> Result<usize, Error> {
         self.get()?.hub.publish(topic, data)
     }
@@ -169,6 +174,11 @@ impl Mesh {
     /// Fails with [`Error::NoRoute`] when no node `up` serves `path`. A call
     /// that could not be sent to one node is tried on the next; a call that
     /// was sent and then lost is not (it may have run).
+    ///
+    /// Over NATS (`MeshBuilder::nats`, feature `nats`), a node that serves `path` runs
+    /// the call itself; otherwise NATS gives it to one of the nodes that
+    /// serve it. While this node is cut off from NATS, the call fails at
+    /// once with [`Error::Offline`].
     pub async fn call<R: DeserializeOwned>(&self, path: &str, data: &(impl Serialize + ?Sized)) -> Result<R, Error> {
         let mesh = self.get()?;
         #[cfg(feature = "nats")]
@@ -190,9 +200,6 @@ impl Mesh {
         if let Some(nats) = mesh.nats.get() {
             if mesh.serves(path) {
                 return emit_to(&mesh, &Target::Local, path, data).await;
-            }
-            if mesh.members.serving(path, true).is_empty() {
-                return Err(Error::NoRoute { path: path.to_owned() });
             }
             return nats.emit(path, data).await;
         }

@@ -147,12 +147,23 @@ impl Nats {
         }
     }
 
+    /// Fails with [`Error::NoRoute`] unless another node `up` serves `path`
+    /// (NATS may still hold the subscription of a node that just left).
+    fn routed(&self, path: &str) -> Result<(), Error> {
+        let served = self.mesh.upgrade().is_some_and(|mesh| !mesh.members.serving(path, true).is_empty());
+        match served {
+            true => Ok(()),
+            false => Err(Error::NoRoute { path: path.to_owned() }),
+        }
+    }
+
     /// Calls `path` on one of the other nodes that serve it.
     pub(crate) async fn call<R: DeserializeOwned>(
         &self,
         path: &str,
         data: &(impl Serialize + ?Sized),
     ) -> Result<R, Error> {
+        self.routed(path)?;
         let call = wire::call(&wire::CallOut { path, data, identity: None })?;
         let answer = self.request(self.calls.of_topic(path), call, path).await?;
         wire::read_answer(path, &answer)
@@ -160,12 +171,14 @@ impl Nats {
 
     /// Emits to `path` on one of the other nodes that serve it.
     pub(crate) async fn emit(&self, path: &str, data: &(impl Serialize + ?Sized)) -> Result<(), Error> {
+        self.routed(path)?;
         let call = wire::call(&wire::CallOut { path, data, identity: None })?;
         self.send(self.calls.of_topic(path), call).await
     }
 
     /// Forwards a client's call to one of the other nodes that serve its path.
     pub(crate) async fn forward(&self, call: &Forward) -> Result<rmpv::Value, Error> {
+        self.routed(&call.path)?;
         let out = wire::CallOut { path: &call.path, data: &call.data, identity: call.identity.as_ref() };
         let answer = self.request(self.calls.of_topic(&call.path), wire::call(&out)?, &call.path).await?;
         wire::read_answer(&call.path, &answer)
