@@ -6,7 +6,7 @@ use serde::Serialize;
 
 use super::{Connection, Shared};
 use crate::extract::CallParts;
-use crate::handler::{Reply, ReplyKind};
+use crate::handler::{BoxedHandler, Reply, ReplyKind};
 use crate::protocol::{Envelope, Frame, WireFormat};
 use crate::routing::PathParams;
 use crate::{CallError, Payload};
@@ -45,10 +45,7 @@ pub(crate) async fn dispatch(
     let reply = match handler {
         Some((handler, params)) => {
             let parts = CallParts { connection: conn.clone(), path: path.clone(), params, shared: shared.clone() };
-            let running = shared.counters.start();
-            let reply = handler.call(parts, payload).await;
-            running.done(matches!(reply.0, ReplyKind::Error(_)));
-            reply
+            run_counted(&shared, handler, parts, payload).await
         }
         None if matches!(mode, Mode::Legacy) => Reply::value(LEGACY_NOT_FOUND),
         None => Reply::error(CallError::not_found(&path)),
@@ -78,7 +75,16 @@ pub(crate) async fn call_local(shared: &Arc<Shared>, conn: Connection, path: &st
     let (handler, params) = shared.routes.at(path)?;
     let handler = handler.clone();
     let parts = CallParts { connection: conn, path: path.into(), params, shared: shared.clone() };
-    Some(handler.call(parts, payload).await)
+    Some(run_counted(shared, handler, parts, payload).await)
+}
+
+/// Runs `handler`, counted in the server's figures (its calls in flight,
+/// handled and failed), whoever asked: a connection, or a mesh's node.
+async fn run_counted(shared: &Shared, handler: BoxedHandler, parts: CallParts, payload: Payload) -> Reply {
+    let running = shared.counters.start();
+    let reply = handler.call(parts, payload).await;
+    running.done(matches!(reply.0, ReplyKind::Error(_)));
+    reply
 }
 
 /// Answers a message refused before its handler ran.
