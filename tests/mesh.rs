@@ -3,19 +3,15 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::mesh::{self as scenarios, all_up, drain, ms, state_of, until_markers, whoami, Transport};
 use common::{python, until};
 use serde_json::{json, Value};
 use webmesh::{Client, Error, Mesh, MeshBuilder, Node, NodeState, Router, Server, State};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
 
 /// Timings short enough for tests: a dead link is `suspect` within 0.5 s,
 /// `down` 0.5 s later.
@@ -34,20 +30,6 @@ async fn node(name: &str, router: Router, seeds: &[&Mesh]) -> Mesh {
         builder = builder.peer(seed.url());
     }
     builder.start().await.expect("start a node")
-}
-
-/// A route answering with the id of the node that ran it.
-fn whoami(path: &str) -> Router {
-    Router::new().on(path, |State(mesh): State<Mesh>| mesh.id())
-}
-
-fn state_of(mesh: &Mesh, id: &str) -> Option<NodeState> {
-    mesh.nodes().into_iter().find(|n| n.id == id).map(|n| n.state)
-}
-
-fn all_up(mesh: &Mesh, count: usize) -> bool {
-    let nodes = mesh.nodes();
-    nodes.len() == count && nodes.iter().all(|n| n.state == NodeState::Up)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,123 +69,12 @@ async fn five_nodes_from_one_seed_reach_full_membership_a_late_one_is_known_to_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_go_to_the_nodes_serving_the_path_in_turn_else_no_route() {
-    let a = node("worker", whoami("/work"), &[]).await;
-    let b = node("worker", whoami("/work"), &[&a]).await;
-    let front = whoami("/front")
-        .on("/onwards", |State(mesh): State<Mesh>| async move { mesh.call::<Value>("/nowhere", &()).await });
-    let c = node("front", front, &[&a]).await;
-    for n in [&a, &b, &c] {
-        until("3 nodes up", 10, || all_up(n, 3)).await;
-    }
-
-    let mut answered: HashMap<String, usize> = HashMap::new();
-    for _ in 0..20 {
-        let by: String = c.call("/work", &()).await.unwrap();
-        *answered.entry(by).or_default() += 1;
-    }
-    assert_eq!(answered.len(), 2, "both workers took calls: {answered:?}");
-    assert!(answered.values().all(|n| *n >= 5), "spread over both: {answered:?}");
-
-    // A node serving the path itself takes its turns without a socket.
-    let mut local = 0;
-    for _ in 0..10 {
-        if a.call::<String>("/work", &()).await.unwrap() == a.id() {
-            local += 1;
-        }
-    }
-    assert!((1..10).contains(&local), "a took some, b the others: {local}");
-    assert_eq!(c.call::<String>("/front", &()).await.unwrap(), c.id());
-
-    match c.call::<Value>("/nowhere", &()).await {
-        Err(Error::NoRoute { path }) => assert_eq!(path, "/nowhere"),
-        other => panic!("expected NoRoute, got {other:?}"),
-    }
-    assert!(matches!(c.emit("/nowhere", &()).await, Err(Error::NoRoute { .. })));
-    // A handler that returns the error passes it on as `unavailable`.
-    match a.call::<Value>("/onwards", &()).await {
-        Err(Error::Handler(e)) => {
-            assert_eq!((e.code(), e.message()), ("unavailable", "no node of the mesh serves `/nowhere`"))
-        }
-        other => panic!("expected unavailable, got {other:?}"),
-    }
-
-    // One node by id, or a service by name.
-    for _ in 0..3 {
-        assert_eq!(c.node(&b.id()).call::<String>("/work", &()).await.unwrap(), b.id());
-    }
-    let by_name: String = a.node("front").call("/front", &()).await.unwrap();
-    assert_eq!(by_name, c.id());
-    assert!(matches!(a.node("nobody").call::<Value>("/work", &()).await, Err(Error::NoRoute { .. })));
-    assert_eq!(c.broadcast("/work", &()).await.unwrap(), 2);
-
-    // A worker leaves: its calls go to the other.
-    b.shutdown().await;
-    until("b left on c", 10, || state_of(&c, &b.id()) == Some(NodeState::Left)).await;
-    for _ in 0..5 {
-        assert_eq!(c.call::<String>("/work", &()).await.unwrap(), a.id());
-    }
-    a.shutdown().await;
-    until("a left on c", 10, || state_of(&c, &a.id()) == Some(NodeState::Left)).await;
-    assert!(matches!(c.call::<Value>("/work", &()).await, Err(Error::NoRoute { .. })));
-    c.shutdown().await;
+    scenarios::calls_go_to_the_nodes_serving_the_path_else_no_route(Transport::Links).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node() {
-    let count = Arc::new(AtomicUsize::new(0));
-    let counted = count.clone();
-    let router = whoami("/served/by/c").on("/count", move || {
-        counted.fetch_add(1, Ordering::SeqCst);
-    });
-    let c = node("c", router, &[]).await;
-    let a = node("a", Router::new(), &[&c]).await;
-    until("a and c up", 10, || all_up(&a, 2) && all_up(&c, 2)).await;
-
-    for client in [Client::connect(&a.url()).await.unwrap(), Client::builder(a.url()).json().connect().await.unwrap()] {
-        let by: String = client.call("/served/by/c", &()).await.unwrap();
-        assert_eq!(by, c.id(), "forwarded from a to c");
-        client.emit("/count", &()).await.unwrap();
-        assert!(matches!(client.call::<Value>("/nowhere", &()).await, Err(Error::NotFound { .. })));
-        // Nothing a client sends passes for a node's message.
-        let forged = json!({"path": "/served/by/c", "data": null, "identity": "admin"});
-        match client.call::<Value>("/_mesh/forward", &forged).await {
-            Err(Error::Handler(e)) => assert_eq!(e.code(), "forbidden"),
-            other => panic!("a client forged a forward: {other:?}"),
-        }
-        let hello = json!({"node": c.nodes()[0], "members": []});
-        assert!(
-            matches!(client.call::<Value>("/_mesh/hello", &hello).await, Err(Error::Handler(e)) if e.code() == "forbidden")
-        );
-        // Reserved topics: subscribe yes, publish no.
-        let _watch = client.subscribe::<Node>("/_mesh/nodes/*").await.unwrap();
-        match client.publish(&format!("/_mesh/nodes/{}", c.id()), &json!({"state": "down"})).await {
-            Err(Error::Handler(e)) => assert_eq!(e.code(), "forbidden"),
-            other => panic!("a client published on a reserved topic: {other:?}"),
-        }
-        // The list of nodes is for anyone.
-        let listed: Vec<Node> = client.call("/_mesh/nodes", &()).await.unwrap();
-        assert_eq!(listed.len(), 2);
-    }
-    until("both emits ran on c", 5, || count.load(Ordering::SeqCst) == 2).await;
-    // Forwarding can be turned off: a client of such a node reaches its routes only.
-    let alone = builder("alone", Router::new(), "127.0.0.1:0").forwarding(false).peer(c.url()).start().await.unwrap();
-    until("alone and c up", 10, || all_up(&alone, 3)).await;
-    let client = Client::connect(&alone.url()).await.unwrap();
-    assert!(matches!(client.call::<Value>("/served/by/c", &()).await, Err(Error::NotFound { .. })));
-    assert_eq!(
-        alone.call::<String>("/served/by/c", &()).await.unwrap(),
-        c.id(),
-        "its own calls still go through the mesh"
-    );
-    alone.shutdown().await;
-    // The forwarded calls were counted where they ran (2 calls, 2 emits).
-    until("c's status counts the calls it ran", 5, || {
-        let me = c.nodes().into_iter().find(|n| n.id == c.id()).unwrap();
-        me.status.is_some_and(|s| s.calls_handled >= 4)
-    })
-    .await;
-    a.shutdown().await;
-    c.shutdown().await;
+    scenarios::a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node(Transport::Links).await;
 }
 
 #[derive(Clone, serde::Serialize, serde::Deserialize)]
@@ -255,25 +126,7 @@ async fn forwarded_calls_carry_the_callers_identity_over_authenticated_links_onl
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_on_one_node_calls_a_route_only_another_serves() {
-    let echo = Router::new().on("/echo", |data: Value| data).on("/", |data: Value| data);
-    let c = node("c", echo, &[]).await;
-    let b = node("b", Router::new(), &[&c]).await;
-    let a = node("a", Router::new(), &[&b]).await;
-    for n in [&a, &b, &c] {
-        until("3 nodes up", 10, || all_up(n, 3)).await;
-    }
-    let port = a.local_addr().unwrap().port();
-    for codec in ["msgpack", "json"] {
-        let seen =
-            tokio::task::spawn_blocking(move || python::run_client_with(port, codec, &["echo-only"])).await.unwrap();
-        assert_eq!(seen["echo"], json!({"blop": 56}), "{codec}: {seen}");
-        assert_eq!(seen["root"], json!([1, "two", null, 3.5]), "{codec}");
-        assert_eq!(seen["unknown"], json!("Path not found"), "{codec}: as from a 0.1.2 server");
-        assert_eq!(seen["call_async"], json!(["async"]), "{codec}");
-    }
-    for n in [a, b, c] {
-        n.shutdown().await;
-    }
+    scenarios::the_python_client_on_one_node_calls_a_route_only_another_serves(Transport::Links).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -302,21 +155,6 @@ async fn a_python_server_is_a_member_as_a_legacy_peer() {
     assert!(b.nodes().iter().all(|n| !n.legacy));
     a.shutdown().await;
     b.shutdown().await;
-}
-
-/// Reads `subscription` until `quiet` passes without an event, returning
-/// the data of the events (not the probes) and the losses reported.
-async fn drain(subscription: &mut webmesh::Subscription<Value>, quiet: Duration) -> (Vec<Value>, usize) {
-    let (mut events, mut lost) = (Vec::new(), 0);
-    while let Ok(Some(item)) = tokio::time::timeout(quiet, subscription.recv()).await {
-        match item {
-            Ok(event) if event.topic.ends_with("/probe") => {}
-            Ok(event) => events.push(event.data),
-            Err(Error::Lagged { .. }) => lost += 1,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    (events, lost)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -929,27 +767,6 @@ async fn wills_received(survivors: &[&Mesh], topics: &[&str], watchers: &mut Wat
         received.push(until_markers(subscription, &markers).await);
     }
     received
-}
-
-/// What `subscription` receives until it has seen each of `markers`.
-async fn until_markers(subscription: &mut webmesh::Subscription<Value>, markers: &[Value]) -> Vec<Value> {
-    let mut got = Vec::new();
-    let mut seen = 0;
-    while seen < markers.len() {
-        let event = tokio::time::timeout(Duration::from_secs(10), subscription.recv()).await.expect("the markers");
-        let event = match event.expect("open") {
-            Ok(event) => event,
-            // A node `down`: its events may have been lost; it is said so.
-            Err(Error::Lagged { missed: None }) => continue,
-            Err(e) => panic!("{e}"),
-        };
-        if markers.contains(&event.data) {
-            seen += 1;
-        } else {
-            got.push(event.data);
-        }
-    }
-    got
 }
 
 /// A subscriber of `/services/*/gone` on each node, once the interest

@@ -7,15 +7,12 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
+use common::mesh::{self as scenarios, all_up, drain, ms, state_of, until_markers, whoami, Transport};
 use common::nats::Nats;
 use common::until;
 use futures_util::StreamExt;
 use serde_json::{json, Value};
-use webmesh::{Client, Error, Mesh, MeshBuilder, NodeState, Router, Server, State};
-
-fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
+use webmesh::{Client, Error, Mesh, MeshBuilder, NodeState, Router, Server};
 
 /// A node with timings short enough for tests: reports every 200 ms, a
 /// silent node is `suspect` after 0.5 s, `down` 0.5 s later.
@@ -26,35 +23,6 @@ fn builder(name: &str, router: Router, nats: &Nats) -> MeshBuilder {
 
 async fn node(name: &str, router: Router, nats: &Nats) -> Mesh {
     builder(name, router, nats).start().await.expect("start a node")
-}
-
-/// A route answering with the id of the node that ran it.
-fn whoami(path: &str) -> Router {
-    Router::new().on(path, |State(mesh): State<Mesh>| mesh.id())
-}
-
-fn state_of(mesh: &Mesh, id: &str) -> Option<NodeState> {
-    mesh.nodes().into_iter().find(|n| n.id == id).map(|n| n.state)
-}
-
-fn all_up(mesh: &Mesh, count: usize) -> bool {
-    let nodes = mesh.nodes();
-    nodes.len() == count && nodes.iter().all(|n| n.state == NodeState::Up)
-}
-
-/// Reads `subscription` until `quiet` passes without an event, returning
-/// the data of the events (not the probes) and the losses reported.
-async fn drain(subscription: &mut webmesh::Subscription<Value>, quiet: Duration) -> (Vec<Value>, usize) {
-    let (mut events, mut lost) = (Vec::new(), 0);
-    while let Ok(Some(item)) = tokio::time::timeout(quiet, subscription.recv()).await {
-        match item {
-            Ok(event) if event.topic.ends_with("/probe") => {}
-            Ok(event) => events.push(event.data),
-            Err(Error::Lagged { .. }) => lost += 1,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    (events, lost)
 }
 
 /// Publishes probes on `topic` from `from` until `subscription` receives one.
@@ -72,69 +40,6 @@ async fn probe(from: &Mesh, topic: &str, subscription: &mut webmesh::Subscriptio
     .await;
     // The probes still on their way are read past.
     drain(subscription, ms(200)).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_on_three_servers_find_each_other_call_across_and_leave() {
-    let cluster = Nats::cluster(3);
-    let a = node("worker", whoami("/work"), &cluster[0]).await;
-    let b = node("worker", whoami("/work"), &cluster[1]).await;
-    let front = whoami("/front")
-        .on("/onwards", |State(mesh): State<Mesh>| async move { mesh.call::<Value>("/nowhere", &()).await });
-    let c = node("front", front, &cluster[2]).await;
-    for n in [&a, &b, &c] {
-        until("3 nodes up", 20, || all_up(n, 3)).await;
-    }
-
-    // Queue groups spread c's calls over the two workers.
-    let mut answered: HashMap<String, usize> = HashMap::new();
-    for _ in 0..40 {
-        let by: String = c.call("/work", &()).await.unwrap();
-        *answered.entry(by).or_default() += 1;
-    }
-    assert_eq!(answered.len(), 2, "both workers took calls: {answered:?}");
-    // A node that serves a path answers its own calls.
-    assert_eq!(a.call::<String>("/work", &()).await.unwrap(), a.id());
-    assert_eq!(a.call::<String>("/front", &()).await.unwrap(), c.id());
-
-    match c.call::<Value>("/nowhere", &()).await {
-        Err(Error::NoRoute { path }) => assert_eq!(path, "/nowhere"),
-        other => panic!("expected NoRoute, got {other:?}"),
-    }
-    assert!(matches!(c.emit("/nowhere", &()).await, Err(Error::NoRoute { .. })));
-    match a.call::<Value>("/onwards", &()).await {
-        Err(Error::Handler(e)) => {
-            assert_eq!((e.code(), e.message()), ("unavailable", "no node of the mesh serves `/nowhere`"))
-        }
-        other => panic!("expected unavailable, got {other:?}"),
-    }
-    // One node by id, or a service by name; all of them.
-    for _ in 0..3 {
-        assert_eq!(c.node(&b.id()).call::<String>("/work", &()).await.unwrap(), b.id());
-    }
-    assert_eq!(a.node("front").call::<String>("/front", &()).await.unwrap(), c.id());
-    assert!(matches!(a.node("nobody").call::<Value>("/work", &()).await, Err(Error::NoRoute { .. })));
-    assert_eq!(c.broadcast("/work", &()).await.unwrap(), 2);
-
-    // A plain client of c reaches a worker through c, in both formats.
-    for url in [c.url(), format!("{}?format=json", c.url())] {
-        let client = Client::connect(&url).await.unwrap();
-        let by: String = client.call("/work", &()).await.unwrap();
-        assert!(by == a.id() || by == b.id());
-        assert!(matches!(client.call::<Value>("/nowhere", &()).await, Err(Error::NotFound { .. })));
-        client.close().await;
-    }
-
-    // A worker leaves: the others see it `left`, its calls go to the other.
-    b.shutdown().await;
-    until("b left on a and c", 10, || [&a, &c].iter().all(|n| state_of(n, &b.id()) == Some(NodeState::Left))).await;
-    for _ in 0..5 {
-        assert_eq!(c.call::<String>("/work", &()).await.unwrap(), a.id());
-    }
-    a.shutdown().await;
-    until("a left on c", 10, || state_of(&c, &a.id()) == Some(NodeState::Left)).await;
-    assert!(matches!(c.call::<Value>("/work", &()).await, Err(Error::NoRoute { .. })));
-    c.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -300,20 +205,7 @@ async fn received_before_markers(
     }
     let mut received = Vec::new();
     for (_, subscription) in watchers {
-        let mut got = Vec::new();
-        let mut seen = 0;
-        while seen < markers.len() {
-            let event = tokio::time::timeout(Duration::from_secs(10), subscription.recv()).await.expect("markers");
-            match event.expect("open") {
-                Ok(event) if markers.contains(&event.data) => seen += 1,
-                // Probes that were still on their way.
-                Ok(event) if event.topic.contains("/probe/") => {}
-                Ok(event) => got.push(event.data),
-                Err(Error::Lagged { missed: None }) => {}
-                Err(e) => panic!("{e}"),
-            }
-        }
-        received.push(got);
+        received.push(until_markers(subscription, &markers).await);
     }
     received
 }
@@ -492,25 +384,19 @@ async fn twenty_nodes_join_through_nats_and_each_lists_all_twenty() {
     }
 }
 
+// The scenarios of the direct mesh (tests/mesh.rs), over NATS.
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_client_on_one_node_calls_a_route_another_serves_over_nats() {
-    let cluster = Nats::cluster(3);
-    let echo = Router::new().on("/echo", |data: Value| data).on("/", |data: Value| data);
-    let c = node("c", echo, &cluster[2]).await;
-    let a = node("a", Router::new(), &cluster[0]).await;
-    for n in [&a, &c] {
-        until("2 nodes up", 20, || all_up(n, 2)).await;
-    }
-    let port = a.local_addr().unwrap().port();
-    for codec in ["msgpack", "json"] {
-        let seen = tokio::task::spawn_blocking(move || common::python::run_client_with(port, codec, &["echo-only"]))
-            .await
-            .unwrap();
-        assert_eq!(seen["echo"], json!({"blop": 56}), "{codec}: {seen}");
-        assert_eq!(seen["root"], json!([1, "two", null, 3.5]), "{codec}");
-        assert_eq!(seen["unknown"], json!("Path not found"), "{codec}: as from a 0.1.2 server");
-        assert_eq!(seen["call_async"], json!(["async"]), "{codec}");
-    }
-    a.shutdown().await;
-    c.shutdown().await;
+async fn calls_go_to_the_nodes_serving_the_path_else_no_route() {
+    scenarios::calls_go_to_the_nodes_serving_the_path_else_no_route(Transport::nats()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node() {
+    scenarios::a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node(Transport::nats()).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_python_client_on_one_node_calls_a_route_only_another_serves() {
+    scenarios::the_python_client_on_one_node_calls_a_route_only_another_serves(Transport::nats()).await;
 }

@@ -1,6 +1,7 @@
 //! Helpers shared by the integration tests: a real server on 127.0.0.1:0.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod mesh;
 pub mod nats;
 pub mod python;
 
