@@ -21,6 +21,7 @@
 mod fanout;
 mod idle;
 mod load;
+mod mesh_nats;
 mod nats_server;
 mod proc;
 mod report;
@@ -49,6 +50,31 @@ enum Command {
     Server {
         /// The system to serve.
         system: String,
+    },
+    /// A call across two nodes of a mesh over NATS against raw async-nats
+    /// request/reply, and its table.
+    MeshNats,
+    /// A node of a mesh over NATS (used by `mesh-nats`).
+    MeshNode {
+        #[arg(long)]
+        nats: String,
+        /// Serve `/echo`.
+        #[arg(long)]
+        serve: bool,
+    },
+    /// A raw NATS responder (used by `mesh-nats`).
+    NatsEcho {
+        #[arg(long)]
+        nats: String,
+    },
+    /// A raw NATS requester (used by `mesh-nats`).
+    NatsRequests {
+        #[arg(long)]
+        nats: String,
+        #[arg(long)]
+        in_flight: usize,
+        #[arg(long)]
+        seconds: f64,
     },
 }
 
@@ -99,6 +125,10 @@ fn main() {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Server { system }) => servers::serve(&system),
+        Some(Command::MeshNats) => mesh_nats::run(&cli.options),
+        Some(Command::MeshNode { nats, serve }) => mesh_nats::node(&nats, serve),
+        Some(Command::NatsEcho { nats }) => mesh_nats::echo(&nats),
+        Some(Command::NatsRequests { nats, in_flight, seconds }) => mesh_nats::requests(&nats, in_flight, seconds),
         None => report::run(&cli.options),
     }
 }

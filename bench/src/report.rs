@@ -37,7 +37,7 @@ fn rotated<T: Clone>(items: &[T], run: usize) -> Vec<T> {
     items
 }
 
-fn median(mut values: Vec<f64>) -> f64 {
+pub(crate) fn median(mut values: Vec<f64>) -> f64 {
     values.sort_by(f64::total_cmp);
     match values.len() {
         0 => f64::NAN,

@@ -253,6 +253,13 @@ impl Members {
         targets
     }
 
+    /// Whether a node `up` other than this one serves `path` (what
+    /// [`serving`](Self::serving) would list, without listing it).
+    #[cfg(feature = "nats")]
+    pub(crate) fn served_elsewhere(&self, path: &str) -> bool {
+        self.lock().values().any(|m| m.link.is_some() && m.node.state == NodeState::Up && m.serves(path))
+    }
+
     /// The nodes matching `id_or_name`: by id, else by name.
     pub(crate) fn named(&self, id_or_name: &str) -> Vec<String> {
         let nodes = self.lock();

@@ -150,7 +150,7 @@ impl Nats {
     /// Fails with [`Error::NoRoute`] unless another node `up` serves `path`
     /// (NATS may still hold the subscription of a node that just left).
     fn routed(&self, path: &str) -> Result<(), Error> {
-        let served = self.mesh.upgrade().is_some_and(|mesh| !mesh.members.serving(path, true).is_empty());
+        let served = self.mesh.upgrade().is_some_and(|mesh| mesh.members.served_elsewhere(path));
         match served {
             true => Ok(()),
             false => Err(Error::NoRoute { path: path.to_owned() }),
