@@ -55,6 +55,7 @@ impl Subjects {
     /// The subject filter of a call route (`/stock/{sku}`, `/files/{*path}`):
     /// a segment with a parameter in it is any one token, a catch-all the
     /// rest. A node that receives a call checks the path against its routes.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn of_route(&self, route: &str) -> String {
         let mut subject = self.prefix.clone();
         for segment in route.strip_prefix('/').unwrap_or(route).split('/') {
@@ -72,6 +73,7 @@ impl Subjects {
     }
 
     /// The subject of `name` under the prefix, escaped as one token.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn of_name(&self, name: &str) -> String {
         let mut subject = self.prefix.clone();
         subject.push('.');
@@ -80,6 +82,7 @@ impl Subjects {
     }
 
     /// The filter of every subject one token under the prefix.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
     pub(crate) fn any(&self) -> String {
         format!("{}.*", self.prefix)
     }
@@ -98,6 +101,7 @@ impl Subjects {
 }
 
 /// `name` as a key of a JetStream key-value bucket (which allows `=` but not `%`).
+#[cfg_attr(not(feature = "nats"), allow(dead_code))]
 pub(crate) fn key(name: &str) -> String {
     let mut key = String::with_capacity(name.len());
     escape(name, &mut key);
@@ -161,6 +165,20 @@ mod tests {
 
     fn subjects() -> Subjects {
         Subjects::new("webmesh")
+    }
+
+    #[test]
+    fn routes_names_and_keys_map_as_documented() {
+        let calls = Subjects::new("webmesh._mesh.call");
+        assert_eq!(calls.of_route("/stock/{sku}"), "webmesh._mesh.call.stock.*");
+        assert_eq!(calls.of_route("/files/{*path}"), "webmesh._mesh.call.files.>");
+        assert_eq!(calls.of_route("/img/{name}.png"), "webmesh._mesh.call.img.*");
+        assert_eq!(calls.of_topic("/img/a.png"), "webmesh._mesh.call.img.a%2Epng");
+        let nodes = Subjects::new("webmesh._mesh.nodes");
+        assert_eq!(nodes.of_name("a.b"), "webmesh._mesh.nodes.a%2Eb");
+        assert_eq!(nodes.any(), "webmesh._mesh.nodes.*");
+        assert_eq!(key("a.b c"), "a=2Eb=20c");
+        assert_eq!(key("0123abcdef"), "0123abcdef");
     }
 
     #[test]

@@ -1,0 +1,221 @@
+//! A node's connection to the mesh's NATS, and what goes through it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+use async_nats::jetstream::kv;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::sync::{watch, OnceCell};
+
+use super::subject::Subjects;
+use super::{calls, events, members, wire};
+use crate::mesh::messages::Forward;
+use crate::mesh::{MeshInner, Node};
+use crate::Error;
+
+use super::calls::Inbox;
+
+/// The default subject prefix of a mesh on NATS.
+pub const DEFAULT_NATS_PREFIX: &str = "webmesh";
+
+/// How long a request to JetStream may take (a new cluster answers its
+/// first ones only once it elected a leader).
+const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What a node needs to join a mesh through NATS.
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub(crate) urls: Vec<String>,
+    pub(crate) prefix: String,
+}
+
+/// A node's side of the mesh's NATS: its connection and what it keeps.
+pub(crate) struct Nats {
+    pub(super) client: async_nats::Client,
+    /// The subjects of topics, under the prefix.
+    pub(super) topics: Subjects,
+    /// The subjects of calls to routes.
+    pub(super) calls: Subjects,
+    /// The subjects of calls to one node.
+    pub(super) inboxes: Subjects,
+    /// The subjects of nodes' status reports.
+    pub(super) statuses: Subjects,
+    /// The bucket of node records, once it is there.
+    pub(super) bucket: OnceCell<kv::Store>,
+    pub(super) bucket_name: String,
+    pub(super) mesh: Weak<MeshInner>,
+    /// Whether the connection is up; changes as it drops and returns.
+    pub(super) online: watch::Receiver<bool>,
+    /// This node's latest record, to report and store.
+    pub(super) record: watch::Sender<Option<Bytes>>,
+    /// Set once the node leaves: it reports and stores nothing more.
+    pub(super) leaving: AtomicBool,
+    pub(super) events: events::Outbox,
+    pub(super) call_timeout: Duration,
+}
+
+impl Nats {
+    /// Connects to the cluster at `settings.urls`; fails if no server
+    /// answers within the time of one call.
+    pub(crate) async fn connect(settings: &Settings, name: &str, call_timeout: Duration) -> Result<Self, Error> {
+        let (online_tx, online) = watch::channel(true);
+        let online_tx = Arc::new(online_tx);
+        let options = async_nats::ConnectOptions::new()
+            .name(format!("webmesh {name}"))
+            // Its own events and calls do not come back to a node: it
+            // delivers them here itself.
+            .no_echo()
+            // JetStream's requests (the bucket's); calls set their own.
+            .request_timeout(Some(JETSTREAM_TIMEOUT))
+            .connection_timeout(call_timeout.min(Duration::from_secs(5)))
+            .max_reconnects(None)
+            .event_callback(move |event| {
+                let online = online_tx.clone();
+                async move {
+                    match event {
+                        async_nats::Event::Connected => drop(online.send_replace(true)),
+                        async_nats::Event::Disconnected => drop(online.send_replace(false)),
+                        other => tracing::debug!(event = %other, "NATS"),
+                    }
+                }
+            });
+        let urls: Vec<async_nats::ServerAddr> = settings
+            .urls
+            .iter()
+            .map(|url| url.parse().map_err(|e| Error::Config(format!("the NATS URL `{url}`: {e}"))))
+            .collect::<Result<_, _>>()?;
+        let client = options
+            .connect(urls.as_slice())
+            .await
+            .map_err(|e| Error::Offline(format!("cannot reach NATS at {}: {e}", settings.urls.join(", "))))?;
+        let prefix = settings.prefix.clone();
+        let reserved = |what: &str| Subjects::new(format!("{prefix}._mesh.{what}"));
+        Ok(Self {
+            client,
+            topics: Subjects::new(prefix.clone()),
+            calls: reserved("call"),
+            inboxes: reserved("node"),
+            statuses: reserved("nodes"),
+            bucket: OnceCell::new(),
+            bucket_name: format!("{}_nodes", prefix.replace('.', "_")),
+            mesh: Weak::new(),
+            online,
+            record: watch::Sender::new(None),
+            leaving: AtomicBool::new(false),
+            events: events::Outbox::new(prefix),
+            call_timeout,
+        })
+    }
+
+    /// Starts carrying `mesh`'s calls, events and membership.
+    pub(crate) fn start(mut self, mesh: &Arc<MeshInner>) -> Arc<Self> {
+        self.mesh = Arc::downgrade(mesh);
+        let nats = Arc::new(self);
+        let stop = mesh.stop.clone();
+        mesh.hub.set_uplink(nats.events.uplink(nats.client.clone(), &mesh.tasks, stop.clone()));
+        mesh.tasks.spawn(calls::serve(nats.clone(), stop.clone()));
+        mesh.tasks.spawn(events::relay(nats.clone(), mesh.interest.clone(), stop.clone()));
+        mesh.tasks.spawn(members::run(nats.clone(), stop));
+        nats
+    }
+
+    /// Whether the connection to NATS is up.
+    pub(super) fn online(&self) -> Result<(), Error> {
+        match *self.online.borrow() {
+            true => Ok(()),
+            false => Err(Error::Offline("its NATS connection is down".into())),
+        }
+    }
+
+    /// Fails with [`Error::NoRoute`] unless another node `up` serves `path`
+    /// (NATS may still hold the subscription of a node that just left).
+    pub(super) fn routed(&self, path: &str) -> Result<(), Error> {
+        let served = self.mesh.upgrade().is_some_and(|mesh| mesh.members.served_elsewhere(path));
+        match served {
+            true => Ok(()),
+            false => Err(Error::NoRoute { path: path.to_owned() }),
+        }
+    }
+
+    /// Calls `path` on one of the other nodes that serve it.
+    pub(crate) async fn call<R: DeserializeOwned>(
+        &self,
+        path: &str,
+        data: &(impl Serialize + ?Sized),
+    ) -> Result<R, Error> {
+        self.routed(path)?;
+        let call = wire::call(&wire::CallOut { path, data, identity: None })?;
+        let answer = self.request(self.calls.of_topic(path), call, path).await?;
+        wire::read_answer(path, &answer)
+    }
+
+    /// Emits to `path` on one of the other nodes that serve it.
+    pub(crate) async fn emit(&self, path: &str, data: &(impl Serialize + ?Sized)) -> Result<(), Error> {
+        self.routed(path)?;
+        let call = wire::call(&wire::CallOut { path, data, identity: None })?;
+        self.send(self.calls.of_topic(path), call).await
+    }
+
+    /// Forwards a client's call to one of the other nodes that serve its path.
+    pub(crate) async fn forward(&self, call: &Forward) -> Result<rmpv::Value, Error> {
+        self.routed(&call.path)?;
+        let out = wire::CallOut { path: &call.path, data: &call.data, identity: call.identity.as_ref() };
+        let answer = self.request(self.calls.of_topic(&call.path), wire::call(&out)?, &call.path).await?;
+        wire::read_answer(&call.path, &answer)
+    }
+
+    /// The subject only node `id` serves.
+    pub(crate) fn inbox(self: &Arc<Self>, id: &str) -> Inbox {
+        Inbox::new(self.clone(), id)
+    }
+
+    pub(super) async fn request(&self, subject: String, payload: Bytes, path: &str) -> Result<Bytes, Error> {
+        use async_nats::client::RequestErrorKind;
+        self.online()?;
+        let request = async_nats::Request::new().payload(payload).timeout(Some(self.call_timeout));
+        let request = self.client.send_request(subject, request);
+        match tokio::time::timeout(self.call_timeout, request).await {
+            Ok(Ok(message)) => Ok(message.payload),
+            Ok(Err(e)) => match e.kind() {
+                RequestErrorKind::NoResponders => Err(Error::NoRoute { path: path.to_owned() }),
+                RequestErrorKind::TimedOut => Err(Error::Timeout(self.call_timeout)),
+                RequestErrorKind::Other => Err(Error::Offline(e.to_string())),
+            },
+            Err(_) => Err(Error::Timeout(self.call_timeout)),
+        }
+    }
+
+    pub(super) async fn send(&self, subject: String, payload: Bytes) -> Result<(), Error> {
+        self.online()?;
+        self.client.publish(subject, payload).await.map_err(|e| Error::Offline(e.to_string()))
+    }
+
+    /// This node's record changed (its status, its will): it is reported
+    /// and stored.
+    pub(crate) fn report(&self, node: &Node) {
+        match rmp_serde::to_vec_named(node) {
+            Ok(bytes) if !self.leaving.load(Ordering::Acquire) => {
+                self.record.send_replace(Some(bytes.into()));
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("this node's record did not encode: {e}"),
+        }
+    }
+
+    /// Node `id` is `down`: this node tries to be the one that publishes
+    /// its will.
+    pub(crate) fn mourn(self: &Arc<Self>, id: &str) {
+        let Some(mesh) = self.mesh.upgrade() else { return };
+        mesh.tasks.spawn(members::mourn(self.clone(), id.to_owned(), mesh.stop.clone()));
+    }
+
+    /// Leaves: removes this node's record (so no survivor publishes its
+    /// will) and reports it `left`.
+    pub(crate) async fn leave(&self, mut node: Node) {
+        self.leaving.store(true, Ordering::Release);
+        members::leave(self, &mut node).await;
+    }
+}
