@@ -182,8 +182,8 @@ impl MeshBuilder {
         self
     }
 
-    /// The node's id (default: random, new at each start). Ids must be
-    /// unique in the mesh: a restarted node is a new node.
+    /// The node's id (default: random, new at each start), of 1 to 128
+    /// bytes. Ids must be unique in the mesh: a restarted node is a new node.
     pub fn id(mut self, id: impl Into<String>) -> Self {
         self.id = Some(id.into());
         self
@@ -372,6 +372,9 @@ impl MeshBuilder {
         }
         let will = self.will.take().transpose()?;
         let id = self.id.take().unwrap_or_else(random_id);
+        if id.is_empty() || id.len() > super::MAX_NODE_ID {
+            return Err(Error::Config(format!("a node's id is 1 to {} bytes", super::MAX_NODE_ID)));
+        }
         let name = self.name.take().or_else(|| env("WEBMESH_NAME")).unwrap_or_else(default_name);
         let peers = self.peers.take().unwrap_or_else(|| {
             env("WEBMESH_PEERS")

@@ -46,6 +46,10 @@ use crate::{Client, ClientBuilder, Connection, Error, Hub, Payload, Reconnect, W
 /// nodes, and a node that claims to know thousands is not believed.
 const MAX_LINKS: usize = 1024;
 
+/// The longest node id (in bytes): ids travel in every report and name a
+/// node's NATS subject and bucket key.
+pub(crate) const MAX_NODE_ID: usize = 128;
+
 /// The longest URL a node dials.
 const MAX_URL_LENGTH: usize = 2048;
 

@@ -42,6 +42,7 @@ impl Outbox {
     ) -> Arc<dyn Uplink> {
         let (queue, mut queued) = mpsc::unbounded_channel::<(String, Bytes)>();
         let uplink = Arc::new(Sender {
+            max_payload: client.server_info().max_payload,
             subjects: self.subjects.clone(),
             origin: self.origin,
             seq: AtomicU64::new(0),
@@ -68,6 +69,8 @@ impl Outbox {
 }
 
 struct Sender {
+    /// The largest message the NATS server takes.
+    max_payload: usize,
     subjects: Subjects,
     origin: u64,
     seq: AtomicU64,
@@ -82,6 +85,11 @@ impl Uplink for Sender {
     fn event(&self, topic: &str, data: Bytes) {
         // The mesh's own topics are its members' business, on NATS as on links.
         if topic.starts_with(RESERVED) {
+            return;
+        }
+        if data.len() + wire::EVENT_HEADER > self.max_payload {
+            tracing::warn!(%topic, "an event over NATS's largest message is not sent to other nodes");
+            self.gap.store(true, Ordering::Relaxed);
             return;
         }
         if self.pending.load(Ordering::Relaxed) + data.len() > MAX_PENDING_BYTES {
@@ -147,6 +155,11 @@ async fn follow(
         let Ok(parsed) = TopicPattern::parse(&pattern) else { continue };
         wanted_by.entry(nats.topics.of_pattern(&parsed)).or_default().insert(pattern);
     }
+    // A filter within another brings nothing the other does not: dropped,
+    // so that an event comes once on fewer subscriptions (the hub gives it
+    // to every local subscriber it matches).
+    let filters: Vec<String> = wanted_by.keys().cloned().collect();
+    wanted_by.retain(|filter, _| !filters.iter().any(|other| other != filter && covers(other, filter)));
     let unwanted: Vec<String> = subscriptions.keys().filter(|f| !wanted_by.contains_key(*f)).cloned().collect();
     for filter in unwanted {
         // Dropping the subscriber unsubscribes on NATS.
@@ -165,19 +178,42 @@ async fn follow(
     }
 }
 
+/// Whether NATS filter `wide` matches every subject `narrow` matches.
+fn covers(wide: &str, narrow: &str) -> bool {
+    let mut narrow_tokens = narrow.split('.');
+    for token in wide.split('.') {
+        match (token, narrow_tokens.next()) {
+            (">", Some(_)) => return true,
+            (_, None) => return false,
+            ("*", Some(other)) if other != ">" => {}
+            (literal, Some(other)) if literal == other => {}
+            _ => return false,
+        }
+    }
+    narrow_tokens.next().is_none()
+}
+
 fn deliver(nats: &Nats, seen: &mut wire::Seen, message: &async_nats::Message) {
     let Some(mesh) = nats.mesh.upgrade() else { return };
     let Some(event) = wire::read_event(&message.payload) else {
         tracing::debug!(subject = %message.subject, "a message on a topic's subject that is no webmesh event");
         return;
     };
-    if !seen.first(event.origin, event.seq) {
-        return;
+    let Some(topic) = nats.topics.to_topic(&message.subject) else { return };
+    match seen.sight(event.origin, event.seq) {
+        wire::Sighting::First => {}
+        wire::Sighting::Again => return,
+        wire::Sighting::Unknown => {
+            // Perhaps never delivered: its subscribers are told.
+            if let Ok(pattern) = TopicPattern::parse(&topic) {
+                mesh.hub.report_lost(Some(&pattern), 0, RESERVED);
+            }
+            return;
+        }
     }
     if event.flags & wire::GAP != 0 {
         mesh.hub.report_lost(None, 0, RESERVED);
     }
-    let Some(topic) = nats.topics.to_topic(&message.subject) else { return };
     match rmp_serde::from_slice::<rmpv::Value>(event.data) {
         Ok(data) => {
             if let Err(e) = mesh.hub.publish_relayed(&topic, &data) {
@@ -192,5 +228,23 @@ fn deliver(nats: &Nats, seen: &mut wire::Seen, message: &async_nats::Message) {
 fn lost(nats: &Nats) {
     if let Some(mesh) = nats.mesh.upgrade() {
         mesh.hub.report_lost(None, 0, RESERVED);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::covers;
+
+    #[test]
+    fn a_filter_covers_those_within_it() {
+        assert!(covers("w.news.*", "w.news.sport"));
+        assert!(covers("w.news.>", "w.news.sport.x"));
+        assert!(covers("w.news.>", "w.news.*"));
+        assert!(covers("w.>", "w.news.>"));
+        assert!(!covers("w.news.*", "w.news.>"), "`*` is one token, `>` one or more");
+        assert!(!covers("w.news.*", "w.news"));
+        assert!(!covers("w.news.sport", "w.news.*"));
+        assert!(!covers("w.a.*.c", "w.a.b.*"), "overlapping, neither within the other");
+        assert!(!covers("w.news.*", "w.news.a.b"));
     }
 }

@@ -18,6 +18,9 @@ use crate::mesh::{MeshInner, Node, NodeState};
 /// for the survivors to notice the node is `down` and claim its will.
 const MIN_RECORD_TTL: Duration = Duration::from_secs(30);
 
+/// The longest node id this node believes (the builder allows no longer).
+const MAX_NODE_ID: usize = crate::mesh::MAX_NODE_ID;
+
 /// How long to wait between tries at the bucket while it cannot be reached.
 const RETRY: Duration = Duration::from_millis(500);
 
@@ -58,7 +61,7 @@ pub(super) async fn run(nats: Arc<Nats>, stop: CancellationToken) {
             () = stop.cancelled() => return,
             report = reports.next() => {
                 let Some(report) = report else { return };
-                heard(&nats, &me, &report.payload);
+                heard(&nats, &me, &report.payload, |id| report.subject.as_str() == nats.statuses.of_name(id));
             }
             changed = record.changed() => {
                 if changed.is_err() {
@@ -115,7 +118,7 @@ pub(super) async fn run(nats: Arc<Nats>, stop: CancellationToken) {
 }
 
 /// A node's report: it is `up` (again), reports itself, or left.
-fn heard(nats: &Arc<Nats>, me: &str, payload: &[u8]) {
+fn heard(nats: &Arc<Nats>, me: &str, payload: &[u8], from: impl Fn(&str) -> bool) {
     let Some(mesh) = nats.mesh.upgrade() else { return };
     let node: Node = match rmp_serde::from_slice(payload) {
         Ok(node) => node,
@@ -125,6 +128,12 @@ fn heard(nats: &Arc<Nats>, me: &str, payload: &[u8]) {
         }
     };
     if node.id == me || node.legacy {
+        return;
+    }
+    // A node reports itself on its own subject (and is stored under its own
+    // key): a report of another's is a forgery.
+    if node.id.len() > MAX_NODE_ID || !from(&node.id) {
+        tracing::debug!(id = %node.id.chars().take(64).collect::<String>(), "a node's report on another's subject, ignored");
         return;
     }
     let id = node.id.clone();
@@ -152,10 +161,16 @@ async fn report(nats: &Nats, me: &str, record: bytes::Bytes) {
 /// Stores this node's record in the bucket, once it is open; returns when
 /// to try again if it could not.
 async fn store(nats: &Nats, me: &str, record: bytes::Bytes) -> Option<tokio::time::Instant> {
-    let store = nats.bucket.get()?;
+    let Some(store) = nats.bucket.get() else {
+        nats.left.notify_one();
+        return None;
+    };
     match store.put(key(me), record).await {
-        Ok(revision) => {
-            tracing::debug!(revision, "this node's record is stored");
+        Ok(_) => {
+            // The last record of a node that leaves says so: it is stored.
+            if nats.leaving.load(std::sync::atomic::Ordering::Acquire) {
+                nats.left.notify_one();
+            }
             None
         }
         // A bucket just made may not take writes on every server yet.
@@ -221,10 +236,10 @@ async fn discover(nats: &Arc<Nats>, me: &str, store: &kv::Store) {
         }
     };
     tracing::debug!(records = keys.len(), "the mesh's records");
-    for key in keys {
-        let Ok(Some(entry)) = store.entry(key).await else { continue };
+    for stored in keys {
+        let Ok(Some(entry)) = store.entry(stored).await else { continue };
         if entry.operation == kv::Operation::Put {
-            heard(nats, me, &entry.value);
+            heard(nats, me, &entry.value, |id| entry.key == key(id));
         }
     }
 }
@@ -270,7 +285,7 @@ async fn claim(store: &kv::Store, id: &str, silent_after: Duration) -> Result<Op
     let key = key(id);
     let Some(entry) = store.entry(key.clone()).await.map_err(|e| e.to_string())? else { return Ok(None) };
     if entry.operation != kv::Operation::Put {
-        // Deleted: it left, or another survivor claimed its will.
+        // Deleted: another survivor claimed its will.
         return Ok(None);
     }
     let written_ms = (entry.created.unix_timestamp_nanos() / 1_000_000) as u64;
@@ -279,6 +294,9 @@ async fn claim(store: &kv::Store, id: &str, silent_after: Duration) -> Result<Op
         return Ok(None);
     }
     let node: Node = rmp_serde::from_slice(&entry.value).map_err(|e| e.to_string())?;
+    if node.state == NodeState::Left {
+        return Ok(None);
+    }
     match store.delete_expect_revision(key, Some(entry.revision)).await {
         Ok(()) => Ok(node.will),
         // Another survivor was first, or the node wrote again.
@@ -287,17 +305,14 @@ async fn claim(store: &kv::Store, id: &str, silent_after: Duration) -> Result<Op
     }
 }
 
-/// Removes this node's record, and reports it `left`.
+/// Reports and stores this node's record as `left` (so no survivor
+/// publishes its will), through the task that writes its records, after
+/// any write under way.
 pub(super) async fn leave(nats: &Nats, node: &mut Node) {
-    let me = node.id.clone();
-    if let Some(store) = nats.bucket.get() {
-        if let Err(e) = tokio::time::timeout(Duration::from_secs(1), store.delete(key(&me))).await {
-            tracing::debug!("this node's record was not removed: {e}");
-        }
-    }
     node.state = NodeState::Left;
     if let Ok(bytes) = rmp_serde::to_vec_named(&*node) {
-        let _ = nats.client.publish(nats.statuses.of_name(&me), bytes.into()).await;
+        nats.record.send_replace(Some(bytes.into()));
+        let _ = tokio::time::timeout(Duration::from_secs(1), nats.left.notified()).await;
     }
     let _ = tokio::time::timeout(Duration::from_secs(1), nats.client.flush()).await;
 }

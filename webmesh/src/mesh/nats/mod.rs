@@ -13,13 +13,13 @@
 //!   succeeds: once, without a coordinator.
 
 // The subjects are compiled for tests and internals without the feature.
-pub(crate) mod subject;
 #[cfg(feature = "nats")]
 mod calls;
 #[cfg(feature = "nats")]
 mod events;
 #[cfg(feature = "nats")]
 mod members;
+pub(crate) mod subject;
 #[cfg(feature = "nats")]
 mod transport;
 #[cfg(feature = "nats")]
@@ -28,6 +28,6 @@ mod wire;
 #[cfg(feature = "nats")]
 pub(crate) use self::calls::Inbox;
 #[cfg(feature = "nats")]
-pub(crate) use self::transport::{Nats, Settings};
-#[cfg(feature = "nats")]
 pub use self::transport::DEFAULT_NATS_PREFIX;
+#[cfg(feature = "nats")]
+pub(crate) use self::transport::{Nats, Settings};

@@ -53,6 +53,8 @@ pub(crate) struct Nats {
     pub(super) record: watch::Sender<Option<Bytes>>,
     /// Set once the node leaves: it reports and stores nothing more.
     pub(super) leaving: AtomicBool,
+    /// Told once the record that says this node left is stored.
+    pub(super) left: tokio::sync::Notify,
     pub(super) events: events::Outbox,
     pub(super) call_timeout: Duration,
 }
@@ -105,6 +107,7 @@ impl Nats {
             online,
             record: watch::Sender::new(None),
             leaving: AtomicBool::new(false),
+            left: tokio::sync::Notify::new(),
             events: events::Outbox::new(prefix),
             call_timeout,
         })
@@ -177,7 +180,21 @@ impl Nats {
         self.online()?;
         let request = async_nats::Request::new().payload(payload).timeout(Some(self.call_timeout));
         let request = self.client.send_request(subject, request);
-        match tokio::time::timeout(self.call_timeout, request).await {
+        let mut online = self.online.clone();
+        let dropped = async move {
+            while *online.borrow_and_update() {
+                if online.changed().await.is_err() {
+                    std::future::pending::<()>().await;
+                }
+            }
+        };
+        let answered = tokio::select! {
+            answered = tokio::time::timeout(self.call_timeout, request) => answered,
+            () = dropped => {
+                return Err(Error::Closed(Some("the NATS connection dropped while the call was under way; it may have run".into())));
+            }
+        };
+        match answered {
             Ok(Ok(message)) => Ok(message.payload),
             Ok(Err(e)) => match e.kind() {
                 RequestErrorKind::NoResponders => Err(Error::NoRoute { path: path.to_owned() }),
@@ -212,8 +229,8 @@ impl Nats {
         mesh.tasks.spawn(members::mourn(self.clone(), id.to_owned(), mesh.stop.clone()));
     }
 
-    /// Leaves: removes this node's record (so no survivor publishes its
-    /// will) and reports it `left`.
+    /// Leaves: reports and stores this node's record as `left`, so that no
+    /// survivor publishes its will.
     pub(crate) async fn leave(&self, mut node: Node) {
         self.leaving.store(true, Ordering::Release);
         members::leave(self, &mut node).await;

@@ -26,7 +26,7 @@ use crate::{CallError, Error};
 pub(crate) const GAP: u8 = 1;
 
 /// The length of an event's header.
-const EVENT_HEADER: usize = 17;
+pub(crate) const EVENT_HEADER: usize = 17;
 
 /// A call as sent: the fields of a FORWARD, its data not yet a value.
 #[derive(Serialize)]
@@ -165,10 +165,21 @@ struct Window {
     bits: Box<[u64; (WINDOW / 64) as usize]>,
 }
 
+/// Whether an event was seen before.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Sighting {
+    /// Not seen before: deliver it.
+    First,
+    /// Seen before (another subscription's copy): drop it.
+    Again,
+    /// Older than the window: whether it was seen is not known any more.
+    /// It is dropped, and its subscribers told they may have lost events.
+    Unknown,
+}
+
 impl Seen {
-    /// Whether (`origin`, `seq`) is new; it is remembered as seen. A number
-    /// older than the window counts as seen: its copies came long ago.
-    pub(crate) fn first(&mut self, origin: u64, seq: u64) -> bool {
+    /// Whether (`origin`, `seq`) was seen; it is remembered as seen.
+    pub(crate) fn sight(&mut self, origin: u64, seq: u64) -> Sighting {
         self.tick += 1;
         if self.origins.len() >= MAX_ORIGINS && !self.origins.contains_key(&origin) {
             let oldest = self.origins.iter().min_by_key(|(_, w)| w.used).map(|(o, _)| *o);
@@ -177,20 +188,23 @@ impl Seen {
         let window =
             self.origins.entry(origin).or_insert_with(|| Window { used: 0, top: seq, bits: Box::new([0; 64]) });
         window.used = self.tick;
-        if seq + WINDOW <= window.top {
-            return false;
+        if window.top.saturating_sub(seq) >= WINDOW {
+            return Sighting::Unknown;
         }
         if seq > window.top {
             // Forget the numbers that fall out of the window.
             let cleared = (seq - window.top).min(WINDOW);
-            for n in window.top + 1..=window.top + cleared {
-                window.clear(n);
+            for n in 1..=cleared {
+                window.clear(window.top.wrapping_add(n));
             }
             window.top = seq;
         }
         let new = !window.get(seq);
         window.set(seq);
-        new
+        match new {
+            true => Sighting::First,
+            false => Sighting::Again,
+        }
     }
 }
 
@@ -218,25 +232,31 @@ mod tests {
     use super::*;
 
     #[test]
-    fn an_event_is_first_once_and_a_window_apart_is_old() {
+    fn an_event_is_first_once_and_a_window_apart_is_unknown() {
+        use Sighting::*;
         let mut seen = Seen::default();
-        assert!(seen.first(7, 10));
-        assert!(!seen.first(7, 10));
-        assert!(seen.first(7, 9), "an earlier number not seen yet is new");
-        assert!(seen.first(8, 10), "origins are apart");
-        assert!(seen.first(7, 10 + WINDOW));
-        assert!(!seen.first(7, 10), "out of the window");
-        assert!(seen.first(7, 11 + WINDOW / 2));
-        assert!(!seen.first(7, 11 + WINDOW / 2));
+        assert_eq!(seen.sight(7, 10), First);
+        assert_eq!(seen.sight(7, 10), Again);
+        assert_eq!(seen.sight(7, 9), First, "an earlier number not seen yet is new");
+        assert_eq!(seen.sight(8, 10), First, "origins are apart");
+        assert_eq!(seen.sight(7, 10 + WINDOW), First);
+        assert_eq!(seen.sight(7, 10), Unknown, "out of the window");
+        assert_eq!(seen.sight(7, 11 + WINDOW / 2), First);
+        assert_eq!(seen.sight(7, 11 + WINDOW / 2), Again);
         // Far ahead: the whole window is cleared.
-        assert!(seen.first(7, 100 * WINDOW));
-        assert!(seen.first(7, 100 * WINDOW - 1));
+        assert_eq!(seen.sight(7, 100 * WINDOW), First);
+        assert_eq!(seen.sight(7, 100 * WINDOW - 1), First);
+        // The highest numbers neither overflow nor panic.
+        assert_eq!(seen.sight(9, u64::MAX - 1), First);
+        assert_eq!(seen.sight(9, u64::MAX), First);
+        assert_eq!(seen.sight(9, u64::MAX), Again);
+        assert_eq!(seen.sight(9, 3), Unknown);
         // Origins beyond the most remembered push out the least used.
         for origin in 100..100 + MAX_ORIGINS as u64 {
-            assert!(seen.first(origin, 1));
+            assert_eq!(seen.sight(origin, 1), First);
         }
         assert!(seen.origins.len() <= MAX_ORIGINS);
-        assert!(!seen.first(100 + MAX_ORIGINS as u64 - 1, 1), "a recent origin is remembered");
+        assert_eq!(seen.sight(100 + MAX_ORIGINS as u64 - 1, 1), Again, "a recent origin is remembered");
     }
 
     #[test]
