@@ -22,12 +22,17 @@ const QUEUE: &str = "webmesh";
 /// consumer, which their callers see as a timeout).
 const MAX_IN_FLIGHT: usize = 4096;
 
+/// The most bytes of calls from NATS this node holds while they run.
+const MAX_BYTES_IN_FLIGHT: usize = 64 << 20;
+
 /// Serves this node's routes (each a queue-group subscription) and its own
-/// subject, until `stop`.
+/// subject, until `stop`: each with its own room for calls, so that a flood
+/// of calls to a route leaves calls to the node alone (and its reports)
+/// their way through.
 pub(super) async fn serve(nats: Arc<Nats>, stop: CancellationToken) {
     let Some(mesh) = nats.mesh.upgrade() else { return };
     let routes = mesh.members.own().routes.calls;
-    let id = mesh.id.clone();
+    let (id, tasks) = (mesh.id.clone(), mesh.tasks.clone());
     drop(mesh);
     let mut subscriptions = Vec::new();
     for route in routes.iter().filter(|route| !route.starts_with(RESERVED)) {
@@ -37,18 +42,32 @@ pub(super) async fn serve(nats: Arc<Nats>, stop: CancellationToken) {
         }
     }
     match nats.client.subscribe(nats.inboxes.of_name(&id)).await {
-        Ok(subscription) => subscriptions.push(subscription),
+        Ok(inbox) => drop(tasks.spawn(run(nats.clone(), vec![inbox], stop.clone()))),
         Err(e) => tracing::error!("this node cannot serve calls to it alone over NATS: {e}"),
     }
+    run(nats, subscriptions, stop).await;
+}
+
+/// Runs the calls that arrive on `subscriptions`, at most [`MAX_IN_FLIGHT`]
+/// and [`MAX_BYTES_IN_FLIGHT`] at once, until `stop`.
+async fn run(nats: Arc<Nats>, subscriptions: Vec<async_nats::Subscriber>, stop: CancellationToken) {
     let mut calls = futures_util::stream::select_all(subscriptions);
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
+    let room = Arc::new(Semaphore::new(MAX_BYTES_IN_FLIGHT >> 10));
     loop {
         let message = tokio::select! {
             message = calls.next() => message,
             () = stop.cancelled() => return,
         };
         let Some(message) = message else { return };
-        let Ok(slot) = slots.clone().acquire_owned().await else { return };
+        // NATS holds the payload to at most its largest message.
+        let kib =
+            u32::try_from(message.payload.len() >> 10).unwrap_or(u32::MAX).clamp(1, (MAX_BYTES_IN_FLIGHT >> 10) as u32);
+        let held = tokio::select! {
+            held = async { (slots.clone().acquire_owned().await, room.clone().acquire_many_owned(kib).await) } => held,
+            () = stop.cancelled() => return,
+        };
+        let (Ok(slot), Ok(bytes)) = held else { return };
         let Some(mesh) = nats.mesh.upgrade() else { return };
         let nats = nats.clone();
         mesh.tasks.clone().spawn(async move {
@@ -56,7 +75,7 @@ pub(super) async fn serve(nats: Arc<Nats>, stop: CancellationToken) {
                 Ok(call) => mesh.run_forwarded(call).await,
                 Err(e) => Reply::error(CallError::new(CallError::BAD_REQUEST, format!("a call over NATS: {e}"))),
             };
-            drop(slot);
+            drop((slot, bytes));
             if let Some(to) = message.reply {
                 if let Err(e) = nats.client.publish(to, wire::answer(&reply)).await {
                     tracing::debug!("an answer over NATS was not sent: {e}");

@@ -113,6 +113,7 @@ impl Uplink for Sender {
 pub(super) async fn relay(nats: Arc<Nats>, interest: Arc<Interest>, stop: CancellationToken) {
     let mut changes = interest.changes();
     let mut online = nats.online.clone();
+    let mut dropped = nats.dropped.clone();
     let mut subscriptions: StreamMap<String, async_nats::Subscriber> = StreamMap::new();
     // The patterns behind each filter: `/chat/*` and `/chat/{room}` are one.
     let mut wanted_by: HashMap<String, HashSet<String>> = HashMap::new();
@@ -135,6 +136,14 @@ pub(super) async fn relay(nats: Arc<Nats>, interest: Arc<Interest>, stop: Cancel
                     // Events from other nodes may have passed while it was down.
                     lost(&nats);
                 }
+            }
+            changed = dropped.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                dropped.borrow_and_update();
+                // Perhaps events: their subscribers are told.
+                lost(&nats);
             }
             Some((_, message)) = subscriptions.next(), if !subscriptions.is_empty() => {
                 deliver(&nats, &mut seen, &message);

@@ -49,6 +49,9 @@ pub(crate) struct Nats {
     pub(super) mesh: Weak<MeshInner>,
     /// Whether the connection is up; changes as it drops and returns.
     pub(super) online: watch::Receiver<bool>,
+    /// Changes each time NATS dropped messages for a subscription of this
+    /// node that fell behind.
+    pub(super) dropped: watch::Receiver<u64>,
     /// This node's latest record, to report and store.
     pub(super) record: watch::Sender<Option<Bytes>>,
     /// Set once the node leaves: it reports and stores nothing more.
@@ -65,6 +68,8 @@ impl Nats {
     pub(crate) async fn connect(settings: &Settings, name: &str, call_timeout: Duration) -> Result<Self, Error> {
         let (online_tx, online) = watch::channel(true);
         let online_tx = Arc::new(online_tx);
+        let (dropped_tx, dropped) = watch::channel(0u64);
+        let dropped_tx = Arc::new(dropped_tx);
         let options = async_nats::ConnectOptions::new()
             .name(format!("webmesh {name}"))
             // Its own events and calls do not come back to a node: it
@@ -75,11 +80,13 @@ impl Nats {
             .connection_timeout(call_timeout.min(Duration::from_secs(5)))
             .max_reconnects(None)
             .event_callback(move |event| {
-                let online = online_tx.clone();
+                let (online, dropped) = (online_tx.clone(), dropped_tx.clone());
                 async move {
                     match event {
                         async_nats::Event::Connected => drop(online.send_replace(true)),
                         async_nats::Event::Disconnected => drop(online.send_replace(false)),
+                        // A subscription of this node fell behind: NATS dropped messages.
+                        async_nats::Event::SlowConsumer(_) => dropped.send_modify(|n| *n += 1),
                         other => tracing::debug!(event = %other, "NATS"),
                     }
                 }
@@ -105,6 +112,7 @@ impl Nats {
             bucket_name: format!("{}_nodes", prefix.replace('.', "_")),
             mesh: Weak::new(),
             online,
+            dropped,
             record: watch::Sender::new(None),
             leaving: AtomicBool::new(false),
             left: tokio::sync::Notify::new(),
