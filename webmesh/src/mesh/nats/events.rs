@@ -21,51 +21,40 @@ use crate::pubsub::{Interest, TopicPattern, Uplink};
 /// them so.
 const MAX_PENDING_BYTES: usize = 64 << 20;
 
-/// This node's events on their way to NATS.
-pub(super) struct Outbox {
+/// The hub's uplink, which sends this node's events to their subjects
+/// (of `subjects`), in order, from a task of its own until `stop`.
+pub(super) fn uplink(
     subjects: Subjects,
-    /// This run of this node, among the publishers of events.
-    origin: u64,
-}
-
-impl Outbox {
-    pub(super) fn new(prefix: String) -> Self {
-        Self { subjects: Subjects::new(prefix), origin: fastrand::u64(..) }
-    }
-
-    /// The hub's uplink, and the task that sends what it takes, in order.
-    pub(super) fn uplink(
-        &self,
-        client: async_nats::Client,
-        tasks: &TaskTracker,
-        stop: CancellationToken,
-    ) -> Arc<dyn Uplink> {
-        let (queue, mut queued) = mpsc::unbounded_channel::<(String, Bytes)>();
-        let uplink = Arc::new(Sender {
-            max_payload: client.server_info().max_payload,
-            subjects: self.subjects.clone(),
-            origin: self.origin,
-            seq: AtomicU64::new(0),
-            pending: Arc::new(AtomicUsize::new(0)),
-            gap: AtomicBool::new(false),
-            queue,
-        });
-        let pending = uplink.pending.clone();
-        tasks.spawn(async move {
-            loop {
-                let next = tokio::select! {
-                    next = queued.recv() => next,
-                    () = stop.cancelled() => return,
-                };
-                let Some((subject, event)) = next else { return };
-                pending.fetch_sub(event.len(), Ordering::Relaxed);
-                if let Err(e) = client.publish(subject, event).await {
-                    tracing::debug!("an event was not sent to NATS: {e}");
-                }
+    client: async_nats::Client,
+    tasks: &TaskTracker,
+    stop: CancellationToken,
+) -> Arc<dyn Uplink> {
+    let (queue, mut queued) = mpsc::unbounded_channel::<(String, Bytes)>();
+    let uplink = Arc::new(Sender {
+        max_payload: client.server_info().max_payload,
+        subjects,
+        // This run of this node, among the publishers of events.
+        origin: fastrand::u64(..),
+        seq: AtomicU64::new(0),
+        pending: Arc::new(AtomicUsize::new(0)),
+        gap: AtomicBool::new(false),
+        queue,
+    });
+    let pending = uplink.pending.clone();
+    tasks.spawn(async move {
+        loop {
+            let next = tokio::select! {
+                next = queued.recv() => next,
+                () = stop.cancelled() => return,
+            };
+            let Some((subject, event)) = next else { return };
+            pending.fetch_sub(event.len(), Ordering::Relaxed);
+            if let Err(e) = client.publish(subject, event).await {
+                tracing::debug!("an event was not sent to NATS: {e}");
             }
-        });
-        uplink
-    }
+        }
+    });
+    uplink
 }
 
 struct Sender {

@@ -40,14 +40,13 @@ pub(super) async fn run(nats: Arc<Nats>, stop: CancellationToken) {
         (Nats::silent_after(&mesh), mesh.config.status_interval, mesh.config.down_after);
     let me = mesh.id.clone();
     drop(mesh);
-    let reports = match nats.client.subscribe(nats.statuses.any()).await {
+    let mut reports = match nats.client.subscribe(nats.statuses.any()).await {
         Ok(reports) => reports,
         Err(e) => {
             tracing::error!("this node cannot follow the mesh's reports on NATS: {e}");
             return;
         }
     };
-    let mut reports = reports;
     let bucket = tokio::spawn(open_bucket(nats.clone(), silent_after + down_after, stop.clone()));
     let mut record = nats.record.subscribe();
     let mut online = nats.online.clone();
@@ -69,8 +68,7 @@ pub(super) async fn run(nats: Arc<Nats>, stop: CancellationToken) {
                 }
                 let bytes = record.borrow_and_update().clone();
                 if let Some(bytes) = bytes {
-                    report(&nats, &me, bytes.clone()).await;
-                    store_again = store(&nats, &me, bytes).await;
+                    store_again = report_and_store(&nats, &me, bytes).await;
                 }
             }
             Ok(Some(store)) = async { bucket.as_mut().expect("guarded").await }, if bucket.is_some() => {
@@ -78,8 +76,7 @@ pub(super) async fn run(nats: Arc<Nats>, stop: CancellationToken) {
                 discover(&nats, &me, &store).await;
                 let bytes = record.borrow().clone();
                 if let Some(bytes) = bytes {
-                    report(&nats, &me, bytes.clone()).await;
-                    store_again = self::store(&nats, &me, bytes).await;
+                    store_again = report_and_store(&nats, &me, bytes).await;
                 }
             }
             changed = online.changed() => {
@@ -151,11 +148,13 @@ fn heard(nats: &Arc<Nats>, me: &str, payload: &[u8], from: impl Fn(&str) -> bool
     }
 }
 
-/// Reports this node's record on its status subject.
-async fn report(nats: &Nats, me: &str, record: bytes::Bytes) {
-    if let Err(e) = nats.client.publish(nats.statuses.of_name(me), record).await {
+/// Reports this node's record on its status subject, and stores it;
+/// returns when to try storing it again if it could not.
+async fn report_and_store(nats: &Nats, me: &str, record: bytes::Bytes) -> Option<tokio::time::Instant> {
+    if let Err(e) = nats.client.publish(nats.statuses.of_name(me), record.clone()).await {
         tracing::debug!("this node's report was not sent to NATS: {e}");
     }
+    store(nats, me, record).await
 }
 
 /// Stores this node's record in the bucket, once it is open; returns when

@@ -58,7 +58,6 @@ pub(crate) struct Nats {
     pub(super) leaving: AtomicBool,
     /// Told once the record that says this node left is stored.
     pub(super) left: tokio::sync::Notify,
-    pub(super) events: events::Outbox,
     pub(super) call_timeout: Duration,
 }
 
@@ -116,7 +115,6 @@ impl Nats {
             record: watch::Sender::new(None),
             leaving: AtomicBool::new(false),
             left: tokio::sync::Notify::new(),
-            events: events::Outbox::new(prefix),
             call_timeout,
         })
     }
@@ -126,7 +124,7 @@ impl Nats {
         self.mesh = Arc::downgrade(mesh);
         let nats = Arc::new(self);
         let stop = mesh.stop.clone();
-        mesh.hub.set_uplink(nats.events.uplink(nats.client.clone(), &mesh.tasks, stop.clone()));
+        mesh.hub.set_uplink(events::uplink(nats.topics.clone(), nats.client.clone(), &mesh.tasks, stop.clone()));
         mesh.tasks.spawn(calls::serve(nats.clone(), stop.clone()));
         mesh.tasks.spawn(events::relay(nats.clone(), mesh.interest.clone(), stop.clone()));
         mesh.tasks.spawn(members::run(nats.clone(), stop));
