@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::mesh::{self as scenarios, all_up, drain, ms, state_of, until_markers, whoami, Transport};
+use common::mesh::{self as scenarios, all_up, drain, ms, state_of, whoami, wills_received, Transport, Watchers};
 use common::{python, until};
 use serde_json::{json, Value};
 use webmesh::{Client, Error, Mesh, MeshBuilder, Node, NodeState, Router, Server, State};
@@ -746,28 +746,6 @@ async fn a_node_marked_left_by_a_forged_goodbye_comes_back() {
 }
 
 // Wills of nodes.
-
-type Watchers = Vec<(Client, webmesh::Subscription<Value>)>;
-
-/// What each of `watchers` received (but the losses it was told of) before
-/// the markers each of `survivors` publishes now on each of `topics`: a will
-/// published once per survivor, or twice by either, comes before that
-/// one's marker on its topic.
-async fn wills_received(survivors: &[&Mesh], topics: &[&str], watchers: &mut Watchers) -> Vec<Vec<Value>> {
-    let mut markers = Vec::new();
-    for topic in topics {
-        for node in survivors {
-            let marker = json!(format!("marker of {}", node.id()));
-            node.publish(topic, &marker).unwrap();
-            markers.push(marker);
-        }
-    }
-    let mut received = Vec::new();
-    for (_, subscription) in watchers {
-        received.push(until_markers(subscription, &markers).await);
-    }
-    received
-}
 
 /// A subscriber of `/services/*/gone` on each node, once the interest
 /// reached the others: each node's publication reaches both.

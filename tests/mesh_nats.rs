@@ -7,7 +7,7 @@ mod common;
 use std::collections::HashMap;
 use std::time::Duration;
 
-use common::mesh::{self as scenarios, all_up, drain, ms, state_of, until_markers, whoami, Transport};
+use common::mesh::{self as scenarios, all_up, drain, ms, state_of, whoami, wills_received, Transport, Watchers};
 use common::nats::Nats;
 use common::until;
 use futures_util::StreamExt;
@@ -155,7 +155,7 @@ fn child(nats: &Nats, will: Option<&str>) -> (common::python::Killed, String) {
 
 /// A subscriber of `/services/*/gone` on each node, once events from every
 /// node reach it.
-async fn will_watchers(nodes: &[&Mesh]) -> Vec<(Client, webmesh::Subscription<Value>)> {
+async fn will_watchers(nodes: &[&Mesh]) -> Watchers {
     let mut watchers = Vec::new();
     for n in nodes {
         let client = Client::connect(&n.url()).await.unwrap();
@@ -188,27 +188,6 @@ async fn records_stored(nats: &Nats, n: usize) {
         }
     })
     .await;
-}
-
-/// What each of `watchers` received (but losses it was told of) before a
-/// marker from each of `survivors`, published now on `topic`: a will
-/// published by both, or twice, comes before the markers.
-async fn received_before_markers(
-    survivors: &[&Mesh],
-    topic: &str,
-    watchers: &mut [(Client, webmesh::Subscription<Value>)],
-) -> Vec<Vec<Value>> {
-    let mut markers = Vec::new();
-    for n in survivors {
-        let marker = json!(format!("marker of {}", n.id()));
-        n.publish(topic, &marker).unwrap();
-        markers.push(marker);
-    }
-    let mut received = Vec::new();
-    for (_, subscription) in watchers {
-        received.push(until_markers(subscription, &markers).await);
-    }
-    received
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -245,7 +224,7 @@ async fn a_killed_node_gets_no_more_calls_and_its_will_is_published_once_a_leavi
     // The survivors race for its record: the winner publishes its will.
     // Any duplicate would come within this time, before the markers.
     tokio::time::sleep(ms(1500)).await;
-    for got in received_before_markers(&[&a, &b], "/services/dead/gone", &mut watchers).await {
+    for got in wills_received(&[&a, &b], &["/services/dead/gone"], &mut watchers).await {
         assert_eq!(got, [json!({"will of": "child"})], "the will, once");
     }
 
@@ -257,7 +236,7 @@ async fn a_killed_node_gets_no_more_calls_and_its_will_is_published_once_a_leavi
         until("the leaving node left", 15, || state_of(n, &leaving_id) == Some(NodeState::Left)).await;
     }
     tokio::time::sleep(ms(1500)).await;
-    for got in received_before_markers(&[&a, &b], "/services/leaving/gone", &mut watchers).await {
+    for got in wills_received(&[&a, &b], &["/services/leaving/gone"], &mut watchers).await {
         assert_eq!(got, Vec::<Value>::new(), "no will");
     }
     a.shutdown().await;

@@ -68,6 +68,29 @@ pub fn all_up(mesh: &Mesh, count: usize) -> bool {
     nodes.len() == count && nodes.iter().all(|n| n.state == NodeState::Up)
 }
 
+/// Subscribers, each with its client.
+pub type Watchers = Vec<(Client, webmesh::Subscription<Value>)>;
+
+/// What each of `watchers` received (but the losses it was told of) before
+/// the markers each of `survivors` publishes now on each of `topics`: a will
+/// published once per survivor, or twice by either, comes before that
+/// one's marker on its topic.
+pub async fn wills_received(survivors: &[&Mesh], topics: &[&str], watchers: &mut Watchers) -> Vec<Vec<Value>> {
+    let mut markers = Vec::new();
+    for topic in topics {
+        for node in survivors {
+            let marker = json!(format!("marker of {}", node.id()));
+            node.publish(topic, &marker).unwrap();
+            markers.push(marker);
+        }
+    }
+    let mut received = Vec::new();
+    for (_, subscription) in watchers {
+        received.push(until_markers(subscription, &markers).await);
+    }
+    received
+}
+
 /// Reads `subscription` until `quiet` passes without an event, returning
 /// the data of the events (not the probes) and the losses reported.
 pub async fn drain(subscription: &mut webmesh::Subscription<Value>, quiet: Duration) -> (Vec<Value>, usize) {
