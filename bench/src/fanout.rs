@@ -139,15 +139,8 @@ async fn nats(options: &Options) -> FanoutResult {
     let delivered = Arc::new(AtomicU64::new(0));
     let mut clients = Vec::new();
     let mut subscribers = Vec::new();
-    for i in 0..options.subscribers {
-        let client = nats_connect(&address).await;
-        let mut events = client.subscribe(SUBJECT).await.expect("subscribe");
-        // NATS does not acknowledge a SUB; a message to itself, after it on
-        // the same connection, comes back only once the server has it.
-        let echo = format!("ready.{i}");
-        let mut ready = client.subscribe(echo.clone()).await.expect("subscribe");
-        client.publish(echo, bytes::Bytes::new()).await.expect("publish");
-        ready.next().await.expect("the subscriber's own message");
+    for _ in 0..options.subscribers {
+        let (client, mut events) = nats_subscriber(&address, SUBJECT).await;
         let delivered = delivered.clone();
         subscribers.push(tokio::spawn(async move {
             // Counted on receipt, as the WebSocket subscribers count.
@@ -161,22 +154,8 @@ async fn nats(options: &Options) -> FanoutResult {
     let publisher = nats_connect(&address).await;
     let payload = bytes::Bytes::from(rmp_serde::to_vec_named(&wire::small_payload()).expect("encode"));
     let (cpu_before, started) = (proc::cpu_seconds(server.pid), Instant::now());
-    let mut published = 0;
-    while published < options.events {
-        for _ in 0..WINDOW.min(options.events - published) {
-            publisher.publish(SUBJECT, payload.clone()).await.expect("publish");
-            published += 1;
-        }
-        // async-nats buffers publishes: out to the server before waiting.
-        publisher.flush().await.expect("flush");
-        let expected = (published * options.subscribers) as u64;
-        let deadline = Instant::now() + WINDOW_DEADLINE;
-        while delivered.load(Ordering::Relaxed) < expected {
-            assert!(Instant::now() < deadline, "nats-server lost events");
-            // The same 1 ms steps as the WebSocket publisher's wait.
-            tokio::time::sleep(Duration::from_millis(1)).await;
-        }
-    }
+    let per_event = options.subscribers as u64;
+    publish_nats_in_windows(&publisher, SUBJECT, &payload, options.events, &delivered, per_event).await;
     let (cpu_after, elapsed) = (proc::cpu_seconds(server.pid), started.elapsed());
     for subscriber in subscribers {
         subscriber.abort();
@@ -185,6 +164,53 @@ async fn nats(options: &Options) -> FanoutResult {
     // Let the clients' connection tasks see their end before the server's.
     tokio::time::sleep(Duration::from_millis(100)).await;
     result(options, cpu_after - cpu_before, elapsed)
+}
+
+/// Publishes `payload` on `subject` `count` times with async-nats, at most
+/// [`WINDOW`] ahead of the subscribers, each event due `per_event` times in
+/// `delivered`.
+pub(crate) async fn publish_nats_in_windows(
+    publisher: &async_nats::Client,
+    subject: &'static str,
+    payload: &bytes::Bytes,
+    count: usize,
+    delivered: &AtomicU64,
+    per_event: u64,
+) {
+    let already = delivered.load(Ordering::Relaxed);
+    let mut published = 0;
+    while published < count {
+        for _ in 0..WINDOW.min(count - published) {
+            publisher.publish(subject, payload.clone()).await.expect("publish");
+            published += 1;
+        }
+        // async-nats buffers publishes: out to the server before waiting.
+        publisher.flush().await.expect("flush");
+        let expected = already + published as u64 * per_event;
+        let deadline = Instant::now() + WINDOW_DEADLINE;
+        while delivered.load(Ordering::Relaxed) < expected {
+            assert!(Instant::now() < deadline, "nats-server lost events");
+            // The same 1 ms steps as the WebSocket publisher's wait.
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+}
+
+/// A client of its own subscribed to `subject`, once the server has the
+/// subscription.
+pub(crate) async fn nats_subscriber(
+    address: &str,
+    subject: &'static str,
+) -> (async_nats::Client, async_nats::Subscriber) {
+    let client = nats_connect(address).await;
+    let events = client.subscribe(subject).await.expect("subscribe");
+    // NATS does not acknowledge a SUB; a message to itself, after it on the
+    // same connection, comes back only once the server has it.
+    let echo = client.new_inbox();
+    let mut ready = client.subscribe(echo.clone()).await.expect("subscribe");
+    client.publish(echo, bytes::Bytes::new()).await.expect("publish");
+    ready.next().await.expect("the subscriber's own message");
+    (client, events)
 }
 
 async fn nats_connect(address: &str) -> async_nats::Client {

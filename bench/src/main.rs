@@ -52,7 +52,8 @@ enum Command {
         system: String,
     },
     /// A call across two nodes of a mesh over NATS against raw async-nats
-    /// request/reply, and its table.
+    /// request/reply, and a fan-out from one node to subscribers on three
+    /// against raw NATS subscribers: their tables.
     MeshNats,
     /// A node of a mesh over NATS (used by `mesh-nats`).
     MeshNode {
@@ -66,6 +67,13 @@ enum Command {
     NatsEcho {
         #[arg(long)]
         nats: String,
+    },
+    /// Raw NATS subscribers, one connection each (used by `mesh-nats`).
+    NatsSubscribers {
+        #[arg(long)]
+        nats: String,
+        #[arg(long)]
+        count: usize,
     },
     /// A raw NATS requester (used by `mesh-nats`).
     NatsRequests {
@@ -128,6 +136,7 @@ fn main() {
         Some(Command::MeshNats) => mesh_nats::run(&cli.options),
         Some(Command::MeshNode { nats, serve }) => mesh_nats::node(&nats, serve),
         Some(Command::NatsEcho { nats }) => mesh_nats::echo(&nats),
+        Some(Command::NatsSubscribers { nats, count }) => mesh_nats::subscribers(&nats, count),
         Some(Command::NatsRequests { nats, in_flight, seconds }) => mesh_nats::requests(&nats, in_flight, seconds),
         None => report::run(&cli.options),
     }

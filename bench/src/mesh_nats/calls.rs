@@ -1,13 +1,9 @@
-//! The mesh over NATS: a call across nodes (a client → node A → NATS →
-//! node B → back) against the same with raw async-nats (a requester and a
-//! responder process), as the CPU per call of the processes around NATS.
-//! The NATS server's own CPU is left out: it routes the same messages for
-//! both.
-//!
-//! `webmesh-bench mesh-nats` runs it and prints its table.
+//! A call across nodes (a client → node A → NATS → node B → back) against
+//! the same with raw async-nats (a requester and a responder process), as
+//! the CPU per call of the processes around NATS. The NATS server's own CPU
+//! is left out: it routes the same messages for both.
 
-use std::io::{BufRead, BufReader, Lines};
-use std::process::{Child, ChildStdout, Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,7 +11,8 @@ use std::time::{Duration, Instant};
 use futures_util::StreamExt;
 use serde_json::Value;
 
-use crate::{nats_server, proc, report, wire, Options};
+use super::Helper;
+use crate::{nats_server, report, wire, Options};
 
 /// The subject of the raw responder.
 const SUBJECT: &str = "bench.echo";
@@ -27,46 +24,8 @@ struct Measured {
     cpu_us_per_call: f64,
 }
 
-/// A helper process of this benchmark, killed when dropped.
-struct Helper {
-    child: Child,
-    lines: Lines<BufReader<ChildStdout>>,
-}
-
-impl Helper {
-    fn start(args: &[&str]) -> Self {
-        let exe = std::env::current_exe().expect("own path");
-        let mut child =
-            Command::new(exe).args(args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().expect("spawn");
-        let lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
-        Self { child, lines }
-    }
-
-    /// The next line it prints.
-    fn line(&mut self) -> String {
-        self.lines.next().expect("a line from a helper").expect("read")
-    }
-
-    fn pid(&self) -> u32 {
-        self.child.id()
-    }
-
-    fn cpu(&self) -> f64 {
-        proc::cpu_seconds(self.pid())
-    }
-}
-
-impl Drop for Helper {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 /// Runs the benchmark `options.runs` times and prints the medians.
-pub(crate) fn run(options: &Options) {
-    let Some(binary) = nats_server::binary() else { return };
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
+pub(super) fn table(binary: &Path, runtime: &tokio::runtime::Runtime, options: &Options) {
     let (mut mesh, mut raw) = (Vec::new(), Vec::new());
     for run in 1..=options.runs {
         let nats = nats_server::start(binary);
@@ -159,22 +118,6 @@ fn raw_calls(url: &str, options: &Options) -> Measured {
     let mut fields = done.split_whitespace().skip(1).map(|f| f.parse::<f64>().expect("DONE calls seconds"));
     let (calls, elapsed) = (fields.next().expect("calls"), fields.next().expect("seconds"));
     Measured { calls_per_second: calls / elapsed, cpu_us_per_call: cpu * 1e6 / calls }
-}
-
-/// The body of `webmesh-bench mesh-node`: a node of a mesh over NATS,
-/// serving `/echo` if `serve`; prints `READY port`.
-pub(crate) fn node(nats: &str, serve: bool) {
-    let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    runtime.block_on(async {
-        let router = match serve {
-            true => webmesh::Router::new().on("/echo", |data: Value| data),
-            false => webmesh::Router::new(),
-        };
-        let server = webmesh::Server::builder().registered_handlers(false).router(router).addr("127.0.0.1:0");
-        let mesh = webmesh::Mesh::builder().server(server).nats(nats).start().await.expect("start a node");
-        println!("READY {}", mesh.local_addr().expect("bound").port());
-        std::future::pending::<()>().await;
-    });
 }
 
 /// The body of `webmesh-bench nats-echo`: answers each request on
