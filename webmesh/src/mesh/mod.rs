@@ -89,7 +89,7 @@ pub(crate) struct MeshInner {
     pub(crate) interest: Arc<Interest>,
     pub(crate) identity: Option<IdentityCodec>,
     /// The running server's shared state, to run handlers here.
-    server: OnceLock<Arc<Shared>>,
+    pub(crate) server: OnceLock<Arc<Shared>>,
     /// The links, by the URL they dial.
     links: Mutex<HashMap<String, CancellationToken>>,
     /// URLs found to reach this node itself.

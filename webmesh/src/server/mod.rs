@@ -32,4 +32,6 @@ pub use stats::ServerStats;
 
 pub(crate) use builder::Shared;
 pub(crate) use dispatch::call_local;
+#[cfg(feature = "nats")]
+pub(crate) use wills::HeldWill;
 pub(crate) use wills::Wills;

@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError, Weak};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 use tokio_util::sync::CancellationToken;
 
 use super::dispatch::answer;
@@ -54,6 +54,8 @@ struct Inner {
     wake: Arc<Notify>,
     /// Cancelled at shutdown, or when the server is dropped: the timer ends.
     closed: CancellationToken,
+    /// Counts the changes of the wills held, for a mesh that keeps a copy.
+    changes: watch::Sender<u64>,
 }
 
 impl Drop for Inner {
@@ -111,6 +113,22 @@ struct Will {
 struct Pending {
     will: Will,
     number: u64,
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    due: Instant,
+}
+
+/// A will this server holds, as a mesh keeps a copy of it elsewhere, for
+/// another node to publish if this one dies (the mesh over NATS does).
+#[cfg(feature = "nats")]
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub(crate) struct HeldWill {
+    pub(crate) topic: String,
+    pub(crate) data: rmpv::Value,
+    pub(crate) session: Option<String>,
+    /// Its connection ended: it waits out its delay.
+    pub(crate) pending: bool,
+    /// Its delay; for a pending will, what was left of it when taken.
+    pub(crate) delay_ms: u64,
 }
 
 impl Wills {
@@ -123,12 +141,40 @@ impl Wills {
             published: AtomicU64::new(0),
             wake: Arc::new(Notify::new()),
             closed: CancellationToken::new(),
+            changes: watch::Sender::new(0),
         };
         Self { inner: Arc::new(inner) }
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, State> {
         self.inner.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Changes each time the wills held change.
+    #[cfg(feature = "nats")]
+    pub(crate) fn changes(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
+    }
+
+    fn changed(&self) {
+        self.inner.changes.send_modify(|n| *n += 1);
+    }
+
+    /// The wills held now: those in force, and those waiting out their delay.
+    #[cfg(feature = "nats")]
+    pub(crate) fn held(&self) -> Vec<HeldWill> {
+        let state = self.state();
+        let now = Instant::now();
+        let held = |will: &Will, pending: bool, delay: Duration| HeldWill {
+            topic: will.topic.clone(),
+            data: will.data.clone(),
+            session: will.session.clone(),
+            pending,
+            delay_ms: millis(delay),
+        };
+        let live = state.slots.values().filter_map(|slot| slot.will.as_ref()).map(|will| held(will, false, will.delay));
+        let pending = state.pending.values().map(|p| held(&p.will, true, p.due.saturating_duration_since(now)));
+        live.chain(pending).collect()
     }
 
     /// How many connections have a will in force.
@@ -159,6 +205,8 @@ impl Wills {
         if let Some(pending) = state.pending.remove(&Key::Session(session.to_owned())) {
             state.pending_bytes -= pending.will.bytes;
             tracing::debug!(session, topic = pending.will.topic, "a will was cancelled: its client came back");
+            drop(state);
+            self.changed();
         }
     }
 
@@ -207,6 +255,8 @@ impl Wills {
             }
             state.slots.entry(id).or_default().will = Some(will);
         }
+        drop(state);
+        self.changed();
         Ok(())
     }
 
@@ -216,6 +266,8 @@ impl Wills {
         let mut state = self.state();
         let Some(mut will) = state.slots.remove(&conn.id()).and_then(|slot| slot.will) else { return };
         forget_session(&mut state, will.session.as_deref(), conn.id());
+        // Whatever becomes of it, it is no longer in force.
+        self.changed();
         will.charge = None;
         // A close frame of 1000, or without a code (what a browser's
         // `close()` sends), is the client closing on purpose.
@@ -234,9 +286,10 @@ impl Wills {
         let key = will.session.clone().map(Key::Session).unwrap_or(Key::Connection(conn.id()));
         state.next_pending += 1;
         let number = state.next_pending;
-        state.deadlines.insert((Instant::now() + will.delay, number), key.clone());
+        let due = Instant::now() + will.delay;
+        state.deadlines.insert((due, number), key.clone());
         state.pending_bytes += will.bytes;
-        if let Some(earlier) = state.pending.insert(key, Pending { will, number }) {
+        if let Some(earlier) = state.pending.insert(key, Pending { will, number, due }) {
             state.pending_bytes -= earlier.will.bytes;
         }
         if !std::mem::replace(&mut state.timer, true) {
@@ -262,6 +315,10 @@ impl Wills {
                 due.push(pending.will);
             }
         }
+        if !due.is_empty() {
+            drop(state);
+            self.changed();
+        }
         due
     }
 
@@ -281,6 +338,7 @@ impl Wills {
             self.inner.closed.cancel();
             state.pending.drain().map(|(_, p)| p.will).collect()
         };
+        self.changed();
         for will in pending {
             self.publish(&will, &DisconnectReason::Shutdown);
         }
@@ -394,4 +452,9 @@ async fn accept_will(
     let charge = Some(account.charge(Direction::Subscriptions, bytes));
     let will = Will { topic, data, delay, session: session.clone(), bytes, charge };
     wills.install(conn, seq, Some(will), session.as_deref())
+}
+
+#[cfg(feature = "nats")]
+fn millis(delay: Duration) -> u64 {
+    u64::try_from(delay.as_millis()).unwrap_or(u64::MAX)
 }

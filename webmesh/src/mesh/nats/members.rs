@@ -1,5 +1,5 @@
-//! Membership over NATS: status reports on a subject, records in a
-//! JetStream key-value bucket, and wills published once.
+//! Membership over NATS: status reports on a subject, and records in a
+//! JetStream key-value bucket.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,8 +9,7 @@ use futures_util::StreamExt;
 use tokio_util::sync::CancellationToken;
 
 use super::subject::key;
-use super::Nats;
-use crate::mesh::node::now_ms;
+use super::{wills, Nats};
 use crate::mesh::peer::Peer;
 use crate::mesh::{MeshInner, Node, NodeState};
 
@@ -22,7 +21,7 @@ const MIN_RECORD_TTL: Duration = Duration::from_secs(30);
 const MAX_NODE_ID: usize = crate::mesh::MAX_NODE_ID;
 
 /// How long to wait between tries at the bucket while it cannot be reached.
-const RETRY: Duration = Duration::from_millis(500);
+pub(super) const RETRY: Duration = Duration::from_millis(500);
 
 impl Nats {
     /// How long a node may be silent before it is `suspect`: two reports
@@ -235,72 +234,12 @@ async fn discover(nats: &Arc<Nats>, me: &str, store: &kv::Store) {
         }
     };
     tracing::debug!(records = keys.len(), "the mesh's records");
-    for stored in keys {
+    // The copies of clients' wills are not records.
+    for stored in keys.into_iter().filter(|key| !key.starts_with(wills::KEY_PREFIX)) {
         let Ok(Some(entry)) = store.entry(stored).await else { continue };
         if entry.operation == kv::Operation::Put {
             heard(nats, me, &entry.value, |id| entry.key == key(id));
         }
-    }
-}
-
-/// Node `id` is `down`: this node deletes its record if no other did (a
-/// compare-and-set on its revision), and if it did, publishes its will.
-pub(super) async fn mourn(nats: Arc<Nats>, id: String, stop: CancellationToken) {
-    let Some(mesh) = nats.mesh.upgrade() else { return };
-    let silent_after = Nats::silent_after(&mesh);
-    drop(mesh);
-    // Tried for a while: the bucket may not be open yet (a new cluster
-    // elects its JetStream leader), or NATS may be out of reach.
-    for _ in 0..40 {
-        let Some(store) = nats.bucket.get() else {
-            tokio::select! {
-                () = tokio::time::sleep(RETRY) => continue,
-                () = stop.cancelled() => return,
-            }
-        };
-        match claim(store, &id, silent_after).await {
-            Ok(Some(will)) => {
-                tracing::info!(dead = %id, topic = %will.topic, "publishing the will of a node that died");
-                if let Some(mesh) = nats.mesh.upgrade() {
-                    if let Err(e) = mesh.hub.publish(&will.topic, &will.data) {
-                        tracing::warn!(dead = %id, "a node's will could not be published: {e}");
-                    }
-                }
-                return;
-            }
-            Ok(None) => return,
-            Err(e) => tracing::debug!(dead = %id, "the record of a dead node could not be claimed yet: {e}"),
-        }
-        tokio::select! {
-            () = tokio::time::sleep(RETRY) => {}
-            () = stop.cancelled() => return,
-        }
-    }
-}
-
-/// Deletes node `id`'s record at the revision read, if it is still there
-/// and stale; returns its will if this node deleted it.
-async fn claim(store: &kv::Store, id: &str, silent_after: Duration) -> Result<Option<crate::NodeWill>, String> {
-    let key = key(id);
-    let Some(entry) = store.entry(key.clone()).await.map_err(|e| e.to_string())? else { return Ok(None) };
-    if entry.operation != kv::Operation::Put {
-        // Deleted: another survivor claimed its will.
-        return Ok(None);
-    }
-    let written_ms = (entry.created.unix_timestamp_nanos() / 1_000_000) as u64;
-    if now_ms().saturating_sub(written_ms) < silent_after.as_millis() as u64 {
-        // Written lately: the node lives, this node only lost sight of it.
-        return Ok(None);
-    }
-    let node: Node = rmp_serde::from_slice(&entry.value).map_err(|e| e.to_string())?;
-    if node.state == NodeState::Left {
-        return Ok(None);
-    }
-    match store.delete_expect_revision(key, Some(entry.revision)).await {
-        Ok(()) => Ok(node.will),
-        // Another survivor was first, or the node wrote again.
-        Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(None),
-        Err(e) => Err(e.to_string()),
     }
 }
 

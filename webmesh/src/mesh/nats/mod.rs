@@ -8,9 +8,11 @@
 //!   (one NATS subscription per distinct subject filter), and sends its
 //!   own events to their topics' subjects.
 //! - Membership: each node reports itself on its status subject, and keeps
-//!   its record in a JetStream key-value bucket. A dead node's will is
-//!   published by the survivor whose compare-and-set delete of its record
-//!   succeeds: once, without a coordinator.
+//!   its record in a JetStream key-value bucket.
+//! - Wills: a dead node's will, and those of its clients (of which each
+//!   node keeps a copy in the bucket), are published by the survivor whose
+//!   compare-and-set delete of its record succeeds: once, without a
+//!   coordinator.
 
 // The subjects are compiled for tests and internals without the feature.
 #[cfg(feature = "nats")]
@@ -22,6 +24,8 @@ mod members;
 pub(crate) mod subject;
 #[cfg(feature = "nats")]
 mod transport;
+#[cfg(feature = "nats")]
+mod wills;
 #[cfg(feature = "nats")]
 mod wire;
 

@@ -11,7 +11,7 @@ use serde::Serialize;
 use tokio::sync::{watch, OnceCell};
 
 use super::subject::Subjects;
-use super::{calls, events, members, wire};
+use super::{calls, events, members, wills, wire};
 use crate::mesh::messages::Forward;
 use crate::mesh::{MeshInner, Node};
 use crate::Error;
@@ -127,7 +127,10 @@ impl Nats {
         mesh.hub.set_uplink(events::uplink(nats.topics.clone(), nats.client.clone(), &mesh.tasks, stop.clone()));
         mesh.tasks.spawn(calls::serve(nats.clone(), stop.clone()));
         mesh.tasks.spawn(events::relay(nats.clone(), mesh.interest.clone(), stop.clone()));
-        mesh.tasks.spawn(members::run(nats.clone(), stop));
+        mesh.tasks.spawn(members::run(nats.clone(), stop.clone()));
+        if let Some(server) = mesh.server.get() {
+            mesh.tasks.spawn(wills::keep(nats.clone(), server.wills.clone(), stop));
+        }
         nats
     }
 
@@ -232,7 +235,7 @@ impl Nats {
     /// its will.
     pub(crate) fn mourn(self: &Arc<Self>, id: &str) {
         let Some(mesh) = self.mesh.upgrade() else { return };
-        mesh.tasks.spawn(members::mourn(self.clone(), id.to_owned(), mesh.stop.clone()));
+        mesh.tasks.spawn(wills::mourn(self.clone(), id.to_owned(), mesh.stop.clone()));
     }
 
     /// Leaves: reports and stores this node's record as `left`, so that no
