@@ -118,7 +118,9 @@ pub(crate) struct Options {
     #[arg(long, default_value_t = 2000)]
     publishes: usize,
     /// Only the systems whose name contains one of these (`nats`,
-    /// `socketioxide,webmesh-msgpack`, `scaling` for the publish cost).
+    /// `socketioxide,webmesh-msgpack`, `scaling` for the publish cost);
+    /// with `mesh-nats`, only these of its parts (`calls`, `fanout`,
+    /// `growth`).
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
 }

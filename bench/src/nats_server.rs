@@ -110,11 +110,22 @@ fn run(command: &mut Command) -> Result<(), String> {
 /// Starts nats-server on a free loopback port and waits until it accepts
 /// connections.
 pub(crate) fn start(binary: &Path) -> ServerProcess {
+    start_with(binary, &[])
+}
+
+/// [`start`] with JetStream, storing in `store` (the mesh keeps its
+/// records there).
+pub(crate) fn start_jetstream(binary: &Path, store: &Path) -> ServerProcess {
+    start_with(binary, &["-js".as_ref(), "-sd".as_ref(), store.as_os_str()])
+}
+
+fn start_with(binary: &Path, extra: &[&std::ffi::OsStr]) -> ServerProcess {
     let mut child = Command::new("taskset")
         .args(["-c", "0"])
         .arg(binary)
         // `-p -1`: a free port, which the log then names.
         .args(["-a", "127.0.0.1", "-p", "-1"])
+        .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::piped())

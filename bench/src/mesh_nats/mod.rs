@@ -5,12 +5,15 @@
 //! - [`calls`]: a call across nodes (client → node A → NATS → node B → back)
 //!   against a raw requester and responder;
 //! - [`fanout`]: one publisher on node A to 1,000 subscribers spread over 3
-//!   nodes, against a raw publisher to 1,000 NATS subscribers.
+//!   nodes, against a raw publisher to 1,000 NATS subscribers;
+//! - [`growth`]: an idle mesh of 3 and of 20 nodes, over links and over
+//!   NATS: its connections, traffic and CPU.
 //!
-//! `webmesh-bench mesh-nats` runs both and prints their tables.
+//! `webmesh-bench mesh-nats` runs them and prints their tables.
 
 mod calls;
 mod fanout;
+mod growth;
 
 use std::io::{BufRead, BufReader, Lines};
 use std::process::{Child, ChildStdout, Command, Stdio};
@@ -25,12 +28,22 @@ pub(crate) use fanout::subscribers;
 /// The topic nodes let their clients publish on, for [`fanout`].
 const FANOUT_TOPIC: &str = "/fanout";
 
-/// Runs both benchmarks `options.runs` times and prints their medians.
+/// Runs the benchmarks (the first two `options.runs` times, for medians)
+/// and prints their tables.
 pub(crate) fn run(options: &Options) {
     let Some(binary) = nats_server::binary() else { return };
     let runtime = tokio::runtime::Runtime::new().expect("runtime");
-    calls::table(binary, &runtime, options);
-    fanout::table(binary, &runtime, options);
+    // `--only calls,fanout,growth` picks among them.
+    let wanted = |part: &str| options.only.is_empty() || options.only.iter().any(|o| o == part);
+    if wanted("calls") {
+        calls::table(binary, &runtime, options);
+    }
+    if wanted("fanout") {
+        fanout::table(binary, &runtime, options);
+    }
+    if wanted("growth") {
+        growth::table(binary, &runtime);
+    }
 }
 
 /// A helper process of this benchmark, killed when dropped.
