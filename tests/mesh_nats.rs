@@ -119,6 +119,60 @@ async fn events_cross_nats_in_order_once_and_only_to_nodes_with_interest() {
     }
 }
 
+/// The README's "Scaling out" demo: the mesh example three times, joined
+/// through NATS with no seeds; a call through billing places an order on
+/// orders, and a subscriber on inventory hears of it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_mesh_example_as_in_the_readme_three_services_through_nats() {
+    let nats = Nats::start();
+    let url = nats.url();
+    let service = |name: &'static str| {
+        common::start_example_env("mesh", &[], &[("WEBMESH_NATS", url.as_str()), ("WEBMESH_NAME", name)])
+    };
+    let (_inventory, inventory) = service("inventory");
+    let (_orders, _) = service("orders");
+    let (_billing, billing) = service("billing");
+    let through_billing = Client::connect(&format!("ws://127.0.0.1:{billing}")).await.unwrap();
+    let nodes: Vec<webmesh::Node> = common::within(30, async {
+        loop {
+            let nodes: Vec<webmesh::Node> = through_billing.call("/_mesh/nodes", &()).await.unwrap();
+            if nodes.len() == 3 && nodes.iter().all(|n| n.state == NodeState::Up) {
+                return nodes;
+            }
+            tokio::time::sleep(ms(100)).await;
+        }
+    })
+    .await;
+    let id_of = |name: &str| nodes.iter().find(|n| n.name == name).unwrap().id.clone();
+    let on_inventory = Client::connect(&format!("ws://127.0.0.1:{inventory}")).await.unwrap();
+    let mut placed_orders = on_inventory.subscribe::<Value>("/orders/*").await.unwrap();
+    // Billing serves none of it: orders does, and calls inventory and
+    // billing in turn, all over NATS.
+    let order = json!({"sku": "tea", "quantity": 2});
+    let placed: Value = through_billing.call("/orders/place", &order).await.unwrap();
+    assert_eq!(placed["orders"], json!(id_of("orders")), "{placed}");
+    assert_eq!(placed["inventory"], json!(id_of("inventory")));
+    assert_eq!(placed["billing"], json!(id_of("billing")));
+    assert_eq!(placed["total_cents"], 500);
+    // The subscription may reach orders' node after that first order's event: until one comes.
+    let heard = common::within(20, async {
+        loop {
+            if let Ok(Some(Ok(event))) = tokio::time::timeout(ms(500), placed_orders.recv()).await {
+                return event;
+            }
+            let _: Value = through_billing.call("/orders/place", &order).await.unwrap();
+        }
+    })
+    .await;
+    assert_eq!(heard.topic, "/orders/placed");
+    assert_eq!(heard.data["sku"], "tea");
+    let refused = through_billing.call::<Value>("/orders/place", &json!({"sku": "tea", "quantity": 0})).await;
+    assert!(
+        matches!(refused, Err(Error::Handler(e)) if e.message().contains("out_of_stock")),
+        "the error crosses back"
+    );
+}
+
 // Nodes in child processes, to kill for real.
 
 /// Not a test: the body of a node that the tests below run as a child
