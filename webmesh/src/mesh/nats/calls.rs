@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use futures_util::StreamExt;
+use futures_util::{FutureExt, StreamExt};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::Semaphore;
@@ -69,8 +69,9 @@ async fn run(nats: Arc<Nats>, subscriptions: Vec<async_nats::Subscriber>, stop: 
         };
         let (Ok(slot), Ok(bytes)) = held else { return };
         let Some(mesh) = nats.mesh.upgrade() else { return };
+        let tasks = mesh.tasks.clone();
         let nats = nats.clone();
-        mesh.tasks.clone().spawn(async move {
+        let call = async move {
             let reply = match rmp_serde::from_slice::<Forward>(&message.payload) {
                 Ok(call) => mesh.run_forwarded(call).await,
                 Err(e) => Reply::error(CallError::new(CallError::BAD_REQUEST, format!("a call over NATS: {e}"))),
@@ -81,7 +82,19 @@ async fn run(nats: Arc<Nats>, subscriptions: Vec<async_nats::Subscriber>, stop: 
                     tracing::debug!("an answer over NATS was not sent: {e}");
                 }
             }
-        });
+        };
+        // Handlers' panics are caught where they run; this is for the rest,
+        // which must not end this loop.
+        let mut call = Box::pin(std::panic::AssertUnwindSafe(call).catch_unwind().map(|ran| {
+            if ran.is_err() {
+                tracing::error!("a call from NATS panicked");
+            }
+        }));
+        // Most handlers answer without waiting: run here, that saves a task
+        // and a wake-up per call; one that waits goes on in a task.
+        if futures_util::poll!(&mut call).is_pending() {
+            tasks.spawn(call);
+        }
     }
 }
 

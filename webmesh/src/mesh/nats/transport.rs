@@ -197,20 +197,20 @@ impl Nats {
                 }
             }
         };
+        // The request times out by itself.
         let answered = tokio::select! {
-            answered = tokio::time::timeout(self.call_timeout, request) => answered,
+            answered = request => answered,
             () = dropped => {
                 return Err(Error::Closed(Some("the NATS connection dropped while the call was under way; it may have run".into())));
             }
         };
         match answered {
-            Ok(Ok(message)) => Ok(message.payload),
-            Ok(Err(e)) => match e.kind() {
+            Ok(message) => Ok(message.payload),
+            Err(e) => match e.kind() {
                 RequestErrorKind::NoResponders => Err(Error::NoRoute { path: path.to_owned() }),
                 RequestErrorKind::TimedOut => Err(Error::Timeout(self.call_timeout)),
                 RequestErrorKind::Other => Err(Error::Offline(e.to_string())),
             },
-            Err(_) => Err(Error::Timeout(self.call_timeout)),
         }
     }
 
