@@ -13,7 +13,7 @@ use super::wills::Claim;
 use super::{Dial, MeshInner, NodeState};
 use crate::extract::CallPath;
 use crate::server::admission::{Admit, Authenticate};
-use crate::{AuthError, CallError, Connection, Error, Handshake, Reply, Router};
+use crate::{AuthError, CallError, Connection, Error, Handshake, Payload, Reply, Router};
 
 /// Admits a link from a node of the mesh (with the secret, when the mesh
 /// has one) as a relay; anyone else goes through `user`, the server's own
@@ -144,9 +144,18 @@ impl MeshInner {
     /// Runs a call another node forwarded, as its caller: with the
     /// identity it carries, if this mesh forwards identities.
     pub(crate) async fn run_forwarded(&self, call: Forward) -> Reply {
+        match super::to_payload(&call.data) {
+            Ok(payload) => self.run_called(call.path, call.identity, payload).await,
+            Err(e) => Reply::error(CallError::internal(e.to_string())),
+        }
+    }
+
+    /// Runs a call another node forwarded: `data` on `path`, with the
+    /// caller's `identity` when the mesh forwards them.
+    pub(crate) async fn run_called(&self, path: String, identity: Option<rmpv::Value>, data: Payload) -> Reply {
         let mesh = self;
         let caller = mesh.caller();
-        if let Some(identity) = call.identity {
+        if let Some(identity) = identity {
             let Some(codec) = &mesh.identity else {
                 return Reply::error(CallError::new(
                     CallError::BAD_REQUEST,
@@ -157,13 +166,9 @@ impl MeshInner {
                 return Reply::error(CallError::new(CallError::BAD_REQUEST, format!("the forwarded identity: {e}")));
             }
         }
-        let payload = match super::to_payload(&call.data) {
-            Ok(payload) => payload,
-            Err(e) => return Reply::error(CallError::internal(e.to_string())),
-        };
-        match mesh.call_here(caller, &call.path, payload).await {
+        match mesh.call_here(caller, &path, data).await {
             Some(reply) => reply,
-            None => Reply::error(CallError::not_found(&call.path)),
+            None => Reply::error(CallError::not_found(&path)),
         }
     }
 }

@@ -72,8 +72,8 @@ async fn run(nats: Arc<Nats>, subscriptions: Vec<async_nats::Subscriber>, stop: 
         let tasks = mesh.tasks.clone();
         let nats = nats.clone();
         let call = async move {
-            let reply = match rmp_serde::from_slice::<Forward>(&message.payload) {
-                Ok(call) => mesh.run_forwarded(call).await,
+            let reply = match wire::read_call(&message.payload) {
+                Ok(call) => mesh.run_called(call.path, call.identity, call.data).await,
                 Err(e) => Reply::error(CallError::new(CallError::BAD_REQUEST, format!("a call over NATS: {e}"))),
             };
             drop((slot, bytes));

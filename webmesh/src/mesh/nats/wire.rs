@@ -1,7 +1,7 @@
 //! What the mesh's NATS messages carry (PROTOCOL.md, "The mesh over NATS").
 //!
-//! - A call, on a route's subject or a node's own: the MessagePack map of a
-//!   FORWARD (`path`, `data`, and `identity` when the mesh forwards them).
+//! - A call, on a route's subject or a node's own: `[path, identity, data]`
+//!   (identity nil unless the mesh forwards identities), the data last.
 //!   Its answer, on the request's reply subject: `[0, value]`, or
 //!   `[1, code, message, data]` for an error.
 //! - An event, on its topic's subject: a 17-byte header (flags, the
@@ -20,7 +20,7 @@ use serde::ser::SerializeSeq;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::handler::{Reply, ReplyKind};
-use crate::{CallError, Error};
+use crate::{CallError, Error, Payload};
 
 /// The flag of an event sent after its origin dropped others.
 pub(crate) const GAP: u8 = 1;
@@ -29,18 +29,57 @@ pub(crate) const GAP: u8 = 1;
 pub(crate) const EVENT_HEADER: usize = 17;
 
 /// A call as sent: the fields of a FORWARD, its data not yet a value.
-#[derive(Serialize)]
 pub(crate) struct CallOut<'a, T: ?Sized> {
     pub(crate) path: &'a str,
     pub(crate) data: &'a T,
-    #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) identity: Option<&'a rmpv::Value>,
 }
 
-/// Encodes a call.
+/// Encodes a call: `[path, identity or nil, data]`, the data last so that
+/// the node running it takes the rest of the message as it is.
 pub(crate) fn call<T: Serialize + ?Sized>(call: &CallOut<'_, T>) -> Result<Bytes, Error> {
-    rmp_serde::to_vec_named(call).map(Bytes::from).map_err(|e| Error::Protocol(e.to_string()))
+    let mut buf = Vec::with_capacity(64);
+    // Structs travel as maps, as in every webmesh message.
+    let mut ser = rmp_serde::Serializer::new(&mut buf).with_struct_map();
+    (call.path, call.identity, call.data).serialize(&mut ser).map_err(|e| Error::Protocol(e.to_string()))?;
+    Ok(buf.into())
 }
+
+/// A call as received: its data still encoded, a slice of the message.
+pub(crate) struct CallIn {
+    pub(crate) path: String,
+    pub(crate) identity: Option<rmpv::Value>,
+    pub(crate) data: Payload,
+}
+
+/// Decodes a call.
+pub(crate) fn read_call(message: &Bytes) -> Result<CallIn, String> {
+    let mut rest: &[u8] = message;
+    let len = rmp::decode::read_array_len(&mut rest).map_err(|e| format!("a call is an array ({e})"))?;
+    if len != 3 {
+        return Err(format!("a call is [path, identity, data], not {len} elements"));
+    }
+    let path_len = rmp::decode::read_str_len(&mut rest).map_err(|e| format!("the path must be a string ({e})"))?;
+    let (path, after) = rest.split_at_checked(path_len as usize).ok_or("the path is cut short")?;
+    let path = std::str::from_utf8(path).map_err(|_| "the path is not UTF-8")?.to_owned();
+    rest = after;
+    let identity = match rest.first() {
+        Some(&NIL) => {
+            rest = &rest[1..];
+            None
+        }
+        Some(_) => Some(rmpv::decode::read_value(&mut rest).map_err(|e| format!("the identity: {e}"))?),
+        None => return Err("a call without its identity".into()),
+    };
+    if rest.is_empty() {
+        return Err("a call without its data".into());
+    }
+    let data = Payload::msgpack(message.slice(message.len() - rest.len()..));
+    Ok(CallIn { path, identity, data })
+}
+
+/// MessagePack's nil.
+const NIL: u8 = 0xc0;
 
 /// The answer to a call, as sent.
 pub(crate) fn answer(reply: &Reply) -> Bytes {
@@ -230,6 +269,26 @@ impl Window {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_call_carries_its_data_last_as_sent_and_bad_calls_are_errors() {
+        let data = serde_json::json!({"sku": "tea", "n": [1, 2]});
+        let identity = rmpv::Value::from("alice");
+        let bytes = call(&CallOut { path: "/orders/place", data: &data, identity: Some(&identity) }).unwrap();
+        let read = read_call(&bytes).unwrap();
+        assert_eq!(read.path, "/orders/place");
+        assert_eq!(read.identity, Some(identity));
+        assert_eq!(read.data.deserialize::<serde_json::Value>().unwrap(), data);
+        let bytes = call(&CallOut { path: "/p", data: &(), identity: None }).unwrap();
+        let read = read_call(&bytes).unwrap();
+        assert_eq!((read.path.as_str(), read.identity), ("/p", None));
+        assert_eq!(read.data.deserialize::<()>().unwrap(), ());
+        for bad in
+            [&b""[..], &[0x93, 0xa1, b'/'], &[0x92, 0xa1, b'/', 0xc0], &[0x93, 0x01, 0xc0, 0xc0], &[0x93, 0xa4, b'/']]
+        {
+            assert!(read_call(&Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
+        }
+    }
 
     #[test]
     fn an_event_is_first_once_and_a_window_apart_is_unknown() {
