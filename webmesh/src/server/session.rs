@@ -402,7 +402,6 @@ async fn write_all(sink: &mut SplitSink<WebSocket, Message>, queue: &mut mpsc::R
         };
         conn.writing();
         // Send everything already queued, replies first, then events, and flush once.
-        let mut yielded = false;
         loop {
             while let Some(item) = next.take().or_else(|| queue.try_recv().ok()) {
                 let sent = match item {
@@ -427,14 +426,7 @@ async fn write_all(sink: &mut SplitSink<WebSocket, Message>, queue: &mut mpsc::R
             }
             let (missed, written) = conn.events().drain_into(&mut events);
             if missed.is_empty() && events.is_empty() {
-                if std::mem::replace(&mut yielded, true) {
-                    break;
-                }
-                // Under load, replies finish together: after letting the
-                // tasks that are ready run, one flush (one write) sends
-                // theirs too.
-                tokio::task::yield_now().await;
-                continue;
+                break;
             }
             // Tell each subscription what it lost before what follows the gap.
             if !missed.is_empty() {
