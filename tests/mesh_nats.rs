@@ -5,6 +5,7 @@
 mod common;
 
 use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::mesh::{self as scenarios, all_up, drain, ms, state_of, whoami, wills_received, Transport, Watchers};
@@ -189,7 +190,7 @@ async fn child_node() {
         builder = builder.will(topic, &json!({"will of": "child"}));
     }
     let mesh = builder.start().await.unwrap();
-    println!("ready {}", mesh.id());
+    println!("ready {} {}", mesh.id(), mesh.local_addr().unwrap().port());
     // SIGTERM: it leaves gracefully.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).unwrap();
     term.recv().await;
@@ -205,7 +206,18 @@ fn child(nats: &Nats, will: Option<&str>) -> (common::python::Killed, String) {
     if let Some(will) = will {
         env.push(("NATS_CHILD_WILL", will));
     }
-    common::child_test("child_node", &env)
+    let (child, ready) = common::child_test("child_node", &env);
+    let id = ready.split_whitespace().next().unwrap().to_owned();
+    (child, id)
+}
+
+/// A node in a child process attached to `nats`, and its port.
+fn child_with_port(nats: &Nats) -> (common::python::Killed, String, u16) {
+    let url = nats.url();
+    let (child, ready) = common::child_test("child_node", &[("NATS_CHILD_URL", url.as_str())]);
+    let mut fields = ready.split_whitespace();
+    let id = fields.next().unwrap().to_owned();
+    (child, id, fields.next().unwrap().parse().unwrap())
 }
 
 /// A subscriber of `/services/*/gone` on each node, once events from every
@@ -234,9 +246,9 @@ async fn records_stored(nats: &Nats, n: usize) {
         loop {
             if let Ok(store) = js.get_key_value("webmesh_nodes").await {
                 if let Ok(keys) = store.keys().await {
-                    // Not the copies of clients' wills.
-                    let records =
-                        keys.filter(|key| std::future::ready(key.as_ref().is_ok_and(|k| !k.starts_with("wills."))));
+                    // Not the copies of clients' wills, nor their returns.
+                    let record = |k: &String| !k.starts_with("wills.") && !k.starts_with("back.");
+                    let records = keys.filter(|key| std::future::ready(key.as_ref().is_ok_and(record)));
                     if records.count().await == n {
                         return;
                     }
@@ -371,6 +383,179 @@ async fn the_wills_of_a_killed_nodes_clients_are_published_once_each_when_due_un
     set_will_frame(&mut back, json!([13, 2, "session-3", null])).await;
     a.shutdown().await;
     b.shutdown().await;
+}
+
+// What an attack on the wills of nodes' clients found, kept fixed. Each
+// counts the publications of a will as NATS carries them.
+
+/// Counts the events on `webmesh.services.>`, by subject.
+async fn count_publications(nats: &Nats) -> Arc<Mutex<HashMap<String, usize>>> {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let mut events = client.subscribe("webmesh.services.>").await.unwrap();
+    client.flush().await.unwrap();
+    let counts: Arc<Mutex<HashMap<String, usize>>> = Arc::default();
+    let counting = counts.clone();
+    tokio::spawn(async move {
+        let _client = client;
+        while let Some(event) = events.next().await {
+            *counting.lock().unwrap().entry(event.subject.to_string()).or_default() += 1;
+        }
+    });
+    counts
+}
+
+fn count_of(counts: &Mutex<HashMap<String, usize>>, subject: &str) -> usize {
+    counts.lock().unwrap().get(subject).copied().unwrap_or(0)
+}
+
+fn publishers() -> Router {
+    whoami("/work").publish("/services/{name}/gone", || async {})
+}
+
+async fn will_on(socket: &mut common::Raw, session: Option<&str>, topic: &str, delay_ms: u64) {
+    set_will_frame(socket, json!([13, 1, session, topic, delay_ms, {"client": 3}])).await;
+}
+
+async fn copy_of(nats: &Nats, id: &str) -> Option<Vec<Value>> {
+    let client = async_nats::connect(nats.url()).await.unwrap();
+    let store = async_nats::jetstream::new(client).get_key_value("webmesh_nodes").await.unwrap();
+    let copy = store.get(format!("wills.{id}")).await.unwrap()?;
+    Some(rmp_serde::from_slice(&copy).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_that_leaves_deletes_its_copy_so_a_client_that_moved_on_still_has_its_will() {
+    let nats = Nats::start();
+    let counts = count_publications(&nats).await;
+    let a = node("a", publishers(), &nats).await;
+    let l = node("l", publishers(), &nats).await;
+    let (x, x_id, x_port) = child_with_port(&nats);
+    until("3 up", 30, || all_up(&a, 3)).await;
+    records_stored(&nats, 3).await;
+    let mut on_l = common::raw(l.local_addr().unwrap().port()).await;
+    will_on(&mut on_l, Some("S"), "/services/moved/gone", 1000).await;
+    wills_copied(&nats, &l.id(), 1).await;
+    l.shutdown().await;
+    assert_eq!(copy_of(&nats, &l.id()).await, None, "deleted as the node left");
+    drop(on_l);
+    // The client moves to x, which is killed: its will, once.
+    let mut on_x = common::raw(x_port).await;
+    will_on(&mut on_x, Some("S"), "/services/moved/gone", 1000).await;
+    wills_copied(&nats, &x_id, 1).await;
+    drop(x);
+    until("x down", 15, || state_of(&a, &x_id) == Some(NodeState::Down)).await;
+    tokio::time::sleep(ms(3000)).await;
+    assert_eq!(count_of(&counts, "webmesh.services.moved.gone"), 1);
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_back_within_its_delay_has_no_will_from_its_dead_node_even_after_withdrawing_it() {
+    let nats = Nats::start();
+    let counts = count_publications(&nats).await;
+    let a = node("a", publishers(), &nats).await;
+    let (x, x_id, x_port) = child_with_port(&nats);
+    until("2 up", 30, || all_up(&a, 2)).await;
+    records_stored(&nats, 2).await;
+    let mut on_x = common::raw(x_port).await;
+    will_on(&mut on_x, Some("B"), "/services/back/gone", 3000).await;
+    wills_copied(&nats, &x_id, 1).await;
+    drop(x);
+    let mut on_a = common::raw(a.local_addr().unwrap().port()).await;
+    will_on(&mut on_a, Some("B"), "/services/back/gone", 3000).await;
+    tokio::time::sleep(ms(300)).await;
+    set_will_frame(&mut on_a, json!([13, 2, "B", null])).await;
+    until("x down", 15, || state_of(&a, &x_id) == Some(NodeState::Down)).await;
+    tokio::time::sleep(ms(5000)).await;
+    assert_eq!(count_of(&counts, "webmesh.services.back.gone"), 0);
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_heir_that_leaves_or_dies_before_an_inherited_will_is_due_does_not_lose_it() {
+    let nats = Nats::start();
+    let counts = count_publications(&nats).await;
+    let (x, x_id, x_port) = child_with_port(&nats);
+    let (y, y_id, _) = child_with_port(&nats);
+    let a = node("a", publishers(), &nats).await;
+    until("3 up", 30, || all_up(&a, 3)).await;
+    records_stored(&nats, 3).await;
+    let mut on_x = common::raw(x_port).await;
+    will_on(&mut on_x, Some("killed"), "/services/heir-killed/gone", 8000).await;
+    let mut on_x_too = common::raw(x_port).await;
+    will_on(&mut on_x_too, Some("left"), "/services/heir-left/gone", 8000).await;
+    wills_copied(&nats, &x_id, 2).await;
+    let killed = std::time::Instant::now();
+    drop(x);
+    // Its heir (a or y) takes the wills in: the dead node's copy goes.
+    common::within(15, async {
+        while copy_of(&nats, &x_id).await.is_some() {
+            tokio::time::sleep(ms(50)).await;
+        }
+    })
+    .await;
+    // Then y dies and a leaves: whichever held the wills, they come once.
+    let survivor = node("b", publishers(), &nats).await;
+    until("y up at b", 15, || state_of(&survivor, &y_id) == Some(NodeState::Up)).await;
+    drop(y);
+    until("y down", 15, || state_of(&survivor, &y_id) == Some(NodeState::Down)).await;
+    tokio::time::sleep(ms(1000)).await;
+    a.shutdown().await;
+    tokio::time::sleep((killed + ms(11_000)).saturating_duration_since(std::time::Instant::now())).await;
+    assert_eq!(count_of(&counts, "webmesh.services.heir-killed.gone"), 1);
+    assert_eq!(count_of(&counts, "webmesh.services.heir-left.gone"), 1);
+    survivor.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_taken_for_dead_while_paused_does_not_publish_its_clients_wills_again() {
+    let nats = Nats::start();
+    let counts = count_publications(&nats).await;
+    let a = node("a", publishers(), &nats).await;
+    let (x, x_id, x_port) = child_with_port(&nats);
+    until("2 up", 30, || all_up(&a, 2)).await;
+    records_stored(&nats, 2).await;
+    let mut on_x = common::raw(x_port).await;
+    will_on(&mut on_x, None, "/services/paused/gone", 0).await;
+    wills_copied(&nats, &x_id, 1).await;
+    let signal = |signal: &str| {
+        let status = std::process::Command::new("kill").args([signal, &x.0.id().to_string()]).status().unwrap();
+        assert!(status.success());
+    };
+    signal("-STOP");
+    until("x down", 15, || state_of(&a, &x_id) == Some(NodeState::Down)).await;
+    tokio::time::sleep(ms(1500)).await;
+    assert_eq!(count_of(&counts, "webmesh.services.paused.gone"), 1, "published once, the node taken for dead");
+    signal("-CONT");
+    until("x up again", 15, || state_of(&a, &x_id) == Some(NodeState::Up)).await;
+    // Its record written again, it knows it was taken for dead.
+    tokio::time::sleep(ms(1000)).await;
+    // The client's connection fails now: nothing more.
+    drop(on_x);
+    tokio::time::sleep(ms(1500)).await;
+    assert_eq!(count_of(&counts, "webmesh.services.paused.gone"), 1, "not twice");
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_giant_will_does_not_push_the_others_out_of_the_copy() {
+    let nats = Nats::start();
+    let a = node("a", publishers(), &nats).await;
+    records_stored(&nats, 1).await;
+    let port = a.local_addr().unwrap().port();
+    let mut sockets = Vec::new();
+    for i in 0..100 {
+        let mut socket = common::raw(port).await;
+        will_on(&mut socket, Some(&format!("s{i}")), &format!("/services/c{i}/gone"), 1000).await;
+        sockets.push(socket);
+    }
+    wills_copied(&nats, &a.id(), 100).await;
+    let mut giant = common::raw(port).await;
+    set_will_frame(&mut giant, json!([13, 1, null, "/services/giant/gone", 0, "g".repeat(1_100_000)])).await;
+    tokio::time::sleep(ms(1000)).await;
+    let copy = copy_of(&nats, &a.id()).await.unwrap();
+    assert_eq!(copy.len(), 100, "the giant is left out, not the others");
+    a.shutdown().await;
 }
 
 /// Sends a WILL on `topic` with `session` and `delay_ms` from a bare

@@ -29,6 +29,16 @@ const NO_CODE: u16 = 1005;
 /// the task that waits out its delay.
 const OVERHEAD: usize = 640;
 
+/// How many returns of sessions wait for a mesh to tell the other nodes;
+/// past it the oldest are not told (a will may then be published though its
+/// client came back to another node).
+const RETURNS_QUEUE: usize = 1024;
+
+/// The first number of the wills taken in from other nodes, apart from
+/// connections' ids.
+#[cfg(feature = "nats")]
+const ADOPTED: u64 = 1 << 63;
+
 /// The error code of a WILL from a connection that a newer one of the same
 /// session replaced.
 pub(crate) const SUPERSEDED: &str = "superseded";
@@ -56,6 +66,9 @@ struct Inner {
     closed: CancellationToken,
     /// Counts the changes of the wills held, for a mesh that keeps a copy.
     changes: watch::Sender<u64>,
+    /// The sessions whose client came back (a WILL of theirs arrived), for
+    /// a mesh to tell the other nodes.
+    returns: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Drop for Inner {
@@ -142,6 +155,7 @@ impl Wills {
             wake: Arc::new(Notify::new()),
             closed: CancellationToken::new(),
             changes: watch::Sender::new(0),
+            returns: tokio::sync::broadcast::Sender::new(RETURNS_QUEUE),
         };
         Self { inner: Arc::new(inner) }
     }
@@ -158,6 +172,68 @@ impl Wills {
 
     fn changed(&self) {
         self.inner.changes.send_modify(|n| *n += 1);
+    }
+
+    /// The sessions whose client came back, as they do.
+    #[cfg(feature = "nats")]
+    pub(crate) fn returns(&self) -> tokio::sync::broadcast::Receiver<String> {
+        self.inner.returns.subscribe()
+    }
+
+    /// Takes in the will of a client of another node, which died: pending
+    /// for `due_in`, then published, unless its session comes back first.
+    #[cfg(feature = "nats")]
+    pub(crate) fn adopt(&self, held: HeldWill, due_in: Duration) {
+        let bytes = held.topic.len()
+            + held.session.as_ref().map_or(0, String::len)
+            + rmp_serde::to_vec(&held.data).map_or(0, |data| data.len())
+            + OVERHEAD;
+        let will = Will {
+            topic: held.topic,
+            data: held.data,
+            delay: Duration::from_millis(held.delay_ms),
+            session: held.session,
+            bytes,
+            charge: None,
+        };
+        let mut state = self.state();
+        let room = state.pending_bytes + will.bytes <= self.inner.pending_memory;
+        if due_in.is_zero() || state.closed || !room {
+            drop(state);
+            self.publish(&will, &DisconnectReason::Gone);
+            return;
+        }
+        state.next_pending += 1;
+        let number = state.next_pending;
+        let key = will.session.clone().map(Key::Session).unwrap_or(Key::Connection(ADOPTED + number));
+        let due = Instant::now() + due_in;
+        state.deadlines.insert((due, number), key.clone());
+        state.pending_bytes += will.bytes;
+        if let Some(earlier) = state.pending.insert(key, Pending { will, number, due }) {
+            state.pending_bytes -= earlier.will.bytes;
+        }
+        if !std::mem::replace(&mut state.timer, true) {
+            tokio::spawn(timer(Arc::downgrade(&self.inner), self.inner.wake.clone(), self.inner.closed.clone()));
+        }
+        drop(state);
+        self.changed();
+        self.inner.wake.notify_one();
+    }
+
+    /// Drops every will held, in force or pending, as if published: the
+    /// mesh took this node for dead, and another published them.
+    #[cfg(feature = "nats")]
+    pub(crate) fn spend_all(&self) {
+        let mut state = self.state();
+        for slot in state.slots.values_mut() {
+            slot.will = None;
+        }
+        state.sessions.clear();
+        state.pending.clear();
+        state.deadlines.clear();
+        state.pending_bytes = 0;
+        drop(state);
+        self.changed();
     }
 
     /// The wills held now: those in force, and those waiting out their delay.
@@ -200,7 +276,7 @@ impl Wills {
     /// A WILL of `session` came: the client is back, and the will its
     /// earlier connection left pending is cancelled, whatever becomes of
     /// this WILL.
-    fn client_is_back(&self, session: &str) {
+    pub(crate) fn client_is_back(&self, session: &str) {
         let mut state = self.state();
         if let Some(pending) = state.pending.remove(&Key::Session(session.to_owned())) {
             state.pending_bytes -= pending.will.bytes;
@@ -425,6 +501,8 @@ async fn accept_will(
     }
     if let Some(session) = &session {
         wills.client_is_back(session);
+        // Nobody listens outside a mesh over NATS.
+        let _ = wills.inner.returns.send(session.clone());
     }
     let Some(topic) = topic else {
         return wills.install(conn, seq, None, session.as_deref());

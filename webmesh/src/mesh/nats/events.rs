@@ -21,6 +21,9 @@ use crate::pubsub::{Interest, TopicPattern, Uplink};
 /// them so.
 const MAX_PENDING_BYTES: usize = 64 << 20;
 
+/// How long a stopping node waits for its last events to reach NATS.
+const FLUSH_AT_STOP: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// The hub's uplink, which sends this node's events to their subjects
 /// (of `subjects`), in order, from a task of its own until `stop`.
 pub(super) fn uplink(
@@ -45,14 +48,20 @@ pub(super) fn uplink(
         loop {
             let next = tokio::select! {
                 next = queued.recv() => next,
-                () = stop.cancelled() => return,
+                () = stop.cancelled() => break,
             };
-            let Some((subject, event)) = next else { return };
+            let Some((subject, event)) = next else { break };
             pending.fetch_sub(event.len(), Ordering::Relaxed);
             if let Err(e) = client.publish(subject, event).await {
                 tracing::debug!("an event was not sent to NATS: {e}");
             }
         }
+        // The node stops: what it published last (the wills its server
+        // publishes as it shuts down, say) still goes out.
+        while let Ok((subject, event)) = queued.try_recv() {
+            let _ = client.publish(subject, event).await;
+        }
+        let _ = tokio::time::timeout(FLUSH_AT_STOP, client.flush()).await;
     });
     uplink
 }

@@ -163,8 +163,29 @@ async fn store(nats: &Nats, me: &str, record: bytes::Bytes) -> Option<tokio::tim
         nats.left.notify_one();
         return None;
     };
-    match store.put(key(me), record).await {
-        Ok(_) => {
+    let written = match nats.revision.load(std::sync::atomic::Ordering::Acquire) {
+        0 => store.put(key(me), record).await.map_err(|e| e.to_string()),
+        revision => match store.update(key(me), record.clone(), revision).await {
+            Ok(revision) => Ok(revision),
+            Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+                // The survivors took this node for dead (it was paused, or
+                // cut off) and one claimed its record: its will and its
+                // clients' were published. Those are spent, lest they come
+                // twice; its record is written anew.
+                tracing::warn!("this node was taken for dead and its wills published: its clients' wills are dropped");
+                if let Some(mesh) = nats.mesh.upgrade() {
+                    if let Some(server) = mesh.server.get() {
+                        server.wills.spend_all();
+                    }
+                }
+                store.put(key(me), record).await.map_err(|e| e.to_string())
+            }
+            Err(e) => Err(e.to_string()),
+        },
+    };
+    match written {
+        Ok(revision) => {
+            nats.revision.store(revision, std::sync::atomic::Ordering::Release);
             // The last record of a node that leaves says so: it is stored.
             if nats.leaving.load(std::sync::atomic::Ordering::Acquire) {
                 nats.left.notify_one();
@@ -234,8 +255,10 @@ async fn discover(nats: &Arc<Nats>, me: &str, store: &kv::Store) {
         }
     };
     tracing::debug!(records = keys.len(), "the mesh's records");
-    // The copies of clients' wills are not records.
-    for stored in keys.into_iter().filter(|key| !key.starts_with(wills::KEY_PREFIX)) {
+    // The copies of clients' wills, and their returns, are not records.
+    let records =
+        keys.into_iter().filter(|key| !key.starts_with(wills::KEY_PREFIX) && !key.starts_with(wills::RETURN_PREFIX));
+    for stored in records {
         let Ok(Some(entry)) = store.entry(stored).await else { continue };
         if entry.operation == kv::Operation::Put {
             heard(nats, me, &entry.value, |id| entry.key == key(id));

@@ -56,6 +56,9 @@ pub(crate) struct Nats {
     pub(super) record: watch::Sender<Option<Bytes>>,
     /// Set once the node leaves: it reports and stores nothing more.
     pub(super) leaving: AtomicBool,
+    /// The revision of this node's record in the bucket, once written (0
+    /// before): a write at another revision finds the record claimed.
+    pub(super) revision: std::sync::atomic::AtomicU64,
     /// Told once the record that says this node left is stored.
     pub(super) left: tokio::sync::Notify,
     pub(super) call_timeout: Duration,
@@ -114,6 +117,7 @@ impl Nats {
             dropped,
             record: watch::Sender::new(None),
             leaving: AtomicBool::new(false),
+            revision: std::sync::atomic::AtomicU64::new(0),
             left: tokio::sync::Notify::new(),
             call_timeout,
         })
@@ -129,7 +133,9 @@ impl Nats {
         mesh.tasks.spawn(events::relay(nats.clone(), mesh.interest.clone(), stop.clone()));
         mesh.tasks.spawn(members::run(nats.clone(), stop.clone()));
         if let Some(server) = mesh.server.get() {
-            mesh.tasks.spawn(wills::keep(nats.clone(), server.wills.clone(), stop));
+            mesh.tasks.spawn(wills::keep(nats.clone(), server.wills.clone(), stop.clone()));
+            mesh.tasks.spawn(wills::announce_returns(nats.clone(), server.wills.clone(), stop.clone()));
+            mesh.tasks.spawn(wills::follow_returns(nats.clone(), server.wills.clone(), stop));
         }
         nats
     }
@@ -242,6 +248,8 @@ impl Nats {
     /// survivor publishes its will.
     pub(crate) async fn leave(&self, mut node: Node) {
         self.leaving.store(true, Ordering::Release);
+        let id = node.id.clone();
         members::leave(self, &mut node).await;
+        wills::forget(self, &id).await;
     }
 }

@@ -4,14 +4,17 @@
 //!
 //! Each node keeps a copy of its clients' wills in the bucket, under
 //! `wills.{key}`: rewritten as they change, and with each status interval
-//! (the bucket forgets what is not rewritten). The survivor that claims a
-//! dead node's record takes that copy too, and publishes each will when
-//! its delay ends, counted from the node's last record: unless the client,
-//! with a delay and a session, came back to another node (whose copy holds
-//! a will of its session by then).
+//! (the bucket forgets what is not rewritten); a node that leaves deletes
+//! it. The survivor that claims a dead node's record takes the wills of
+//! that copy in as its own pending wills, each due when its delay ends,
+//! counted from the node's last record: so they are in its copy from then
+//! on, and outlive it too. A client that comes back to any node (a WILL of
+//! its session arrives) is told under `back.{key}`: its pending will, on
+//! whichever node holds it, is cancelled.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use async_nats::jetstream::kv;
 use futures_util::StreamExt;
@@ -28,6 +31,15 @@ use crate::server::{HeldWill, Wills};
 /// key has no dot).
 pub(super) const KEY_PREFIX: &str = "wills.";
 
+/// What the keys of clients' returns start with.
+pub(super) const RETURN_PREFIX: &str = "back.";
+
+/// How long a client's return is not told again.
+const RETELL_AFTER: Duration = Duration::from_secs(1);
+
+/// The most sessions remembered as told.
+const MAX_TOLD: usize = 4096;
+
 /// How long the copy waits for more changes before it is written.
 const SETTLE: Duration = Duration::from_millis(50);
 
@@ -39,20 +51,37 @@ fn key_of_wills(id: &str) -> String {
     format!("{KEY_PREFIX}{}", key(id))
 }
 
+/// Where a client with a session last sent its WILL (the value of its
+/// return's key).
+#[derive(serde::Serialize, serde::Deserialize)]
+struct Return {
+    session: String,
+    node: String,
+}
+
+/// The key that says where session `session`'s client last came.
+fn key_of_return(session: &str) -> String {
+    format!("{RETURN_PREFIX}{}", key(session))
+}
+
+/// The wills this node's server holds.
+fn wills_of(nats: &Nats) -> Option<Wills> {
+    let mesh = nats.mesh.upgrade()?;
+    Some(mesh.server.get()?.wills.clone())
+}
+
 /// Keeps the copy of this node's clients' wills in the bucket, until `stop`
 /// or until the node leaves (then no survivor claims its record).
 pub(super) async fn keep(nats: Arc<Nats>, wills: Wills, stop: CancellationToken) {
     let Some(mesh) = nats.mesh.upgrade() else { return };
-    let (key, interval) = (key_of_wills(&mesh.id), mesh.config.status_interval);
+    let interval = mesh.config.status_interval;
     drop(mesh);
-    let max_bytes = nats.client.server_info().max_payload.saturating_sub(MARGIN);
     let mut changes = wills.changes();
     let mut refresh = tokio::time::interval(interval);
     refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     // Whether the bucket may hold a copy: one from an earlier run of this
     // node's id may be there, which a later death must not publish.
     let mut stored = true;
-    let mut truncated = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -70,37 +99,156 @@ pub(super) async fn keep(nats: Arc<Nats>, wills: Wills, stop: CancellationToken)
             return;
         }
         let Some(store) = nats.bucket.get() else { continue };
-        let mut held = wills.held();
-        if held.is_empty() {
-            if stored && store.delete(&key).await.is_ok() {
-                stored = false;
-            }
-            continue;
-        }
-        let all = held.len();
-        let Some(bytes) = encode_within(&mut held, max_bytes) else { continue };
-        if held.len() < all && !std::mem::replace(&mut truncated, true) {
-            tracing::warn!(
-                kept = held.len(),
-                "this node's clients' wills exceed NATS's largest message: the others die with the node"
-            );
-        }
-        match store.put(&key, bytes.into()).await {
-            Ok(_) => stored = true,
-            Err(e) => tracing::debug!("the copy of this node's clients' wills was not stored: {e}"),
+        if let Some(now) = write_copy(&nats, store, &wills, stored).await {
+            stored = now;
         }
     }
 }
 
-/// `held` encoded in at most `max_bytes`, leaving out the wills that do not fit.
+/// Writes the copy of this node's clients' wills as they are now (deletes
+/// it if there are none and it may be there); returns whether the bucket
+/// holds one, or `None` if it could not be written.
+async fn write_copy(nats: &Nats, store: &kv::Store, wills: &Wills, stored: bool) -> Option<bool> {
+    let mesh = nats.mesh.upgrade()?;
+    let key = key_of_wills(&mesh.id);
+    drop(mesh);
+    let mut held = wills.held();
+    if held.is_empty() {
+        if stored {
+            store.delete(&key).await.ok()?;
+        }
+        return Some(false);
+    }
+    let all = held.len();
+    let max_bytes = nats.client.server_info().max_payload.saturating_sub(MARGIN);
+    let bytes = encode_within(&mut held, max_bytes)?;
+    if held.len() < all {
+        tracing::warn!(
+            kept = held.len(),
+            left_out = all - held.len(),
+            "this node's clients' wills exceed NATS's largest message: the largest die with the node"
+        );
+    }
+    match store.put(&key, bytes.into()).await {
+        Ok(_) => Some(true),
+        Err(e) => {
+            tracing::debug!("the copy of this node's clients' wills was not stored: {e}");
+            None
+        }
+    }
+}
+
+/// `held` encoded in at most `max_bytes`, leaving out the largest wills
+/// that do not fit (so that one large will does not push out many small).
 fn encode_within(held: &mut Vec<HeldWill>, max_bytes: usize) -> Option<Vec<u8>> {
+    let size = |will: &HeldWill| will.topic.len() + rmp_serde::to_vec(&will.data).map_or(0, |data| data.len());
+    held.sort_by_cached_key(|will| std::cmp::Reverse(size(will)));
     loop {
         match rmp_serde::to_vec_named(&*held) {
             Ok(bytes) if bytes.len() <= max_bytes || held.is_empty() => return Some(bytes),
-            Ok(_) => held.truncate(held.len() * 3 / 4),
+            Ok(bytes) => {
+                // Out go the largest first, at least one, about as many as the excess.
+                let over = bytes.len() - max_bytes;
+                let mut freed = 0;
+                let mut out = 0;
+                while freed < over && out < held.len() {
+                    freed += size(&held[out]);
+                    out += 1;
+                }
+                held.drain(..out.max(1));
+            }
             Err(e) => {
                 tracing::warn!("this node's clients' wills did not encode: {e}");
                 return None;
+            }
+        }
+    }
+}
+
+/// Deletes the copy of this node's clients' wills: it leaves, and its
+/// clients did not fail.
+pub(super) async fn forget(nats: &Nats, id: &str) {
+    if let Some(store) = nats.bucket.get() {
+        let _ = tokio::time::timeout(Duration::from_secs(1), store.delete(key_of_wills(id))).await;
+    }
+}
+
+/// Tells the other nodes of each client that came back to this one (a WILL
+/// with its session arrived), by a key in the bucket, until `stop`.
+pub(super) async fn announce_returns(nats: Arc<Nats>, wills: Wills, stop: CancellationToken) {
+    let Some(me) = nats.mesh.upgrade().map(|mesh| mesh.id.clone()) else { return };
+    let mut returns = wills.returns();
+    // A client that sends many WILLs is told once a second.
+    let mut told: HashMap<String, Instant> = HashMap::new();
+    loop {
+        let session = tokio::select! {
+            () = stop.cancelled() => return,
+            session = returns.recv() => match session {
+                Ok(session) => session,
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(missed)) => {
+                    tracing::warn!(missed, "returns of clients were not told to the other nodes");
+                    continue;
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return,
+            },
+        };
+        let now = Instant::now();
+        if told.get(&session).is_some_and(|at| now.duration_since(*at) < RETELL_AFTER) {
+            continue;
+        }
+        if told.len() >= MAX_TOLD {
+            told.retain(|_, at| now.duration_since(*at) < RETELL_AFTER);
+        }
+        told.insert(session.clone(), now);
+        let Some(store) = nats.bucket.get() else { continue };
+        let key = key_of_return(&session);
+        let Ok(told) = rmp_serde::to_vec_named(&Return { session, node: me.clone() }) else { continue };
+        if let Err(e) = store.put(key, told.into()).await {
+            tracing::debug!("a client's return was not told to the other nodes: {e}");
+        }
+    }
+}
+
+/// Cancels the pending wills of the clients that came back to another node,
+/// as their returns are told, until `stop`.
+pub(super) async fn follow_returns(nats: Arc<Nats>, wills: Wills, stop: CancellationToken) {
+    let Some(me) = nats.mesh.upgrade().map(|mesh| mesh.id.clone()) else { return };
+    let store = loop {
+        if let Some(store) = nats.bucket.get() {
+            break store.clone();
+        }
+        tokio::select! {
+            () = tokio::time::sleep(RETRY) => {}
+            () = stop.cancelled() => return,
+        }
+    };
+    loop {
+        let mut returns = match store.watch(format!("{RETURN_PREFIX}>")).await {
+            Ok(returns) => returns,
+            Err(e) => {
+                tracing::debug!("the returns of clients cannot be followed yet: {e}");
+                tokio::select! {
+                    () = tokio::time::sleep(RETRY) => continue,
+                    () = stop.cancelled() => return,
+                }
+            }
+        };
+        loop {
+            let entry = tokio::select! {
+                () = stop.cancelled() => return,
+                entry = returns.next() => entry,
+            };
+            match entry {
+                Some(Ok(entry)) if entry.operation == kv::Operation::Put => {
+                    // Its WILL here cancelled what was pending here already.
+                    match rmp_serde::from_slice::<Return>(&entry.value) {
+                        Ok(back) if back.node != me => wills.client_is_back(&back.session),
+                        _ => {}
+                    }
+                }
+                Some(_) => {}
+                // The watch ended (NATS went away): watched again.
+                None => break,
             }
         }
     }
@@ -128,7 +276,7 @@ pub(super) async fn mourn(nats: Arc<Nats>, id: String, stop: CancellationToken) 
                     tracing::info!(dead = %id, topic = %will.topic, "publishing the will of a node that died");
                     publish(&nats, &will.topic, &will.data);
                 }
-                inherit(&nats, store, &id, claimed.last_seen_ms, &stop).await;
+                inherit(&nats, store, &id, claimed.last_seen_ms).await;
                 return;
             }
             Ok(None) => return,
@@ -187,10 +335,13 @@ fn millis_of(entry: &kv::Entry) -> u64 {
     u64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
-/// Publishes the wills of dead node `id`'s clients, each when its delay
-/// ends; at once, if this node stops first (as a server that shuts down
-/// publishes the wills of its clients that are gone).
-async fn inherit(nats: &Nats, store: &kv::Store, id: &str, last_seen_ms: u64, stop: &CancellationToken) {
+/// Takes in the wills of dead node `id`'s clients as pending wills of this
+/// node, each due when its delay ends (at once if that is past): kept in
+/// this node's copy from then on, so that they outlive it too, and
+/// cancelled if their client comes back. A client that came back before
+/// (its return told after the node's last record) has none.
+async fn inherit(nats: &Nats, store: &kv::Store, id: &str, last_seen_ms: u64) {
+    let Some(wills) = wills_of(nats) else { return };
     let key = key_of_wills(id);
     let mut entry = None;
     for _ in 0..10 {
@@ -206,7 +357,6 @@ async fn inherit(nats: &Nats, store: &kv::Store, id: &str, last_seen_ms: u64, st
         tokio::time::sleep(RETRY).await;
     }
     let Some(entry) = entry else { return };
-    let _ = store.delete(&key).await;
     let held: Vec<HeldWill> = match rmp_serde::from_slice(&entry.value) {
         Ok(held) => held,
         Err(e) => {
@@ -214,43 +364,28 @@ async fn inherit(nats: &Nats, store: &kv::Store, id: &str, last_seen_ms: u64, st
             return;
         }
     };
+    tracing::info!(dead = %id, wills = held.len(), "taking in the wills of a dead node's clients");
     // A pending will's delay was what was left of it when the copy was written.
     let written_ms = millis_of(&entry);
-    let mut due: Vec<(u64, HeldWill)> = held
-        .into_iter()
-        .map(|will| ((if will.pending { written_ms } else { last_seen_ms }).saturating_add(will.delay_ms), will))
-        .collect();
-    due.sort_by_key(|(at, _)| *at);
-    tracing::info!(dead = %id, wills = due.len(), "publishing the wills of a dead node's clients as they fall due");
-    for (at, will) in due {
-        let wait = Duration::from_millis(at.saturating_sub(now_ms()));
-        tokio::select! {
-            () = tokio::time::sleep(wait) => {}
-            () = stop.cancelled() => {}
-        }
+    for will in held {
+        let due_ms = (if will.pending { written_ms } else { last_seen_ms }).saturating_add(will.delay_ms);
         if let (Some(session), false) = (&will.session, will.delay_ms == 0) {
-            if back_elsewhere(store, id, session).await {
+            if came_back(store, session, id, last_seen_ms).await {
                 tracing::debug!(dead = %id, topic = %will.topic, "a will of a dead node's client was cancelled: its client came back");
                 continue;
             }
         }
-        publish(nats, &will.topic, &will.data);
+        wills.adopt(will, Duration::from_millis(due_ms.saturating_sub(now_ms())));
     }
+    // In this node's copy before out of the dead one's.
+    let _ = write_copy(nats, store, &wills, true).await;
+    let _ = store.delete(&key).await;
 }
 
-/// Whether a node other than `dead` holds a will of `session`: its client
-/// came back there.
-async fn back_elsewhere(store: &kv::Store, dead: &str, session: &str) -> bool {
-    let Ok(keys) = store.keys().await else { return false };
-    let dead = key_of_wills(dead);
-    let keys: Vec<String> =
-        keys.filter_map(|key| async move { key.ok().filter(|key| key.starts_with(KEY_PREFIX)) }).collect().await;
-    for key in keys.into_iter().filter(|key| *key != dead) {
-        let Ok(Some(entry)) = store.entry(key).await else { continue };
-        let held: Vec<HeldWill> = rmp_serde::from_slice(&entry.value).unwrap_or_default();
-        if held.iter().any(|will| will.session.as_deref() == Some(session)) {
-            return true;
-        }
-    }
-    false
+/// Whether `session`'s client came to a node other than `dead` after
+/// `since_ms` (when `dead` was last seen).
+async fn came_back(store: &kv::Store, session: &str, dead: &str, since_ms: u64) -> bool {
+    let Ok(Some(entry)) = store.entry(key_of_return(session)).await else { return false };
+    let elsewhere = rmp_serde::from_slice::<Return>(&entry.value).is_ok_and(|back| back.node != dead);
+    entry.operation == kv::Operation::Put && elsewhere && millis_of(&entry) > since_ms
 }
