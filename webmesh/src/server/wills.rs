@@ -196,28 +196,15 @@ impl Wills {
             bytes,
             charge: None,
         };
-        let mut state = self.state();
+        let state = self.state();
         let room = state.pending_bytes + will.bytes <= self.inner.pending_memory;
         if due_in.is_zero() || state.closed || !room {
             drop(state);
             self.publish(&will, &DisconnectReason::Gone);
             return;
         }
-        state.next_pending += 1;
-        let number = state.next_pending;
-        let key = will.session.clone().map(Key::Session).unwrap_or(Key::Connection(ADOPTED + number));
-        let due = Instant::now() + due_in;
-        state.deadlines.insert((due, number), key.clone());
-        state.pending_bytes += will.bytes;
-        if let Some(earlier) = state.pending.insert(key, Pending { will, number, due }) {
-            state.pending_bytes -= earlier.will.bytes;
-        }
-        if !std::mem::replace(&mut state.timer, true) {
-            tokio::spawn(timer(Arc::downgrade(&self.inner), self.inner.wake.clone(), self.inner.closed.clone()));
-        }
-        drop(state);
-        self.changed();
-        self.inner.wake.notify_one();
+        let key = will.session.clone().map(Key::Session).unwrap_or(Key::Connection(ADOPTED + state.next_pending + 1));
+        self.hold(state, key, will, due_in);
     }
 
     /// Drops every will held, in force or pending, as if published: the
@@ -360,9 +347,16 @@ impl Wills {
             return;
         }
         let key = will.session.clone().map(Key::Session).unwrap_or(Key::Connection(conn.id()));
+        let delay = will.delay;
+        self.hold(state, key, will, delay);
+    }
+
+    /// Keeps `will` pending under `key` for `due_in`, replacing the one
+    /// kept under it, and wakes the timer (starting it if need be).
+    fn hold(&self, mut state: std::sync::MutexGuard<'_, State>, key: Key, will: Will, due_in: Duration) {
         state.next_pending += 1;
         let number = state.next_pending;
-        let due = Instant::now() + will.delay;
+        let due = Instant::now() + due_in;
         state.deadlines.insert((due, number), key.clone());
         state.pending_bytes += will.bytes;
         if let Some(earlier) = state.pending.insert(key, Pending { will, number, due }) {
@@ -372,6 +366,7 @@ impl Wills {
             tokio::spawn(timer(Arc::downgrade(&self.inner), self.inner.wake.clone(), self.inner.closed.clone()));
         }
         drop(state);
+        self.changed();
         self.inner.wake.notify_one();
     }
 
