@@ -3,12 +3,14 @@
 
 mod common;
 
-use std::process::Command;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use common::mesh::{self as scenarios, all_up, drain, ms, state_of, whoami, wills_received, Transport, Watchers};
+use common::mesh::{
+    self as scenarios, all_up, calls, child_will, drain, events, members, ms, state_of, whoami, will_watchers, wills,
+    wills_received, ChildNode, Transport,
+};
 use common::{python, until};
 use serde_json::{json, Value};
 use webmesh::{Client, Error, Mesh, MeshBuilder, Node, NodeState, Router, Server, State};
@@ -34,99 +36,27 @@ async fn node(name: &str, router: Router, seeds: &[&Mesh]) -> Mesh {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_nodes_from_one_seed_reach_full_membership_a_late_one_is_known_to_all_and_leaving_is_left() {
-    let seed = node("seed", Router::new(), &[]).await;
-    let mut nodes = vec![seed.clone()];
-    for i in 0..4 {
-        nodes.push(node(&format!("n{i}"), Router::new(), &[&seed]).await);
-    }
-    until("5 nodes see 5 nodes up", 15, || nodes.iter().all(|n| all_up(n, 5))).await;
-
-    // A latecomer knows only the last node.
-    let late = node("late", Router::new(), &[&nodes[4]]).await;
-    nodes.push(late.clone());
-    until("6 nodes see 6 nodes up", 15, || nodes.iter().all(|n| all_up(n, 6))).await;
-    let ids: Vec<String> = nodes.iter().map(Mesh::id).collect();
-    for node in &nodes {
-        let mut seen: Vec<String> = node.nodes().into_iter().map(|n| n.id).collect();
-        seen.sort();
-        let mut expected = ids.clone();
-        expected.sort();
-        assert_eq!(seen, expected, "each node once, no duplicates");
-    }
-
-    late.shutdown().await;
-    until("the others see the late node left", 10, || {
-        nodes[..5].iter().all(|n| state_of(n, &late.id()) == Some(NodeState::Left))
-    })
-    .await;
-    // `left` is final: no dial brings it back as suspect or down.
-    tokio::time::sleep(ms(1200)).await;
-    assert!(nodes[..5].iter().all(|n| state_of(n, &ids[5]) == Some(NodeState::Left)));
-    for node in &nodes[..5] {
-        node.shutdown().await;
-    }
+    members::nodes_reach_full_membership_a_late_one_is_known_to_all_and_leaving_is_left(Transport::Links).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_go_to_the_nodes_serving_the_path_in_turn_else_no_route() {
-    scenarios::calls_go_to_the_nodes_serving_the_path_else_no_route(Transport::Links).await;
+    calls::calls_go_to_the_nodes_serving_the_path_else_no_route(Transport::Links).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node() {
-    scenarios::a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node(Transport::Links).await;
+    calls::a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node(Transport::Links).await;
 }
 
-#[derive(Clone, serde::Serialize, serde::Deserialize)]
-struct User(String);
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarded_calls_carry_the_callers_identity_over_authenticated_links_only() {
-    let secured = |router: Router| {
-        Server::builder().registered_handlers(false).router(router).addr("127.0.0.1:0").authenticate(
-            |handshake: webmesh::Handshake| async move {
-                match handshake.bearer_token() {
-                    Some(name) => Ok(User(name.to_owned())),
-                    None => Err(webmesh::AuthError::unauthorized("a token, please")),
-                }
-            },
-        )
-    };
-    let whoami = Router::new()
-        .on("/whoami", |webmesh::extract::Authenticated(User(name)): webmesh::extract::Authenticated<User>| name);
-    // A server that authenticates needs a mesh secret.
-    let refused = fast(Mesh::builder().server(secured(Router::new()))).start().await;
-    assert!(matches!(refused, Err(Error::Config(_))), "{refused:?}");
-
-    let mesh = |router| fast(Mesh::builder().server(secured(router)).secret("s3cret").forward_identity::<User>());
-    let b = mesh(whoami).name("b").start().await.unwrap();
-    let a = mesh(Router::new()).name("a").peer(b.url()).start().await.unwrap();
-    until("a and b up", 10, || all_up(&a, 2) && all_up(&b, 2)).await;
-
-    let ada = Client::builder(a.url()).bearer_token("ada").connect().await.unwrap();
-    assert_eq!(ada.call::<String>("/whoami", &()).await.unwrap(), "ada", "b saw the caller a authenticated");
-    // No token: a refuses the client, whatever b would say.
-    assert!(matches!(Client::connect(&a.url()).await, Err(Error::Refused { status: 401, .. })));
-    // A client posing as a node without the secret is refused...
-    let posing = Client::builder(b.url()).header("webmesh-node", "x").connect().await;
-    assert!(matches!(posing, Err(Error::Refused { status: 403, .. })), "{posing:?}");
-    let wrong =
-        Client::builder(b.url()).header("webmesh-node", "x").header("webmesh-mesh-secret", "guess").connect().await;
-    assert!(matches!(wrong, Err(Error::Refused { status: 403, .. })));
-    // ...and an authenticated client cannot forge a forwarded identity.
-    let eve = Client::builder(b.url()).bearer_token("eve").connect().await.unwrap();
-    let forged = json!({"path": "/whoami", "data": null, "identity": "ada"});
-    assert!(
-        matches!(eve.call::<Value>("/_mesh/forward", &forged).await, Err(Error::Handler(e)) if e.code() == "forbidden")
-    );
-    assert_eq!(eve.call::<String>("/whoami", &()).await.unwrap(), "eve");
-    a.shutdown().await;
-    b.shutdown().await;
+async fn forwarded_calls_carry_the_callers_identity_and_only_nodes_can_pass_it_on() {
+    calls::forwarded_calls_carry_the_callers_identity_and_only_nodes_can_pass_it_on(Transport::Links).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_python_client_on_one_node_calls_a_route_only_another_serves() {
-    scenarios::the_python_client_on_one_node_calls_a_route_only_another_serves(Transport::Links).await;
+    calls::the_python_client_on_one_node_calls_a_route_only_another_serves(Transport::Links).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,52 +89,7 @@ async fn a_python_server_is_a_member_as_a_legacy_peer() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn events_cross_the_mesh_in_order_once_and_only_where_subscribers_want_them() {
-    let a = node("a", Router::new(), &[]).await;
-    let b = node("b", Router::new(), &[&a]).await;
-    let c = node("c", Router::new(), &[&a]).await;
-    for n in [&a, &b, &c] {
-        until("3 nodes up", 10, || all_up(n, 3)).await;
-    }
-    // Nobody beyond a wants /news: it crosses no link.
-    assert_eq!(a.publish("/news/probe", &0).unwrap(), 0);
-
-    let on_c = Client::connect(&c.url()).await.unwrap();
-    let mut news_c = on_c.subscribe::<Value>("/news/*").await.unwrap();
-    let on_b = Client::connect(&b.url()).await.unwrap();
-    // Two subscriptions of one connection, both matching.
-    let mut news_b = on_b.subscribe::<Value>("/news/*").await.unwrap();
-    let mut sport_b = on_b.subscribe::<Value>("/news/sport").await.unwrap();
-    let on_a = Client::connect(&a.url()).await.unwrap();
-    let mut news_a = on_a.subscribe::<Value>("/news/{*rest}").await.unwrap();
-    // b's and c's interest reaches a: its events now go to both links (and a's own subscriber).
-    until("a's events reach the links of b and c", 10, || a.publish("/news/probe", &0).unwrap() == 3).await;
-    assert_eq!(a.publish("/weather/probe", &0).unwrap(), 0, "no one wants the weather");
-
-    for seq in 0..200 {
-        a.publish("/news/sport", &seq).unwrap();
-    }
-    let expected: Vec<Value> = (0..200).map(Value::from).collect();
-    for (name, subscription) in [("c", &mut news_c), ("b", &mut news_b), ("b exact", &mut sport_b), ("a", &mut news_a)]
-    {
-        let (events, lost) = drain(subscription, ms(500)).await;
-        assert_eq!(events, expected, "subscriber on {name}: all, in order, once");
-        assert_eq!(lost, 0, "{name}");
-    }
-    // And the other way: a publish on c reaches a and b.
-    c.publish("/news/other", &"from c").unwrap();
-    assert_eq!(drain(&mut news_a, ms(300)).await.0, vec![json!("from c")]);
-    assert_eq!(drain(&mut news_b, ms(300)).await.0, vec![json!("from c")]);
-    assert_eq!(drain(&mut news_c, ms(300)).await.0, vec![json!("from c")], "c's own subscriber, once");
-
-    // Interest follows unsubscribes and disconnects.
-    news_c.unsubscribe().await;
-    until("only b's link and a's subscriber remain", 10, || a.publish("/news/probe", &0).unwrap() == 2).await;
-    drop((news_b, sport_b));
-    on_b.close().await;
-    until("only a's subscriber remains", 10, || a.publish("/news/probe", &0).unwrap() == 1).await;
-    for n in [a, b, c] {
-        n.shutdown().await;
-    }
+    events::events_cross_the_mesh_in_order_once_and_only_where_subscribers_want_them(Transport::Links).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -239,155 +124,25 @@ async fn nodes_dialling_each_other_at_once_deliver_each_call_and_event_once() {
 
 // Nodes in child processes, to kill for real.
 
-/// Not a test: the body of a node that the tests below run as a child
-/// process (this test binary, run again), and kill.
+/// Not a test: the body of a node that the tests run as a child process
+/// (this test binary, run again), and kill.
 #[tokio::test]
 #[ignore = "a child process of the tests that kill nodes"]
 async fn child_node() {
-    let Ok(addr) = std::env::var("MESH_CHILD_ADDR") else { return };
-    let routes = std::env::var("MESH_CHILD_ROUTES").unwrap_or_default();
-    let router = routes
-        .split(',')
-        .filter(|r| !r.is_empty())
-        .fold(Router::new(), |router, path| router.on(path, |State(mesh): State<Mesh>| mesh.id()));
-    let mut builder = builder("child", router, &addr);
-    if let Ok(peer) = std::env::var("MESH_CHILD_PEER") {
-        builder = builder.peer(peer);
-    }
-    if let Ok(id) = std::env::var("MESH_CHILD_ID") {
-        builder = builder.id(id);
-    }
-    if let Ok(ms) = std::env::var("MESH_CHILD_DOWN_AFTER") {
-        builder = builder.down_after(Duration::from_millis(ms.parse().unwrap()));
-    }
-    if let Ok(topic) = std::env::var("MESH_CHILD_WILL") {
-        builder = builder.will(topic, &json!({"will of": "child"}));
-    }
-    let mesh = builder.start().await.unwrap();
-    println!("ready {}", mesh.id());
-    std::future::pending::<()>().await;
-}
-
-/// A node in a child process, killed when dropped.
-struct ChildNode {
-    process: python::Killed,
-    id: String,
-}
-
-impl ChildNode {
-    fn start(port: u16, peer: &str, routes: &str) -> Self {
-        Self::start_with(port, peer, routes, &[])
-    }
-
-    /// With more of its settings: `MESH_CHILD_ID`, `MESH_CHILD_WILL` (a topic).
-    fn start_with(port: u16, peer: &str, routes: &str, env: &[(&str, &str)]) -> Self {
-        let addr = format!("127.0.0.1:{port}");
-        let mut env = env.to_vec();
-        env.extend([("MESH_CHILD_ADDR", addr.as_str()), ("MESH_CHILD_PEER", peer), ("MESH_CHILD_ROUTES", routes)]);
-        let (process, id) = common::child_test("child_node", &env);
-        Self { process, id }
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill").args([signal, &self.process.0.id().to_string()]).status().unwrap();
-        assert!(status.success());
-    }
-}
-
-/// The states that the events of node `id` on `subscription` move it
-/// through (repeats of one state are status reports, except a second
-/// `down`, which would be a duplicate notice), until it is `down` and
-/// `quiet` passes without another event of it.
-async fn notices(subscription: &mut webmesh::Subscription<Node>, id: &str, quiet: Duration) -> Vec<NodeState> {
-    let mut states: Vec<NodeState> = Vec::new();
-    let mut last = Instant::now();
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while states.last() != Some(&NodeState::Down) || last.elapsed() < quiet {
-        assert!(Instant::now() < deadline, "no end to the notices: {states:?}");
-        let Ok(Some(item)) = tokio::time::timeout(ms(50), subscription.recv()).await else { continue };
-        let node = item.expect("a node's notice").data;
-        if node.id != id {
-            continue;
-        }
-        last = Instant::now();
-        // Reports of it `up` before it died are not notices.
-        if states.is_empty() && node.state == NodeState::Up {
-            continue;
-        }
-        if states.last() != Some(&node.state) || node.state == NodeState::Down {
-            states.push(node.state);
-        }
-    }
-    states
+    scenarios::child_node().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_node_is_suspect_then_down_its_routes_go_elsewhere_and_it_comes_back_as_a_new_node() {
-    let a = node("a", whoami("/shared"), &[]).await;
-    let b = node("b", Router::new(), &[&a]).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = ChildNode::start(port, &a.url(), "/shared,/only/child");
-    for n in [&a, &b] {
-        until("3 nodes up", 15, || all_up(n, 3)).await;
-    }
-    assert_eq!(b.node(&child.id).call::<String>("/only/child", &()).await.unwrap(), child.id);
-    // A watcher of the reserved topics on each node, and a subscriber that
-    // the child's events would reach.
-    let mut watchers = Vec::new();
-    for n in [&a, &b] {
-        let client = Client::connect(&n.url()).await.unwrap();
-        let subscription = client.subscribe::<Node>("/_mesh/nodes/*").await.unwrap();
-        watchers.push((client, subscription));
-    }
-    let on_b = Client::connect(&b.url()).await.unwrap();
-    let mut news = on_b.subscribe::<Value>("/news/*").await.unwrap();
-
-    child.signal("-KILL");
-    for (_, watcher) in &mut watchers {
-        let seen = notices(watcher, &child.id, ms(1500)).await;
-        assert_eq!(seen, [NodeState::Suspect, NodeState::Down], "suspect, then down, each said once");
-    }
-    assert!(matches!(news.recv().await, Some(Err(Error::Lagged { missed: None }))), "b's subscriber is told");
-    for _ in 0..6 {
-        assert_eq!(b.call::<String>("/shared", &()).await.unwrap(), a.id(), "the routes of the dead go elsewhere");
-    }
-    assert!(matches!(b.call::<Value>("/only/child", &()).await, Err(Error::NoRoute { .. })));
-
-    // It restarts, on the same address, as a new node.
-    drop(child);
-    let again = ChildNode::start(port, &a.url(), "/shared,/only/child");
-    for n in [&a, &b] {
-        until("the new node up", 15, || state_of(n, &again.id) == Some(NodeState::Up)).await;
-    }
-    assert_eq!(b.call::<String>("/only/child", &()).await.unwrap(), again.id);
-    a.shutdown().await;
-    b.shutdown().await;
+    members::a_killed_node_is_suspect_then_down_its_routes_go_elsewhere_and_it_comes_back_as_a_new_node(
+        Transport::Links,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_partition_heals_a_stopped_node_is_down_then_up_again_on_both_sides() {
-    let a = node("a", Router::new(), &[]).await;
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let child = ChildNode::start(port, &a.url(), "/child");
-    until("the child up on a", 15, || all_up(&a, 2)).await;
-    child.signal("-STOP");
-    until("the stopped child down on a", 15, || state_of(&a, &child.id) == Some(NodeState::Down)).await;
-    assert!(matches!(a.call::<Value>("/child", &()).await, Err(Error::NoRoute { .. })));
-    child.signal("-CONT");
-    until("the child up again on a", 15, || state_of(&a, &child.id) == Some(NodeState::Up)).await;
-    assert_eq!(a.call::<String>("/child", &()).await.unwrap(), child.id, "the same node, back");
-    // And the child's own view of a, asked over its socket.
-    let on_child = Client::connect(&format!("ws://127.0.0.1:{port}")).await.unwrap();
-    let deadline = Instant::now() + Duration::from_secs(15);
-    loop {
-        let seen: Vec<Node> = on_child.call("/_mesh/nodes", &()).await.unwrap();
-        if seen.iter().any(|n| n.id == a.id() && n.state == NodeState::Up) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the child never saw a up again: {seen:?}");
-        tokio::time::sleep(ms(50)).await;
-    }
-    a.shutdown().await;
+async fn a_stopped_node_is_down_then_up_again_on_both_sides() {
+    members::a_stopped_node_is_down_then_up_again_on_both_sides(Transport::Links).await;
 }
 
 // The wire, as PROTOCOL.md shows it.
@@ -547,26 +302,7 @@ async fn a_node_restarted_at_the_same_address_keeps_its_link_when_the_old_one_is
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_leaving_gracefully_answers_the_calls_under_way_first() {
-    let slow = Router::new().on("/slow", |State(mesh): State<Mesh>| async move {
-        tokio::time::sleep(ms(500)).await;
-        mesh.id()
-    });
-    let b = node("b", slow, &[]).await;
-    let a = node("a", Router::new(), &[&b]).await;
-    until("a and b up", 10, || all_up(&a, 2) && all_up(&b, 2)).await;
-    let via_mesh = tokio::spawn({
-        let a = a.clone();
-        async move { a.call::<String>("/slow", &()).await }
-    });
-    let client = Client::connect(&a.url()).await.unwrap();
-    let forwarded = tokio::spawn(async move { client.call::<String>("/slow", &()).await });
-    tokio::time::sleep(ms(100)).await;
-    b.shutdown().await;
-    assert_eq!(via_mesh.await.unwrap().unwrap(), b.id(), "answered before b left");
-    assert_eq!(forwarded.await.unwrap().unwrap(), b.id());
-    until("b left on a", 10, || state_of(&a, &b.id()) == Some(NodeState::Left)).await;
-    assert!(matches!(a.call::<String>("/slow", &()).await, Err(Error::NoRoute { .. })));
-    a.shutdown().await;
+    members::a_node_leaving_gracefully_answers_the_calls_under_way_first(Transport::Links).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -623,33 +359,8 @@ async fn subscribers_are_told_when_another_node_refuses_their_interest() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_calls_over_a_link_do_not_hold_up_the_others_and_watches_end() {
-    let routes = Router::new()
-        .on("/slow", || async {
-            tokio::time::sleep(ms(1000)).await;
-        })
-        .on("/fast", || "fast");
-    let narrow = Server::builder().registered_handlers(false).router(routes).addr("127.0.0.1:0").max_calls_in_flight(4);
-    // The allowance of links needs the mesh's secret: anyone may pass for a node without one.
-    let b = fast(Mesh::builder().server(narrow)).name("b").secret("s").start().await.unwrap();
-    let a = builder("a", Router::new(), "127.0.0.1:0").secret("s").peer(b.url()).start().await.unwrap();
-    until("a and b up", 10, || all_up(&a, 2) && all_up(&b, 2)).await;
-    let mut slow = Vec::new();
-    for _ in 0..20 {
-        let a = a.clone();
-        slow.push(tokio::spawn(async move { a.call::<()>("/slow", &()).await }));
-    }
-    tokio::time::sleep(ms(100)).await;
-    assert_eq!(a.call::<String>("/fast", &()).await.unwrap(), "fast");
-    assert!(slow.iter().all(|call| !call.is_finished()), "the fast call passed the slow ones");
-    for call in slow {
-        call.await.unwrap().unwrap();
-    }
-    let mut watch = a.watch();
-    a.shutdown().await;
-    // The watch ends (else `within` fails the test).
-    common::within(5, async { while watch.next().await.is_some() {} }).await;
-    b.shutdown().await;
+async fn slow_calls_to_another_node_do_not_hold_up_the_others_and_watches_end() {
+    members::slow_calls_to_another_node_do_not_hold_up_the_others_and_watches_end(Transport::Links).await;
 }
 
 // What a second attack found, kept fixed.
@@ -747,110 +458,29 @@ async fn a_node_marked_left_by_a_forged_goodbye_comes_back() {
 
 // Wills of nodes.
 
-/// A subscriber of `/services/*/gone` on each node, once the interest
-/// reached the others: each node's publication reaches both.
-async fn will_watchers(nodes: &[&Mesh]) -> Watchers {
-    let mut watchers = Vec::new();
-    for n in nodes {
-        let client = Client::connect(&n.url()).await.unwrap();
-        let subscription = client.subscribe::<Value>("/services/*/gone").await.unwrap();
-        watchers.push((client, subscription));
-    }
-    for n in nodes {
-        until("the interest reached every node", 10, || {
-            n.publish("/services/probe/gone", &"probe").unwrap() == nodes.len()
-        })
-        .await;
-    }
-    // The probes are read past.
-    for (_, subscription) in &mut watchers {
-        let deadline = Instant::now() + Duration::from_secs(1);
-        while let Ok(Some(Ok(_))) =
-            tokio::time::timeout(deadline.saturating_duration_since(Instant::now()), subscription.recv()).await
-        {
-        }
-    }
-    watchers
-}
-
 /// A child node of id `id` seeded on `seed`, with a will on `/services/{will}/gone`
 /// when `will` is given, and more of its settings in `env`.
 fn child(seed: &Mesh, id: &str, will: Option<&str>, env: &[(&str, &str)]) -> ChildNode {
-    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
     let topic = will.map(|will| format!("/services/{will}/gone"));
     let mut env = env.to_vec();
     env.push(("MESH_CHILD_ID", id));
     if let Some(topic) = &topic {
         env.push(("MESH_CHILD_WILL", topic));
     }
-    ChildNode::start_with(port, &seed.url(), "", &env)
-}
-
-/// The will `child` leaves.
-fn a_will() -> Value {
-    json!({"will of": "child"})
+    Transport::Links.child(1, seed, "", &env)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_killed_nodes_will_reaches_a_subscriber_on_each_survivor_exactly_once_even_when_its_heir_dies_with_it() {
-    // The heir of a dead node is the lowest id `up`: "0-heir", until it
-    // dies too. Both children die at the same moment, and both survivors
-    // notice both deaths at the same moment.
-    let a = builder("a", Router::new(), "127.0.0.1:0").id("a").start().await.unwrap();
-    let b = builder("b", Router::new(), "127.0.0.1:0").id("b").peer(a.url()).start().await.unwrap();
-    let heir = child(&a, "0-heir", Some("heir"), &[]);
-    let dead = child(&a, "z-dead", Some("dead"), &[]);
-    for n in [&a, &b] {
-        until("4 nodes up", 15, || all_up(n, 4)).await;
-    }
-    let mut watchers = will_watchers(&[&a, &b]).await;
-
-    dead.signal("-KILL");
-    heir.signal("-KILL");
-    for n in [&a, &b] {
-        until("both children down", 15, || {
-            state_of(n, &dead.id) == Some(NodeState::Down) && state_of(n, &heir.id) == Some(NodeState::Down)
-        })
-        .await;
-    }
-    for got in wills_received(&[&a, &b], &["/services/dead/gone", "/services/heir/gone"], &mut watchers).await {
-        assert_eq!(got, [a_will(), a_will()], "each will once, on each survivor");
-    }
-    a.shutdown().await;
-    b.shutdown().await;
+    wills::a_killed_nodes_will_reaches_a_subscriber_on_each_survivor_exactly_once_even_when_its_heir_dies_with_it(
+        Transport::Links,
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_that_leaves_gracefully_has_no_will_published_and_set_will_replaces_it() {
-    let a = node("a", Router::new(), &[]).await;
-    let b = node("b", Router::new(), &[&a]).await;
-    let c = builder("c", Router::new(), "127.0.0.1:0")
-        .peer(a.url())
-        .will("/services/c/gone", &"first")
-        .start()
-        .await
-        .unwrap();
-    for n in [&a, &b, &c] {
-        until("3 nodes up", 15, || all_up(n, 3)).await;
-    }
-    let will_of = |n: &Mesh| n.nodes().into_iter().find(|node| node.id == c.id()).and_then(|node| node.will);
-    assert_eq!(will_of(&a).map(|w| w.data), Some(json!("first")), "known from its introduction");
-    c.set_will("/services/c/gone", &"second").unwrap();
-    until("the new will is known", 10, || will_of(&a).is_some_and(|w| w.data == json!("second"))).await;
-    assert!(matches!(c.set_will("/_mesh/nodes/x", &1), Err(Error::Config(_))), "not on the mesh's topics");
-    let mut watchers = will_watchers(&[&a, &b]).await;
-
-    c.shutdown().await;
-    for n in [&a, &b] {
-        until("c left", 10, || state_of(n, &c.id()) == Some(NodeState::Left)).await;
-    }
-    // Past the time a death would take to be noticed.
-    tokio::time::sleep(ms(1500)).await;
-    for got in wills_received(&[&a, &b], &["/services/c/gone"], &mut watchers).await {
-        assert_eq!(got, Vec::<Value>::new(), "no will");
-    }
-    a.shutdown().await;
-    b.shutdown().await;
+    wills::a_node_that_leaves_gracefully_has_no_will_published_and_set_will_replaces_it(Transport::Links).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -882,7 +512,7 @@ async fn the_survivors_wait_for_the_heir_and_publish_the_will_once_when_it_dies_
     }
     tokio::time::sleep(ms(500)).await;
     for got in wills_received(&[&b, &c], &["/services/dead/gone"], &mut watchers).await {
-        assert_eq!(got, [a_will()], "published once, by the next heir");
+        assert_eq!(got, [child_will()], "published once, by the next heir");
     }
     b.shutdown().await;
     c.shutdown().await;

@@ -111,10 +111,20 @@ impl Nats {
 
     /// The subjects of the subscriptions its clients hold.
     pub fn subscriptions(&self) -> Vec<String> {
+        self.subscriptions_where(|_| true)
+    }
+
+    /// The subjects of the subscriptions of its clients named `name`.
+    pub fn subscriptions_of(&self, name: &str) -> Vec<String> {
+        self.subscriptions_where(|connection| connection["name"] == name)
+    }
+
+    fn subscriptions_where(&self, wanted: impl Fn(&serde_json::Value) -> bool) -> Vec<String> {
         let connz = self.monitoring("connz?subs=1");
         let connections = connz["connections"].as_array().cloned().unwrap_or_default();
         connections
             .iter()
+            .filter(|c| wanted(c))
             .flat_map(|c| c["subscriptions_list"].as_array().cloned().unwrap_or_default())
             .filter_map(|s| s.as_str().map(String::from))
             .collect()

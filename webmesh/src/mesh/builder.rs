@@ -384,7 +384,7 @@ impl MeshBuilder {
         let advertise = self.advertise.take().or_else(|| env("WEBMESH_ADVERTISE"));
         #[cfg(feature = "nats")]
         let nats = match self.nats_settings(&peers)? {
-            Some(settings) => Some(super::nats::Nats::connect(&settings, &name, self.call_timeout).await?),
+            Some(settings) => Some(super::nats::Nats::connect(&settings, &id, &name, self.call_timeout).await?),
             None => None,
         };
         let forwarding = self.forwarding && !server.has_not_found();

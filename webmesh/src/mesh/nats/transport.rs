@@ -67,13 +67,19 @@ pub(crate) struct Nats {
 impl Nats {
     /// Connects to the cluster at `settings.urls`; fails if no server
     /// answers within the time of one call.
-    pub(crate) async fn connect(settings: &Settings, name: &str, call_timeout: Duration) -> Result<Self, Error> {
+    pub(crate) async fn connect(
+        settings: &Settings,
+        id: &str,
+        name: &str,
+        call_timeout: Duration,
+    ) -> Result<Self, Error> {
         let (online_tx, online) = watch::channel(true);
         let online_tx = Arc::new(online_tx);
         let (dropped_tx, dropped) = watch::channel(0u64);
         let dropped_tx = Arc::new(dropped_tx);
         let options = async_nats::ConnectOptions::new()
-            .name(format!("webmesh {name}"))
+            // What nats-server's monitoring (`/connz`) shows of it.
+            .name(format!("webmesh {name} {id}"))
             // Its own events and calls do not come back to a node: it
             // delivers them here itself.
             .no_echo()

@@ -1,132 +1,15 @@
-//! The mesh's scenarios, run over each transport: direct links
-//! (`tests/mesh.rs`) and a NATS cluster (`tests/mesh_nats.rs`). What a
-//! user sees is the same over both; where a transport differs by design,
-//! the scenario says so.
+//! Calls across the mesh: spread over the nodes serving a path, forwarded
+//! for plain and Python clients.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use serde_json::{json, Value};
-use webmesh::{Client, Error, Mesh, MeshBuilder, Node, NodeState, Router, Server, State};
+use webmesh::{Client, Error, Mesh, Node, NodeState, Router, Server, State};
 
-use super::nats::Nats;
-use super::{python, until};
-
-pub fn ms(n: u64) -> Duration {
-    Duration::from_millis(n)
-}
-
-/// How the nodes of a scenario reach each other.
-pub enum Transport {
-    /// Direct links, each node seeded with the first.
-    Links,
-    /// A 3-server NATS cluster, the nodes attached to its servers in turn.
-    Nats(Vec<Nats>),
-}
-
-impl Transport {
-    pub fn nats() -> Self {
-        Self::Nats(Nats::cluster(3))
-    }
-
-    /// The `i`-th node of a scenario, named `name`, serving `router`, with
-    /// timings short enough for tests (a silent node is `suspect` within
-    /// 0.5 s, `down` 0.5 s later). Over links, `first` is its seed.
-    pub fn builder(&self, i: usize, name: &str, router: Router, first: Option<&Mesh>) -> MeshBuilder {
-        let server = Server::builder().registered_handlers(false).router(router).addr("127.0.0.1:0");
-        let builder = Mesh::builder().server(server).name(name).down_after(ms(500)).status_interval(ms(200));
-        match self {
-            Self::Links => {
-                let builder = builder.link_heartbeat(ms(200), ms(300));
-                match first {
-                    Some(first) => builder.peer(first.url()),
-                    None => builder,
-                }
-            }
-            Self::Nats(cluster) => builder.nats(cluster[i % cluster.len()].url()),
-        }
-    }
-
-    pub async fn node(&self, i: usize, name: &str, router: Router, first: Option<&Mesh>) -> Mesh {
-        self.builder(i, name, router, first).start().await.expect("start a node")
-    }
-}
-
-/// A route answering with the id of the node that ran it.
-pub fn whoami(path: &str) -> Router {
-    Router::new().on(path, |State(mesh): State<Mesh>| mesh.id())
-}
-
-pub fn state_of(mesh: &Mesh, id: &str) -> Option<NodeState> {
-    mesh.nodes().into_iter().find(|n| n.id == id).map(|n| n.state)
-}
-
-pub fn all_up(mesh: &Mesh, count: usize) -> bool {
-    let nodes = mesh.nodes();
-    nodes.len() == count && nodes.iter().all(|n| n.state == NodeState::Up)
-}
-
-/// Subscribers, each with its client.
-pub type Watchers = Vec<(Client, webmesh::Subscription<Value>)>;
-
-/// What each of `watchers` received (but the losses it was told of) before
-/// the markers each of `survivors` publishes now on each of `topics`: a will
-/// published once per survivor, or twice by either, comes before that
-/// one's marker on its topic.
-pub async fn wills_received(survivors: &[&Mesh], topics: &[&str], watchers: &mut Watchers) -> Vec<Vec<Value>> {
-    let mut markers = Vec::new();
-    for topic in topics {
-        for node in survivors {
-            let marker = json!(format!("marker of {}", node.id()));
-            node.publish(topic, &marker).unwrap();
-            markers.push(marker);
-        }
-    }
-    let mut received = Vec::new();
-    for (_, subscription) in watchers {
-        received.push(until_markers(subscription, &markers).await);
-    }
-    received
-}
-
-/// Reads `subscription` until `quiet` passes without an event, returning
-/// the data of the events (not the probes) and the losses reported.
-pub async fn drain(subscription: &mut webmesh::Subscription<Value>, quiet: Duration) -> (Vec<Value>, usize) {
-    let (mut events, mut lost) = (Vec::new(), 0);
-    while let Ok(Some(item)) = tokio::time::timeout(quiet, subscription.recv()).await {
-        match item {
-            Ok(event) if event.topic.ends_with("/probe") => {}
-            Ok(event) => events.push(event.data),
-            Err(Error::Lagged { .. }) => lost += 1,
-            Err(e) => panic!("{e}"),
-        }
-    }
-    (events, lost)
-}
-
-/// What `subscription` receives (but losses it is told of, and probes on
-/// topics with `/probe/`) until it has seen each of `markers`.
-pub async fn until_markers(subscription: &mut webmesh::Subscription<Value>, markers: &[Value]) -> Vec<Value> {
-    let mut got = Vec::new();
-    let mut seen = 0;
-    while seen < markers.len() {
-        let event = tokio::time::timeout(Duration::from_secs(10), subscription.recv()).await.expect("the markers");
-        let event = match event.expect("open") {
-            Ok(event) => event,
-            // A node `down`: its events may have been lost; it is said so.
-            Err(Error::Lagged { missed: None }) => continue,
-            Err(e) => panic!("{e}"),
-        };
-        if markers.contains(&event.data) {
-            seen += 1;
-        } else if !event.topic.contains("/probe/") {
-            got.push(event.data);
-        }
-    }
-    got
-}
+use super::{all_up, state_of, whoami, Transport};
+use crate::common::{python, until};
 
 /// Calls go to the nodes serving their path (taking turns over links,
 /// spread by NATS's queue groups), a node's own calls included; else
@@ -279,4 +162,54 @@ pub async fn the_python_client_on_one_node_calls_a_route_only_another_serves(tra
     for n in [a, b, c] {
         n.shutdown().await;
     }
+}
+
+#[derive(Clone, serde::Serialize, serde::Deserialize)]
+struct User(String);
+
+/// With a mesh secret and `forward_identity`, a call a client makes on one
+/// node runs on another as that client's; nothing a client sends passes
+/// for a node or for another client.
+pub async fn forwarded_calls_carry_the_callers_identity_and_only_nodes_can_pass_it_on(transport: Transport) {
+    let secured = |router: Router| {
+        Server::builder().registered_handlers(false).router(router).addr("127.0.0.1:0").authenticate(
+            |handshake: webmesh::Handshake| async move {
+                match handshake.bearer_token() {
+                    Some(name) => Ok(User(name.to_owned())),
+                    None => Err(webmesh::AuthError::unauthorized("a token, please")),
+                }
+            },
+        )
+    };
+    let whoami = Router::new()
+        .on("/whoami", |webmesh::extract::Authenticated(User(name)): webmesh::extract::Authenticated<User>| name);
+    // A server that authenticates needs a mesh secret.
+    let refused = transport.builder(0, "x", Router::new(), None).server(secured(Router::new())).start().await;
+    assert!(matches!(refused, Err(Error::Config(_))), "{refused:?}");
+
+    let b = transport.builder(0, "b", Router::new(), None).server(secured(whoami));
+    let b = b.secret("s3cret").forward_identity::<User>().start().await.unwrap();
+    let a = transport.builder(1, "a", Router::new(), Some(&b)).server(secured(Router::new()));
+    let a = a.secret("s3cret").forward_identity::<User>().start().await.unwrap();
+    until("a and b up", 20, || all_up(&a, 2) && all_up(&b, 2)).await;
+
+    let ada = Client::builder(a.url()).bearer_token("ada").connect().await.unwrap();
+    assert_eq!(ada.call::<String>("/whoami", &()).await.unwrap(), "ada", "b saw the caller a authenticated");
+    // No token: a refuses the client, whatever b would say.
+    assert!(matches!(Client::connect(&a.url()).await, Err(Error::Refused { status: 401, .. })));
+    // A client posing as a node without the secret is refused...
+    let posing = Client::builder(b.url()).header("webmesh-node", "x").connect().await;
+    assert!(matches!(posing, Err(Error::Refused { status: 403, .. })), "{posing:?}");
+    let wrong =
+        Client::builder(b.url()).header("webmesh-node", "x").header("webmesh-mesh-secret", "guess").connect().await;
+    assert!(matches!(wrong, Err(Error::Refused { status: 403, .. })));
+    // ...and an authenticated client cannot forge a forwarded identity.
+    let eve = Client::builder(b.url()).bearer_token("eve").connect().await.unwrap();
+    let forged = json!({"path": "/whoami", "data": null, "identity": "ada"});
+    assert!(
+        matches!(eve.call::<Value>("/_mesh/forward", &forged).await, Err(Error::Handler(e)) if e.code() == "forbidden")
+    );
+    assert_eq!(eve.call::<String>("/whoami", &()).await.unwrap(), "eve");
+    a.shutdown().await;
+    b.shutdown().await;
 }
