@@ -529,6 +529,39 @@ async fn nodes_ride_out_the_loss_of_their_nats_server_and_of_all_of_nats() {
     b.shutdown().await;
 }
 
+/// A node cut off from NATS may have lost events on their way: the
+/// subscribers of the nodes that stayed connected are told, whatever that
+/// node publishes next (its status reports carry its gaps to every node).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribers_are_told_of_a_gap_on_another_node_whatever_it_publishes_next() {
+    let mut cluster = Nats::cluster(3);
+    // Slow to call a silent node `down` (which would tell the subscribers too).
+    let slow_to_bury = |name, router, nats: &Nats| builder(name, router, nats).down_after(ms(20_000));
+    let a = slow_to_bury("a", whoami("/on/a"), &cluster[0]).start().await.unwrap();
+    let b = slow_to_bury("b", whoami("/on/b"), &cluster[1]).start().await.unwrap();
+    for n in [&a, &b] {
+        until("2 nodes up", 20, || all_up(n, 2)).await;
+    }
+    let on_b = Client::connect(&b.url()).await.unwrap();
+    let mut news = on_b.subscribe::<Value>("/news/*").await.unwrap();
+    probe(&a, "/news/probe", &mut news).await;
+    let gaps_of_a = || b.nodes().into_iter().find(|n| n.id == a.id()).and_then(|n| n.status).map(|s| s.event_gaps);
+    assert_eq!(gaps_of_a(), Some(0));
+
+    // a's server dies; a publishes only where b has no subscriber.
+    cluster[0].kill();
+    a.publish("/weather/x", &1).unwrap();
+    lagged(&mut news).await;
+    until("b has a's report of its gap", 10, || gaps_of_a() == Some(1)).await;
+    assert_eq!(state_of(&b, &a.id()), Some(NodeState::Up), "told by a's report, not by a death");
+    // Then all is as before: no more notices.
+    probe(&a, "/news/probe", &mut news).await;
+    a.publish("/news/after", &"back").unwrap();
+    assert_eq!(drain(&mut news, ms(1000)).await, (vec![json!("back")], 0));
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_nodes_join_through_nats_and_each_lists_all_twenty() {
     let cluster = Nats::cluster(3);

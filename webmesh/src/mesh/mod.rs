@@ -155,7 +155,18 @@ impl MeshInner {
             calls_in_flight: stats.calls_in_flight(),
             events_published: stats.events_published(),
             events_dropped: stats.events_dropped(),
+            event_gaps: self.event_gaps(),
         }
+    }
+
+    /// Over NATS, how many times this node may have failed to send its
+    /// events to the other nodes.
+    fn event_gaps(&self) -> u64 {
+        #[cfg(feature = "nats")]
+        if let Some(nats) = self.nats.get() {
+            return nats.event_gaps();
+        }
+        0
     }
 
     /// Starts a link to `url`, unless there is one, or it is this node.

@@ -116,6 +116,13 @@ pub struct NodeStatus {
     pub events_published: u64,
     /// Events it dropped for subscribers that did not keep up.
     pub events_dropped: u64,
+    /// Over NATS, how many times it may have failed to send its events to
+    /// the other nodes (dropped while NATS was too slow or cut off, or too
+    /// large for it). Each rise tells the subscribers of the other nodes
+    /// that they may have lost events ([`Error::Lagged`](crate::Error::Lagged)).
+    /// Over links, 0: a link tells its own losses.
+    #[serde(default)]
+    pub event_gaps: u64,
 }
 
 /// The route table a node serves.

@@ -24,11 +24,48 @@ const MAX_PENDING_BYTES: usize = 64 << 20;
 /// How long a stopping node waits for its last events to reach NATS.
 const FLUSH_AT_STOP: std::time::Duration = std::time::Duration::from_secs(1);
 
+/// Where this node may have failed to send its events to the other nodes:
+/// events dropped (NATS too slow, an event too large for it, a publish
+/// that failed) or a connection that dropped with events on their way.
+///
+/// The next event it sends says so (its GAP flag), for the nodes that
+/// want that event; and the count goes in this node's status reports,
+/// which every node hears, for the others.
+#[derive(Default)]
+pub(super) struct Gaps {
+    /// Set by a gap, taken by the next event sent.
+    open: AtomicBool,
+    /// Gaps opened since the node started.
+    count: AtomicU64,
+}
+
+impl Gaps {
+    /// Events may have been lost: counted once until the next event is sent.
+    pub(super) fn open(&self) -> bool {
+        let newly = !self.open.swap(true, Ordering::Relaxed);
+        if newly {
+            self.count.fetch_add(1, Ordering::Relaxed);
+        }
+        newly
+    }
+
+    /// Whether a gap is open, closing it: the event sent now says so.
+    fn take(&self) -> bool {
+        self.open.swap(false, Ordering::Relaxed)
+    }
+
+    /// Gaps opened since the node started.
+    pub(super) fn count(&self) -> u64 {
+        self.count.load(Ordering::Relaxed)
+    }
+}
+
 /// The hub's uplink, which sends this node's events to their subjects
 /// (of `subjects`), in order, from a task of its own until `stop`.
 pub(super) fn uplink(
     subjects: Subjects,
     client: async_nats::Client,
+    gaps: Arc<Gaps>,
     tasks: &TaskTracker,
     stop: CancellationToken,
 ) -> Arc<dyn Uplink> {
@@ -40,7 +77,7 @@ pub(super) fn uplink(
         origin: fastrand::u64(..),
         seq: AtomicU64::new(0),
         pending: Arc::new(AtomicUsize::new(0)),
-        gap: AtomicBool::new(false),
+        gaps: gaps.clone(),
         queue,
     });
     let pending = uplink.pending.clone();
@@ -54,6 +91,7 @@ pub(super) fn uplink(
             pending.fetch_sub(event.len(), Ordering::Relaxed);
             if let Err(e) = client.publish(subject, event).await {
                 tracing::debug!("an event was not sent to NATS: {e}");
+                gaps.open();
             }
         }
         // The node stops: what it published last (the wills its server
@@ -74,8 +112,7 @@ struct Sender {
     seq: AtomicU64,
     /// Bytes queued and not yet handed to the NATS client.
     pending: Arc<AtomicUsize>,
-    /// Set when an event was dropped: the next one says so.
-    gap: AtomicBool,
+    gaps: Arc<Gaps>,
     queue: mpsc::UnboundedSender<(String, Bytes)>,
 }
 
@@ -87,16 +124,16 @@ impl Uplink for Sender {
         }
         if data.len() + wire::EVENT_HEADER > self.max_payload {
             tracing::warn!(%topic, "an event over NATS's largest message is not sent to other nodes");
-            self.gap.store(true, Ordering::Relaxed);
+            self.gaps.open();
             return;
         }
         if self.pending.load(Ordering::Relaxed) + data.len() > MAX_PENDING_BYTES {
-            if !self.gap.swap(true, Ordering::Relaxed) {
+            if self.gaps.open() {
                 tracing::warn!("events for other nodes are dropped: NATS does not take them fast enough");
             }
             return;
         }
-        let flags = if self.gap.swap(false, Ordering::Relaxed) { wire::GAP } else { 0 };
+        let flags = if self.gaps.take() { wire::GAP } else { 0 };
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let event = wire::event(flags, self.origin, seq, &data);
         self.pending.fetch_add(event.len(), Ordering::Relaxed);

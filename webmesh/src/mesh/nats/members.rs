@@ -133,6 +133,12 @@ fn heard(nats: &Arc<Nats>, me: &str, payload: &[u8], from: impl Fn(&str) -> bool
         return;
     }
     let id = node.id.clone();
+    // A rise in its gaps: events it sent may not have come; its reports
+    // reach every node, where its next event reaches only those that want it.
+    let gaps = |node: &Node| node.status.as_ref().map_or(0, |s| s.event_gaps);
+    if mesh.members.get(&id).is_some_and(|known| gaps(&node) > gaps(&known)) {
+        mesh.hub.report_lost(None, 0, crate::mesh::messages::RESERVED);
+    }
     match (mesh.members.state(&id), node.state) {
         (_, NodeState::Left) => {
             mesh.members.set_state(&id, NodeState::Left);

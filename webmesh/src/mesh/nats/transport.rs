@@ -52,6 +52,8 @@ pub(crate) struct Nats {
     /// Changes each time NATS dropped messages for a subscription of this
     /// node that fell behind.
     pub(super) dropped: watch::Receiver<u64>,
+    /// Where this node may have failed to send its events to the others.
+    pub(super) gaps: Arc<events::Gaps>,
     /// This node's latest record, to report and store.
     pub(super) record: watch::Sender<Option<Bytes>>,
     /// Set once the node leaves: it reports and stores nothing more.
@@ -77,6 +79,8 @@ impl Nats {
         let online_tx = Arc::new(online_tx);
         let (dropped_tx, dropped) = watch::channel(0u64);
         let dropped_tx = Arc::new(dropped_tx);
+        let gaps = Arc::new(events::Gaps::default());
+        let gaps_seen = gaps.clone();
         let options = async_nats::ConnectOptions::new()
             // What nats-server's monitoring (`/connz`) shows of it.
             .name(format!("webmesh {name} {id}"))
@@ -88,11 +92,15 @@ impl Nats {
             .connection_timeout(call_timeout.min(Duration::from_secs(5)))
             .max_reconnects(None)
             .event_callback(move |event| {
-                let (online, dropped) = (online_tx.clone(), dropped_tx.clone());
+                let (online, dropped, gaps) = (online_tx.clone(), dropped_tx.clone(), gaps_seen.clone());
                 async move {
                     match event {
                         async_nats::Event::Connected => drop(online.send_replace(true)),
-                        async_nats::Event::Disconnected => drop(online.send_replace(false)),
+                        async_nats::Event::Disconnected => {
+                            // Events on their way to NATS may have gone with the connection.
+                            gaps.open();
+                            online.send_replace(false);
+                        }
                         // A subscription of this node fell behind: NATS dropped messages.
                         async_nats::Event::SlowConsumer(_) => dropped.send_modify(|n| *n += 1),
                         other => tracing::debug!(event = %other, "NATS"),
@@ -121,6 +129,7 @@ impl Nats {
             mesh: Weak::new(),
             online,
             dropped,
+            gaps,
             record: watch::Sender::new(None),
             leaving: AtomicBool::new(false),
             revision: std::sync::atomic::AtomicU64::new(0),
@@ -129,12 +138,20 @@ impl Nats {
         })
     }
 
+    /// How many times this node may have failed to send its events to the
+    /// other nodes.
+    pub(crate) fn event_gaps(&self) -> u64 {
+        self.gaps.count()
+    }
+
     /// Starts carrying `mesh`'s calls, events and membership.
     pub(crate) fn start(mut self, mesh: &Arc<MeshInner>) -> Arc<Self> {
         self.mesh = Arc::downgrade(mesh);
         let nats = Arc::new(self);
         let stop = mesh.stop.clone();
-        mesh.hub.set_uplink(events::uplink(nats.topics.clone(), nats.client.clone(), &mesh.tasks, stop.clone()));
+        let uplink =
+            events::uplink(nats.topics.clone(), nats.client.clone(), nats.gaps.clone(), &mesh.tasks, stop.clone());
+        mesh.hub.set_uplink(uplink);
         mesh.tasks.spawn(calls::serve(nats.clone(), stop.clone()));
         mesh.tasks.spawn(events::relay(nats.clone(), mesh.interest.clone(), stop.clone()));
         mesh.tasks.spawn(members::run(nats.clone(), stop.clone()));
