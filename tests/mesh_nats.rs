@@ -389,6 +389,35 @@ async fn a_node_taken_for_dead_while_paused_does_not_publish_its_clients_wills_a
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_restarted_under_its_id_before_it_is_taken_for_dead_keeps_its_clients_wills() {
+    let nats = Nats::start();
+    let counts = count_publications(&nats).await;
+    // a would take x for dead only after 20 s: x's restart takes over.
+    let a = builder("a", publishers(), &nats).down_after(ms(20_000)).start().await.unwrap();
+    let fixed = [("MESH_CHILD_ID", "x-fixed")];
+    let x = ChildNode::on_nats(&nats, "/work", &fixed);
+    until("2 up", 30, || all_up(&a, 2)).await;
+    records_stored(&nats, 2).await;
+    let mut gone = common::raw(x.port).await;
+    will_on(&mut gone, Some("gone"), "/services/restart-gone/gone", 1500).await;
+    let mut back = common::raw(x.port).await;
+    will_on(&mut back, Some("back"), "/services/restart-back/gone", 4000).await;
+    wills_copied(&nats, &x.id, 2).await;
+
+    let killed = std::time::Instant::now();
+    drop(x);
+    let again = ChildNode::on_nats(&nats, "/work", &fixed);
+    // One client comes back to it within its delay; the other does not.
+    let mut back = common::raw(again.port).await;
+    will_on(&mut back, Some("back"), "/services/restart-back/gone", 4000).await;
+    tokio::time::sleep((killed + ms(6000)).saturating_duration_since(std::time::Instant::now())).await;
+    assert_eq!(count_of(&counts, "webmesh.services.restart-gone.gone"), 1, "published once, when due");
+    assert_eq!(count_of(&counts, "webmesh.services.restart-back.gone"), 0, "its client came back");
+    assert_eq!(state_of(&a, &again.id), Some(NodeState::Up), "the same node, never taken for dead");
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_giant_will_does_not_push_the_others_out_of_the_copy() {
     let nats = Nats::start();
     let a = node("a", publishers(), &nats).await;

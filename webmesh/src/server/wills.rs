@@ -197,6 +197,10 @@ impl Wills {
             charge: None,
         };
         let state = self.state();
+        if will.session.as_ref().is_some_and(|session| state.sessions.contains_key(session)) {
+            // Its client is back here: its will in force replaces this one.
+            return;
+        }
         let room = state.pending_bytes + will.bytes <= self.inner.pending_memory;
         if due_in.is_zero() || state.closed || !room {
             drop(state);

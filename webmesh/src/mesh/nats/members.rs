@@ -162,6 +162,33 @@ async fn report_and_store(nats: &Nats, me: &str, record: bytes::Bytes) -> Option
     store(nats, me, record).await
 }
 
+/// The first write of this run's record. An earlier run of this node's id
+/// that did not leave (it was killed and restarted before the others took
+/// it for dead) is taken over: its record replaced at the revision read,
+/// so no survivor claims it, and the wills it held for its clients taken
+/// in, due as if a survivor had. A record claimed meanwhile is the
+/// survivor's to mourn.
+async fn first_write(nats: &Nats, store: &kv::Store, me: &str, record: bytes::Bytes) -> Result<u64, String> {
+    let earlier = store.entry(key(me)).await.map_err(|e| e.to_string())?;
+    let Some(earlier) = earlier.filter(|e| e.operation == kv::Operation::Put) else {
+        return store.put(key(me), record).await.map_err(|e| e.to_string());
+    };
+    match store.update(key(me), record.clone(), earlier.revision).await {
+        Ok(revision) => {
+            let left = rmp_serde::from_slice::<Node>(&earlier.value).is_ok_and(|n| n.state == NodeState::Left);
+            if !left {
+                tracing::info!("taking over the earlier run of this node's id, and its clients' wills");
+                wills::inherit(nats, store, me, wills::millis_of(&earlier)).await;
+            }
+            Ok(revision)
+        }
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
+            store.put(key(me), record).await.map_err(|e| e.to_string())
+        }
+        Err(e) => Err(e.to_string()),
+    }
+}
+
 /// Stores this node's record in the bucket, once it is open; returns when
 /// to try again if it could not.
 async fn store(nats: &Nats, me: &str, record: bytes::Bytes) -> Option<tokio::time::Instant> {
@@ -170,7 +197,7 @@ async fn store(nats: &Nats, me: &str, record: bytes::Bytes) -> Option<tokio::tim
         return None;
     };
     let written = match nats.revision.load(std::sync::atomic::Ordering::Acquire) {
-        0 => store.put(key(me), record).await.map_err(|e| e.to_string()),
+        0 => first_write(nats, store, me, record).await,
         revision => match store.update(key(me), record.clone(), revision).await {
             Ok(revision) => Ok(revision),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {

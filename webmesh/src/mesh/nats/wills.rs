@@ -99,6 +99,10 @@ pub(super) async fn keep(nats: Arc<Nats>, wills: Wills, stop: CancellationToken)
             return;
         }
         let Some(store) = nats.bucket.get() else { continue };
+        // Not before this run's record: an earlier run's copy is read first.
+        if nats.revision.load(std::sync::atomic::Ordering::Acquire) == 0 {
+            continue;
+        }
         if let Some(now) = write_copy(&nats, store, &wills, stored).await {
             stored = now;
         }
@@ -331,7 +335,7 @@ async fn claim(store: &kv::Store, id: &str, silent_after: Duration) -> Result<Op
 }
 
 /// When `entry` was written, in ms since the epoch.
-fn millis_of(entry: &kv::Entry) -> u64 {
+pub(super) fn millis_of(entry: &kv::Entry) -> u64 {
     u64::try_from(entry.created.unix_timestamp_nanos() / 1_000_000).unwrap_or(0)
 }
 
@@ -339,8 +343,9 @@ fn millis_of(entry: &kv::Entry) -> u64 {
 /// node, each due when its delay ends (at once if that is past): kept in
 /// this node's copy from then on, so that they outlive it too, and
 /// cancelled if their client comes back. A client that came back before
-/// (its return told after the node's last record) has none.
-async fn inherit(nats: &Nats, store: &kv::Store, id: &str, last_seen_ms: u64) {
+/// (its return told after the node's last record, or its will in force
+/// here) has none. `id` may be this node's own: an earlier run's.
+pub(super) async fn inherit(nats: &Nats, store: &kv::Store, id: &str, last_seen_ms: u64) {
     let Some(wills) = wills_of(nats) else { return };
     let key = key_of_wills(id);
     let mut entry = None;
@@ -377,9 +382,12 @@ async fn inherit(nats: &Nats, store: &kv::Store, id: &str, last_seen_ms: u64) {
         }
         wills.adopt(will, Duration::from_millis(due_ms.saturating_sub(now_ms())));
     }
-    // In this node's copy before out of the dead one's.
+    // In this node's copy before out of the dead one's (an earlier run's
+    // copy of this node is replaced).
     let _ = write_copy(nats, store, &wills, true).await;
-    let _ = store.delete(&key).await;
+    if nats.mesh.upgrade().is_some_and(|mesh| mesh.id != id) {
+        let _ = store.delete(&key).await;
+    }
 }
 
 /// Whether `session`'s client came to a node other than `dead` after
