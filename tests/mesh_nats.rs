@@ -418,6 +418,50 @@ async fn a_node_restarted_under_its_id_before_it_is_taken_for_dead_keeps_its_cli
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_sending_wills_in_a_loop_costs_nats_at_most_a_mebibyte_a_second_of_copies() {
+    let nats = Nats::start();
+    let a = node("a", publishers(), &nats).await;
+    records_stored(&nats, 1).await;
+    let port = a.local_addr().unwrap().port();
+    // A copy of 400 KB: one large will, held all along.
+    let mut large = common::raw(port).await;
+    set_will_frame(&mut large, json!([13, 1, null, "/services/large/gone", 0, "l".repeat(400_000)])).await;
+    wills_copied(&nats, &a.id(), 1).await;
+    // Every write of the copy, as the bucket's stream takes it.
+    let watcher = async_nats::connect(nats.url()).await.unwrap();
+    let mut writes = watcher.subscribe(format!("$KV.webmesh_nodes.wills.{}", a.id())).await.unwrap();
+    watcher.flush().await.unwrap();
+    let written = Arc::new(Mutex::new(0usize));
+    let counting = written.clone();
+    tokio::spawn(async move {
+        while let Some(write) = writes.next().await {
+            *counting.lock().unwrap() += write.payload.len();
+        }
+    });
+
+    // Another client sets and clears its will for 3 s.
+    let started = std::time::Instant::now();
+    let mut looping = common::raw(port).await;
+    for i in 0u64.. {
+        set_will_frame(&mut looping, json!([13, 2 * i + 1, null, "/services/loop/gone", 0, i])).await;
+        set_will_frame(&mut looping, json!([13, 2 * i + 2, null, null])).await;
+        if started.elapsed() > ms(3000) {
+            break;
+        }
+    }
+    set_will_frame(&mut looping, json!([13, 1000, null, "/services/loop/gone", 0, "last"])).await;
+    let looped = started.elapsed();
+    // The last state is written, in time.
+    wills_copied(&nats, &a.id(), 2).await;
+    let seconds = started.elapsed().as_secs_f64();
+    let bytes = *written.lock().unwrap();
+    // A mebibyte a second, and the one write that may start the loop.
+    let allowed = (seconds * 1024.0 * 1024.0) as usize + 400_000 + 100_000;
+    assert!(bytes <= allowed, "{bytes} bytes of copies in {seconds:.1} s (the loop took {looped:?})");
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_giant_will_does_not_push_the_others_out_of_the_copy() {
     let nats = Nats::start();
     let a = node("a", publishers(), &nats).await;

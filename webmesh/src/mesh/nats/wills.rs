@@ -3,8 +3,9 @@
 //! succeeds.
 //!
 //! Each node keeps a copy of its clients' wills in the bucket, under
-//! `wills.{key}`: rewritten as they change, and with each status interval
-//! (the bucket forgets what is not rewritten); a node that leaves deletes
+//! `wills.{key}`: rewritten as they change (at most 1 MiB a second of
+//! rewrites), and within a quarter of the bucket's age limit (it forgets
+//! what is not rewritten); a node that leaves deletes
 //! it. The survivor that claims a dead node's record takes the wills of
 //! that copy in as its own pending wills, each due when its delay ends,
 //! counted from the node's last record: so they are in its copy from then
@@ -43,6 +44,10 @@ const MAX_TOLD: usize = 4096;
 /// How long the copy waits for more changes before it is written.
 const SETTLE: Duration = Duration::from_millis(50);
 
+/// The most bytes a second the copy is rewritten with as wills change: a
+/// client that sends WILLs in a loop costs NATS no more than this.
+const COPY_BYTES_PER_SECOND: f64 = 1024.0 * 1024.0;
+
 /// What the copy leaves free of NATS's largest message.
 const MARGIN: usize = 1024;
 
@@ -73,12 +78,16 @@ fn wills_of(nats: &Nats) -> Option<Wills> {
 /// Keeps the copy of this node's clients' wills in the bucket, until `stop`
 /// or until the node leaves (then no survivor claims its record).
 pub(super) async fn keep(nats: Arc<Nats>, wills: Wills, stop: CancellationToken) {
+    use tokio::time::Instant;
     let Some(mesh) = nats.mesh.upgrade() else { return };
     let interval = mesh.config.status_interval;
     drop(mesh);
     let mut changes = wills.changes();
-    let mut refresh = tokio::time::interval(interval);
-    refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // How often the copy is rewritten unchanged, once the bucket says.
+    let mut refresh_every = None;
+    let mut next_refresh = Instant::now();
+    // Before then, no rewrite for a change: a large copy is rewritten less often.
+    let mut quiet_until = Instant::now();
     // Whether the bucket may hold a copy: one from an earlier run of this
     // node's id may be there, which a later death must not publish.
     let mut stored = true;
@@ -91,28 +100,47 @@ pub(super) async fn keep(nats: Arc<Nats>, wills: Wills, stop: CancellationToken)
                 }
                 // Clients come and go in bursts: one write for the burst.
                 tokio::time::sleep(SETTLE).await;
+                tokio::time::sleep_until(quiet_until).await;
                 changes.borrow_and_update();
             }
-            _ = refresh.tick() => {}
+            () = tokio::time::sleep_until(next_refresh) => {}
         }
         if nats.leaving.load(std::sync::atomic::Ordering::Acquire) {
             return;
         }
+        next_refresh = Instant::now() + refresh_every.unwrap_or(interval);
         let Some(store) = nats.bucket.get() else { continue };
         // Not before this run's record: an earlier run's copy is read first.
         if nats.revision.load(std::sync::atomic::Ordering::Acquire) == 0 {
             continue;
         }
-        if let Some(now) = write_copy(&nats, store, &wills, stored).await {
-            stored = now;
+        if refresh_every.is_none() {
+            refresh_every = store.status().await.ok().map(|status| refresh_period(status.max_age(), interval));
         }
+        let started = Instant::now();
+        if let Some((now, bytes)) = write_copy(&nats, store, &wills, stored).await {
+            stored = now;
+            quiet_until = started + Duration::from_secs_f64(bytes as f64 / COPY_BYTES_PER_SECOND);
+        }
+        next_refresh = Instant::now() + refresh_every.unwrap_or(interval);
     }
+}
+
+/// How often an unchanged copy is rewritten: within a quarter of the
+/// bucket's age limit, so that it is there when a survivor looks for it
+/// (the limit is at least three times what a death takes to be noticed).
+fn refresh_period(max_age: Duration, status_interval: Duration) -> Duration {
+    if max_age.is_zero() {
+        // A bucket whose entries never expire.
+        return Duration::from_secs(60).max(status_interval);
+    }
+    (max_age / 4).max(status_interval)
 }
 
 /// Writes the copy of this node's clients' wills as they are now (deletes
 /// it if there are none and it may be there); returns whether the bucket
-/// holds one, or `None` if it could not be written.
-async fn write_copy(nats: &Nats, store: &kv::Store, wills: &Wills, stored: bool) -> Option<bool> {
+/// holds one and the bytes written, or `None` if it could not be written.
+async fn write_copy(nats: &Nats, store: &kv::Store, wills: &Wills, stored: bool) -> Option<(bool, usize)> {
     let mesh = nats.mesh.upgrade()?;
     let key = key_of_wills(&mesh.id);
     drop(mesh);
@@ -121,7 +149,7 @@ async fn write_copy(nats: &Nats, store: &kv::Store, wills: &Wills, stored: bool)
         if stored {
             store.delete(&key).await.ok()?;
         }
-        return Some(false);
+        return Some((false, 0));
     }
     let all = held.len();
     let max_bytes = nats.client.server_info().max_payload.saturating_sub(MARGIN);
@@ -133,8 +161,9 @@ async fn write_copy(nats: &Nats, store: &kv::Store, wills: &Wills, stored: bool)
             "this node's clients' wills exceed NATS's largest message: the largest die with the node"
         );
     }
+    let written = bytes.len();
     match store.put(&key, bytes.into()).await {
-        Ok(_) => Some(true),
+        Ok(_) => Some((true, written)),
         Err(e) => {
             tracing::debug!("the copy of this node's clients' wills was not stored: {e}");
             None
