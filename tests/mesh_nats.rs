@@ -737,6 +737,45 @@ async fn the_python_client_on_one_node_calls_a_route_only_another_serves() {
     calls::the_python_client_on_one_node_calls_a_route_only_another_serves(Transport::nats()).await;
 }
 
+/// A client's data crosses NATS as it sent it, and the answer comes back
+/// as the serving node gave it: the same as a call to that node itself,
+/// for every kind of MessagePack value (those a node passes on as they
+/// are, and those it decodes first: extension types).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn forwarded_data_and_answers_cross_nats_as_they_were_sent() {
+    use rmpv::Value as Mp;
+    let nats = Nats::start();
+    let echo = Router::new().on("/echo", |data: Mp| data);
+    let c = node("c", echo, &nats).await;
+    let a = node("a", Router::new(), &nats).await;
+    until("a and c up", 20, || all_up(&a, 2) && all_up(&c, 2)).await;
+    let values = [
+        Mp::Nil,
+        Mp::from(-1),
+        Mp::from(u64::MAX),
+        Mp::F32(1.5),
+        Mp::Binary(vec![0, 255, 7]),
+        Mp::Ext(5, vec![1, 2, 3]),
+        Mp::Map(vec![(Mp::from(1), Mp::Array(vec![Mp::from("x"); 40])), (Mp::from("k"), Mp::from(true))]),
+        Mp::from("s".repeat(100_000)),
+    ];
+    let direct = Client::connect(&c.url()).await.unwrap();
+    let forwarded = Client::connect(&a.url()).await.unwrap();
+    for value in values {
+        let here = direct.call::<Mp>("/echo", &value).await;
+        let through = forwarded.call::<Mp>("/echo", &value).await;
+        match (here, through) {
+            (Ok(here), Ok(through)) => assert_eq!(through, here, "{value:?}"),
+            (Err(Error::Handler(here)), Err(Error::Handler(through))) => {
+                assert_eq!(through.code(), here.code(), "{value:?}")
+            }
+            other => panic!("{value:?}: {other:?}"),
+        }
+    }
+    a.shutdown().await;
+    c.shutdown().await;
+}
+
 // What an attack found, kept fixed.
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

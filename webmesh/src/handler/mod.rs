@@ -49,6 +49,13 @@ impl BoxedHandler {
         Self(Arc::new(move |parts, payload| Box::pin(handler.clone().call(parts, payload))))
     }
 
+    /// A handler that takes the payload as it came.
+    pub(crate) fn from_fn(
+        f: impl Fn(CallParts, Payload) -> BoxFuture<Reply> + Send + std::marker::Sync + 'static,
+    ) -> Self {
+        Self(Arc::new(f))
+    }
+
     /// Runs the handler; a panic becomes an `internal` error reply. An
     /// error's detail is logged here, and sent only if the server exposes
     /// internal errors.

@@ -12,13 +12,34 @@ pub struct Reply(pub(crate) ReplyKind);
 
 pub(crate) enum ReplyKind {
     Value(Box<dyn erased_serde::Serialize + Send>),
+    /// A value already encoded as MessagePack (the answer of a call another
+    /// node ran over NATS), sent as it is where the format allows.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    Encoded(Encoded),
     Error(CallError),
+}
+
+/// One well-formed MessagePack value, as bytes; serializes as the value it
+/// encodes.
+pub(crate) struct Encoded(pub(crate) bytes::Bytes);
+
+impl Serialize for Encoded {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let value = rmpv::decode::read_value(&mut &self.0[..]).map_err(serde::ser::Error::custom)?;
+        value.serialize(serializer)
+    }
 }
 
 impl Reply {
     /// A successful reply carrying `value`.
     pub fn value<T: Serialize + Send + 'static>(value: T) -> Self {
         Reply(ReplyKind::Value(Box::new(value)))
+    }
+
+    /// A successful reply carrying one MessagePack value, already encoded.
+    #[cfg_attr(not(feature = "nats"), allow(dead_code))]
+    pub(crate) fn encoded(value: bytes::Bytes) -> Self {
+        Reply(ReplyKind::Encoded(Encoded(value)))
     }
 
     /// An error reply.
@@ -30,7 +51,7 @@ impl Reply {
 impl std::fmt::Debug for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match &self.0 {
-            ReplyKind::Value(_) => f.write_str("Reply::Value(..)"),
+            ReplyKind::Value(_) | ReplyKind::Encoded(_) => f.write_str("Reply::Value(..)"),
             ReplyKind::Error(e) => write!(f, "Reply::Error({e})"),
         }
     }

@@ -394,7 +394,7 @@ impl MeshBuilder {
         let mesh = Arc::new_cyclic(|weak| {
             server = std::mem::take(&mut server).add_routes(endpoints::routes(weak.clone()));
             if forwarding {
-                server = std::mem::take(&mut server).not_found(endpoints::forwarder(weak.clone()));
+                server = std::mem::take(&mut server).not_found_boxed(endpoints::forwarder(weak.clone()));
             }
             server = std::mem::take(&mut server)
                 .set_authenticate(endpoints::admission(secret.clone(), user_auth))
@@ -444,6 +444,7 @@ impl MeshBuilder {
                 started: Instant::now(),
                 turns: AtomicUsize::new(0),
                 callers: AtomicU64::new(1 << 62),
+                caller_parts: crate::server::Callers::new(),
                 running: OnceLock::new(),
                 last_calls: Mutex::new((Instant::now(), 0)),
                 heirs: Default::default(),

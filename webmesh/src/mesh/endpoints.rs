@@ -11,9 +11,11 @@ use super::messages::{
 };
 use super::wills::Claim;
 use super::{Dial, MeshInner, NodeState};
-use crate::extract::CallPath;
+use crate::extract::CallParts;
+use crate::handler::BoxedHandler;
+use crate::protocol::value_len;
 use crate::server::admission::{Admit, Authenticate};
-use crate::{AuthError, CallError, Connection, Error, Handshake, Payload, Reply, Router};
+use crate::{AuthError, CallError, Connection, Error, Handshake, IntoCallError, Payload, Reply, Router};
 
 /// Admits a link from a node of the mesh (with the secret, when the mesh
 /// has one) as a relay; anyone else goes through `user`, the server's own
@@ -174,29 +176,67 @@ impl MeshInner {
 }
 
 /// The not-found handler of a node that forwards: a client's call for a
-/// path this node does not serve goes to a node that does, once.
-pub(crate) fn forwarder(
-    mesh: Weak<MeshInner>,
-) -> impl Fn(CallPath, Connection, rmpv::Value) -> std::pin::Pin<Box<dyn std::future::Future<Output = Reply> + Send>>
-       + Clone
-       + Send
-       + Sync
-       + 'static {
-    move |CallPath(path), conn: Connection, data: rmpv::Value| {
+/// path this node does not serve goes to a node that does, once. It takes
+/// the client's data as it came: over NATS, MessagePack goes on as it is.
+pub(crate) fn forwarder(mesh: Weak<MeshInner>) -> BoxedHandler {
+    BoxedHandler::from_fn(move |parts: CallParts, payload: Payload| {
         let mesh = mesh.clone();
         Box::pin(async move {
+            // Over NATS, the data goes on as it came if it decodes as it is
+            // (else it is decoded, and a bad one answered as a handler
+            // taking a value would).
+            let over_nats = mesh.upgrade().is_some_and(|mesh| mesh.over_nats());
+            let encoded =
+                payload.as_msgpack().filter(|_| over_nats).and_then(|bytes| Some(bytes.slice(..value_len(bytes)?)));
+            let data = match encoded {
+                Some(encoded) => Data::Encoded(encoded),
+                None => match payload.deserialize::<rmpv::Value>() {
+                    Ok(value) => Data::Value(value),
+                    Err(rejection) => return Reply::error(IntoCallError::into_call_error(rejection)),
+                },
+            };
             match mesh.upgrade() {
                 // A node's link never has its calls forwarded again: one hop.
-                Some(mesh) if !conn.is_relay() => forward(&mesh, &conn, path, data).await,
-                _ => Reply::error(CallError::not_found(&path)),
+                Some(mesh) if !parts.connection.is_relay() => {
+                    forward(&mesh, &parts.connection, &parts.path, data).await
+                }
+                _ => Reply::error(CallError::not_found(&parts.path)),
             }
         })
-    }
+    })
 }
 
-async fn forward(mesh: &MeshInner, conn: &Connection, path: String, data: rmpv::Value) -> Reply {
+/// A client's data, to forward.
+enum Data {
+    /// One MessagePack value, as the client sent it.
+    Encoded(bytes::Bytes),
+    Value(rmpv::Value),
+}
+
+async fn forward(mesh: &MeshInner, conn: &Connection, path: &str, data: Data) -> Reply {
     let identity = mesh.identity.as_ref().and_then(|codec| (codec.read)(conn));
-    let call = Forward { path, data, identity };
+    #[cfg(feature = "nats")]
+    if let (Some(nats), Data::Encoded(data)) = (mesh.nats.get(), &data) {
+        let answer = match nats.forward_encoded(path, identity.as_ref(), data).await {
+            Ok(answer) => answer,
+            Err(e) => return sent_error(e, path),
+        };
+        if let Some(value) = super::nats::answered_value(&answer) {
+            return Reply::encoded(value);
+        }
+        return match super::nats::read_answer::<rmpv::Value>(path, &answer) {
+            Ok(value) => Reply::value(value),
+            Err(e) => sent_error(e, path),
+        };
+    }
+    let data = match data {
+        Data::Value(value) => value,
+        Data::Encoded(bytes) => match Payload::msgpack(bytes).deserialize::<rmpv::Value>() {
+            Ok(value) => value,
+            Err(rejection) => return Reply::error(IntoCallError::into_call_error(rejection)),
+        },
+    };
+    let call = Forward { path: path.to_owned(), data, identity };
     let path = &call.path;
     #[cfg(feature = "nats")]
     let sent = match mesh.nats.get() {
@@ -207,11 +247,18 @@ async fn forward(mesh: &MeshInner, conn: &Connection, path: String, data: rmpv::
     let sent = over_links(mesh, &call).await;
     match sent {
         Ok(value) => Reply::value(value),
-        Err(Error::NoRoute { .. }) => Reply::error(CallError::not_found(path)),
-        Err(e) if e.was_not_sent() => {
+        Err(e) => sent_error(e, path),
+    }
+}
+
+/// The answer to a call that could not be forwarded, or whose forwarding failed.
+fn sent_error(e: Error, path: &str) -> Reply {
+    match e {
+        Error::NoRoute { .. } => Reply::error(CallError::not_found(path)),
+        e if e.was_not_sent() => {
             Reply::error(CallError::new("unavailable", format!("no node serving `{path}` could be reached: {e}")))
         }
-        Err(e) => Reply::error(call_error(e, path)),
+        e => Reply::error(call_error(e, path)),
     }
 }
 

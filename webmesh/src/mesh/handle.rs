@@ -357,6 +357,7 @@ async fn call_here<R: DeserializeOwned>(
             let bytes = rmp_serde::to_vec_named(&value).map_err(|e| Error::Protocol(e.to_string()))?;
             crate::Payload::msgpack(bytes.into()).deserialize().map_err(Error::from)
         }
+        ReplyKind::Encoded(value) => crate::Payload::msgpack(value.0).deserialize().map_err(Error::from),
         ReplyKind::Error(error) => Err(Error::from_reply(path, error)),
     }
 }

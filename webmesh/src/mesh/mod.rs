@@ -108,6 +108,8 @@ pub(crate) struct MeshInner {
     /// Ids of the connections that run this node's local and forwarded
     /// calls, apart from the server's.
     callers: AtomicU64,
+    /// What the connections of those callers share.
+    pub(crate) caller_parts: crate::server::Callers,
     /// The server's task, once started.
     running: OnceLock<handle::Running>,
     /// When the status was last taken, and the calls handled then.
@@ -127,6 +129,14 @@ impl MeshInner {
         if let Some(nats) = self.nats.get() {
             nats.report(&self.members.own());
         }
+    }
+
+    /// Whether this node's mesh runs over NATS rather than links.
+    pub(crate) fn over_nats(&self) -> bool {
+        #[cfg(feature = "nats")]
+        return self.nats.get().is_some();
+        #[cfg(not(feature = "nats"))]
+        false
     }
 
     /// Whether this node serves `path` itself.
@@ -282,7 +292,7 @@ impl MeshInner {
     /// A connection of no socket, on whose behalf this node runs a call.
     pub(crate) fn caller(&self) -> Connection {
         let id = self.callers.fetch_add(1, Ordering::Relaxed);
-        Connection::detached(id, 1)
+        self.caller_parts.caller(id, 1)
     }
 
     /// Runs the handler of `path` here; `None` if this node serves no such path.

@@ -29,4 +29,5 @@ pub(crate) use compression::{compress, decompress};
 pub(crate) use envelope::{Envelope, Incoming};
 pub(crate) use frame::Frame;
 pub use legacy::LegacyFormat;
+pub(crate) use msgpack::{encoded_reply, value_len};
 pub(crate) use wire::{DecodeError, WireFormat};

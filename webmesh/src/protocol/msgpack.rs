@@ -33,6 +33,96 @@ pub(super) fn encode<T: Serialize + ?Sized>(envelope: &Envelope<'_, T>) -> Resul
     Ok(buf)
 }
 
+/// The REPLY to call `id` whose data is `value`, one MessagePack value
+/// already encoded: the frame `encode(&Envelope::Reply { id, data })` makes
+/// of the value it holds, without decoding it.
+pub(crate) fn encoded_reply(id: u64, value: &[u8], compression: super::Compression) -> super::Frame {
+    let mut buf = Vec::with_capacity(value.len() + 12);
+    buf.extend_from_slice(&[0x93, kind::REPLY as u8]);
+    // Infallible into a Vec.
+    let _ = rmp::encode::write_uint(&mut buf, id);
+    buf.extend_from_slice(value);
+    if buf.len() >= compression.threshold {
+        super::Frame::Binary(super::compression::compress(&buf).into())
+    } else {
+        super::Frame::Binary(buf.into())
+    }
+}
+
+/// How deeply [`value_len`] follows nested values.
+const MAX_SCAN_DEPTH: usize = 100;
+
+/// The length of the MessagePack value `bytes` starts with, if it is one
+/// that decodes into a dynamic value (`rmpv::Value`) as it is: well formed,
+/// its strings UTF-8, no extension types, nested at most
+/// [`MAX_SCAN_DEPTH`] deep. `None` says nothing of the value but that it
+/// must be decoded to be known.
+pub(crate) fn value_len(bytes: &[u8]) -> Option<usize> {
+    // The elements left in each open array or map (a map's keys and values
+    // counted apart), the innermost in `left`.
+    let mut stack = [0u64; MAX_SCAN_DEPTH];
+    let mut depth = 0usize;
+    let mut left = 1u64;
+    let mut at = 0usize;
+    let int = |at: usize, width: usize| -> Option<u64> {
+        let raw = bytes.get(at..at.checked_add(width)?)?;
+        Some(raw.iter().fold(0u64, |n, b| (n << 8) | u64::from(*b)))
+    };
+    loop {
+        let marker = *bytes.get(at)?;
+        at += 1;
+        // The bytes after the marker, whether they are a string, and the
+        // elements the value holds.
+        let (skip, text, children): (u64, bool, u64) = match marker {
+            0x00..=0x7f | 0xc0 | 0xc2 | 0xc3 | 0xe0..=0xff => (0, false, 0),
+            0x80..=0x8f => (0, false, 2 * u64::from(marker & 0x0f)),
+            0x90..=0x9f => (0, false, u64::from(marker & 0x0f)),
+            0xa0..=0xbf => (u64::from(marker & 0x1f), true, 0),
+            0xcc | 0xd0 => (1, false, 0),
+            0xcd | 0xd1 => (2, false, 0),
+            0xca | 0xce | 0xd2 => (4, false, 0),
+            0xcb | 0xcf | 0xd3 => (8, false, 0),
+            0xc4 | 0xd9 => (1 + int(at, 1)?, marker == 0xd9, 0),
+            0xc5 | 0xda => (2 + int(at, 2)?, marker == 0xda, 0),
+            0xc6 | 0xdb => (4 + int(at, 4)?, marker == 0xdb, 0),
+            0xdc => (2, false, int(at, 2)?),
+            0xdd => (4, false, int(at, 4)?),
+            0xde => (2, false, 2 * int(at, 2)?),
+            0xdf => (4, false, 2 * int(at, 4)?),
+            // 0xc1 is never used; extensions take the slow way.
+            _ => return None,
+        };
+        let end = at.checked_add(usize::try_from(skip).ok()?)?;
+        let body = bytes.get(at..end)?;
+        if text {
+            let len = match marker {
+                0xa0..=0xbf => 0,
+                0xd9 => 1,
+                0xda => 2,
+                _ => 4,
+            };
+            std::str::from_utf8(&body[len..]).ok()?;
+        }
+        at = end;
+        left -= 1;
+        if children > 0 {
+            if depth == MAX_SCAN_DEPTH {
+                return None;
+            }
+            stack[depth] = left;
+            depth += 1;
+            left = children;
+        }
+        while left == 0 {
+            if depth == 0 {
+                return Some(at);
+            }
+            depth -= 1;
+            left = stack[depth];
+        }
+    }
+}
+
 /// A cursor over the envelope's leading elements.
 struct Reader<'a> {
     rest: &'a [u8],
@@ -174,6 +264,52 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn an_encoded_reply_is_the_reply_of_its_value_and_scans_stop_at_its_end() {
+        let values = [
+            serde_json::json!({"id": 12345, "name": "webmesh", "tags": ["a", "b"], "score": 0.75, "ok": true, "n": null}),
+            serde_json::json!(null),
+            serde_json::json!([1, -1, 300, -300, 70000, u64::MAX, i64::MIN, "x".repeat(40), "y".repeat(300)]),
+            serde_json::json!({"big": "z".repeat(2000)}),
+        ];
+        for value in values {
+            let bytes = rmp_serde::to_vec_named(&value).unwrap();
+            let mut padded = bytes.clone();
+            padded.extend_from_slice(&[0x01, 0xc0]);
+            assert_eq!(value_len(&padded), Some(bytes.len()));
+            let rmpv: rmpv::Value = from_slice(&bytes).unwrap();
+            for id in [0, 1, 127, 128, 70_000, u64::MAX] {
+                for compression in
+                    [super::super::Compression::default(), super::super::Compression { threshold: usize::MAX }]
+                {
+                    let frame = encoded_reply(id, &bytes, compression);
+                    let bytes = encode(&Envelope::Reply { id, data: &rmpv }).unwrap();
+                    let expected = if bytes.len() >= compression.threshold {
+                        super::super::compression::compress(&bytes)
+                    } else {
+                        bytes
+                    };
+                    assert_eq!(frame, super::super::Frame::Binary(expected.into()));
+                }
+            }
+        }
+        for bad in [
+            &b""[..],
+            &[0x92, 0x01],
+            &[0xa3, b'a'],
+            &[0xa1, 0xff],
+            &[0xd4, 0x01, 0x02],
+            &[0xc1],
+            &[0xdd, 0xff, 0xff, 0xff, 0xff],
+        ] {
+            assert_eq!(value_len(bad), None, "{bad:?}");
+        }
+        let deep: Vec<u8> = std::iter::repeat_n(0x91, 200).chain([0xc0]).collect();
+        assert_eq!(value_len(&deep), None);
+        let deep: Vec<u8> = std::iter::repeat_n(0x91, 50).chain([0xc0]).collect();
+        assert_eq!(value_len(&deep), Some(51));
     }
 
     #[test]

@@ -36,6 +36,14 @@ impl Payload {
         Self { repr: Repr::Json(bytes) }
     }
 
+    /// Its bytes, if it is MessagePack.
+    pub(crate) fn as_msgpack(&self) -> Option<&Bytes> {
+        match &self.repr {
+            Repr::MsgPack(bytes) => Some(bytes),
+            Repr::Json(_) => None,
+        }
+    }
+
     /// Its size, encoded.
     pub(crate) fn len(&self) -> usize {
         match &self.repr {

@@ -629,6 +629,13 @@ impl ServerBuilder {
     }
 
     /// Whether a not-found handler was set, which a mesh's forwarding would replace.
+    /// Answers messages to paths that have no handler with `handler`, which
+    /// takes the payload as it came.
+    pub(crate) fn not_found_boxed(mut self, handler: BoxedHandler) -> Self {
+        self.not_found = Some(handler);
+        self
+    }
+
     pub(crate) fn has_not_found(&self) -> bool {
         self.not_found.is_some()
     }

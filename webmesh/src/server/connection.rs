@@ -144,10 +144,9 @@ impl Connection {
 
     /// A connection to no one, whose events wait in its queue: for the hub's
     /// own tests and benchmarks, and the caller of a mesh's local calls.
+    #[cfg(any(test, feature = "__internals"))]
     pub(crate) fn detached(id: u64, event_queue: usize) -> Self {
-        let (outbound, _) = mpsc::channel(1);
-        let account = crate::memory::MemoryBudget::new(usize::MAX).open(id, usize::MAX);
-        Self::new(id, None, outbound, WireFormat::MsgPack, Compression::default(), event_queue, account)
+        Callers::new().caller(id, event_queue)
     }
 
     /// A number unique among this server's connections.
@@ -422,5 +421,34 @@ impl Connection {
 impl fmt::Debug for Connection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Connection").field("id", &self.inner.id).field("peer", &self.inner.peer).finish()
+    }
+}
+
+/// What the detached connections of one owner share (a mesh's callers, one
+/// per call it runs for another node): a queue no one reads, closed, and an
+/// unlimited memory budget. Each is made once, not per connection.
+pub(crate) struct Callers {
+    outbound: mpsc::Sender<Outbound>,
+    budget: Arc<crate::memory::MemoryBudget>,
+}
+
+impl Callers {
+    pub(crate) fn new() -> Self {
+        let (outbound, _) = mpsc::channel(1);
+        Self { outbound, budget: crate::memory::MemoryBudget::new(usize::MAX) }
+    }
+
+    /// A connection to no one, whose events wait in its queue.
+    pub(crate) fn caller(&self, id: u64, event_queue: usize) -> Connection {
+        let account = self.budget.open(id, usize::MAX);
+        Connection::new(
+            id,
+            None,
+            self.outbound.clone(),
+            WireFormat::MsgPack,
+            Compression::default(),
+            event_queue,
+            account,
+        )
     }
 }

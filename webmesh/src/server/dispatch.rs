@@ -60,7 +60,7 @@ pub(crate) async fn dispatch(
     };
     if let Some(started) = started {
         let outcome = match &reply.0 {
-            ReplyKind::Value(_) => "ok",
+            ReplyKind::Value(_) | ReplyKind::Encoded(_) => "ok",
             ReplyKind::Error(error) => error.code(),
         };
         tracing::debug!(outcome, elapsed_us = started.elapsed().as_micros() as u64, "handled");
@@ -103,13 +103,20 @@ async fn respond(conn: &Connection, format: &WireFormat, mode: Mode, path: &str,
 
 fn answer_frame(conn: &Connection, format: &WireFormat, mode: Mode, path: &str, reply: Reply) -> Option<Frame> {
     let frame = match (mode, &reply.0) {
+        // Native MessagePack takes an encoded value as it is.
+        (Mode::Call(id), ReplyKind::Encoded(data)) if matches!(format, WireFormat::MsgPack) => {
+            Ok(crate::protocol::encoded_reply(id, &data.0, conn.compression()))
+        }
+        (Mode::Call(id), ReplyKind::Encoded(data)) => encode(conn, format, &Envelope::Reply { id, data }),
         (Mode::Call(id), ReplyKind::Value(data)) => encode(conn, format, &Envelope::Reply { id, data }),
         (Mode::Call(id), ReplyKind::Error(error)) => encode(conn, format, &Envelope::error(id, error)),
         (Mode::Emit, ReplyKind::Error(error)) => {
             tracing::debug!(path = %path, %error, "emit failed");
             return None;
         }
-        (Mode::Emit, ReplyKind::Value(_)) => return None,
+        (Mode::Emit, ReplyKind::Value(_) | ReplyKind::Encoded(_)) => return None,
+        (Mode::Legacy, ReplyKind::Encoded(data)) if data.0[..] == [0xc0] => return None,
+        (Mode::Legacy, ReplyKind::Encoded(data)) => encode(conn, format, &Envelope::Push { path, data }),
         (Mode::Legacy, ReplyKind::Value(data)) if is_nil(data) => return None,
         (Mode::Legacy, ReplyKind::Value(data)) => encode(conn, format, &Envelope::Push { path, data }),
         (Mode::Legacy, ReplyKind::Error(error)) => {

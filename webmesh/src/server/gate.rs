@@ -41,7 +41,7 @@ impl Gate for SubscribeGate {
         let parts = CallParts { connection: connection.clone(), path: topic.into(), params, shared: shared.clone() };
         Box::pin(async move {
             match handler.call(parts, Payload::nil()).await.0 {
-                ReplyKind::Value(_) => true,
+                ReplyKind::Value(_) | ReplyKind::Encoded(_) => true,
                 ReplyKind::Error(error) => {
                     tracing::trace!(%error, "a wildcard subscription may not receive this topic");
                     false

@@ -31,6 +31,7 @@ pub use shutdown::Shutdown;
 pub use stats::ServerStats;
 
 pub(crate) use builder::Shared;
+pub(crate) use connection::Callers;
 pub(crate) use dispatch::call_local;
 #[cfg(feature = "nats")]
 pub(crate) use wills::HeldWill;

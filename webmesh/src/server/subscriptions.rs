@@ -120,6 +120,6 @@ async fn authorise(
     let parts = CallParts { connection: conn.clone(), path: path.into(), params, shared: shared.clone() };
     match handler.call(parts, payload).await.0 {
         ReplyKind::Error(error) => Err(error),
-        ReplyKind::Value(_) => Ok(()),
+        ReplyKind::Value(_) | ReplyKind::Encoded(_) => Ok(()),
     }
 }

@@ -35,3 +35,5 @@ pub(crate) use self::calls::Inbox;
 pub use self::transport::DEFAULT_NATS_PREFIX;
 #[cfg(feature = "nats")]
 pub(crate) use self::transport::{Nats, Settings};
+#[cfg(feature = "nats")]
+pub(crate) use self::wire::{answered_value, read_answer};

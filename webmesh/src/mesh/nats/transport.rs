@@ -208,6 +208,20 @@ impl Nats {
         wire::read_answer(&call.path, &answer)
     }
 
+    /// Forwards a client's call, its data one MessagePack value already
+    /// encoded, to one of the other nodes that serve its path; the answer
+    /// as it came.
+    pub(crate) async fn forward_encoded(
+        &self,
+        path: &str,
+        identity: Option<&rmpv::Value>,
+        data: &[u8],
+    ) -> Result<Bytes, Error> {
+        self.routed(path)?;
+        let call = wire::call_encoded(path, identity, data)?;
+        self.request(self.calls.of_topic(path), call, path).await
+    }
+
     /// The subject only node `id` serves.
     pub(crate) fn inbox(self: &Arc<Self>, id: &str) -> Inbox {
         Inbox::new(self.clone(), id)

@@ -45,6 +45,33 @@ pub(crate) fn call<T: Serialize + ?Sized>(call: &CallOut<'_, T>) -> Result<Bytes
     Ok(buf.into())
 }
 
+/// Encodes a call whose data is one MessagePack value, already encoded:
+/// the bytes [`call`] makes of the value it holds.
+pub(crate) fn call_encoded(path: &str, identity: Option<&rmpv::Value>, data: &[u8]) -> Result<Bytes, Error> {
+    let mut buf = Vec::with_capacity(path.len() + data.len() + 8);
+    buf.push(0x93);
+    // Infallible into a Vec.
+    let _ = rmp::encode::write_str(&mut buf, path);
+    match identity {
+        None => buf.push(NIL),
+        Some(identity) => {
+            let mut ser = rmp_serde::Serializer::new(&mut buf).with_struct_map();
+            identity.serialize(&mut ser).map_err(|e| Error::Protocol(e.to_string()))?;
+        }
+    }
+    buf.extend_from_slice(data);
+    Ok(buf.into())
+}
+
+/// The value of an answer `[0, value]`, as its bytes, if it is one that
+/// decodes as it is (see [`crate::protocol::value_len`]); `None` for an
+/// error, or an answer that must be decoded to be known.
+pub(crate) fn answered_value(answer: &Bytes) -> Option<Bytes> {
+    let rest = answer.strip_prefix(&[0x92, 0x00])?;
+    let len = crate::protocol::value_len(rest)?;
+    Some(answer.slice(2..2 + len))
+}
+
 /// A call as received: its data still encoded, a slice of the message.
 pub(crate) struct CallIn {
     pub(crate) path: String,
@@ -83,6 +110,12 @@ const NIL: u8 = 0xc0;
 
 /// The answer to a call, as sent.
 pub(crate) fn answer(reply: &Reply) -> Bytes {
+    if let ReplyKind::Encoded(value) = &reply.0 {
+        let mut buf = Vec::with_capacity(value.0.len() + 2);
+        buf.extend_from_slice(&[0x92, 0x00]);
+        buf.extend_from_slice(&value.0);
+        return buf.into();
+    }
     struct Out<'a>(&'a Reply);
     impl Serialize for Out<'_> {
         fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
@@ -93,6 +126,7 @@ pub(crate) fn answer(reply: &Reply) -> Bytes {
                     seq.serialize_element(value.as_ref())?;
                     seq.end()
                 }
+                ReplyKind::Encoded(value) => (0u8, value).serialize(serializer),
                 ReplyKind::Error(error) => error_fields(error).serialize(serializer),
             }
         }
@@ -288,6 +322,22 @@ mod tests {
         {
             assert!(read_call(&Bytes::copy_from_slice(bad)).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn an_encoded_call_and_answer_are_the_bytes_of_their_values() {
+        let data = serde_json::json!({"sku": "tea", "n": [1, 2], "s": "x".repeat(300)});
+        let encoded = rmp_serde::to_vec_named(&data).unwrap();
+        let identity = rmpv::Value::from("alice");
+        for identity in [None, Some(&identity)] {
+            let out = CallOut { path: "/orders/place", data: &data, identity };
+            assert_eq!(call_encoded("/orders/place", identity, &encoded).unwrap(), call(&out).unwrap());
+        }
+        let value: rmpv::Value = rmp_serde::from_slice(&encoded).unwrap();
+        let answered = answer(&Reply::value(value));
+        assert_eq!(answered_value(&answered).as_deref(), Some(&encoded[..]));
+        assert_eq!(answer(&Reply::encoded(encoded.clone().into())), answered);
+        assert_eq!(answered_value(&answer(&Reply::error(CallError::not_found("/p")))), None);
     }
 
     #[test]
