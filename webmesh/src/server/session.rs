@@ -402,6 +402,7 @@ async fn write_all(sink: &mut SplitSink<WebSocket, Message>, queue: &mut mpsc::R
         };
         conn.writing();
         // Send everything already queued, replies first, then events, and flush once.
+        let mut yielded = false;
         loop {
             while let Some(item) = next.take().or_else(|| queue.try_recv().ok()) {
                 let sent = match item {
@@ -426,7 +427,16 @@ async fn write_all(sink: &mut SplitSink<WebSocket, Message>, queue: &mut mpsc::R
             }
             let (missed, written) = conn.events().drain_into(&mut events);
             if missed.is_empty() && events.is_empty() {
-                break;
+                // Before the write to the socket, once, let the tasks
+                // already woken run: replies that arrive together (a batch
+                // of answers from NATS) then go out in one write, not one
+                // each.
+                if yielded {
+                    break;
+                }
+                yielded = true;
+                tokio::task::yield_now().await;
+                continue;
             }
             // Tell each subscription what it lost before what follows the gap.
             if !missed.is_empty() {
