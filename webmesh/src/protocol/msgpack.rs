@@ -266,6 +266,26 @@ mod tests {
         }
     }
 
+    proptest::proptest! {
+        /// Whatever a client sends, the scan does not panic, and a length it
+        /// vouches for is that of a value that decodes whole, as it is.
+        #[test]
+        fn a_scan_vouches_only_for_values_that_decode_as_they_are(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+            value in proptest::collection::vec(proptest::prelude::any::<(i64, String, bool)>(), 0..4),
+        ) {
+            let encoded = rmp_serde::to_vec(&value).unwrap();
+            proptest::prop_assert_eq!(value_len(&encoded), Some(encoded.len()));
+            for candidate in [&bytes[..], &encoded[..encoded.len() / 2]] {
+                if let Some(len) = value_len(candidate) {
+                    let mut rest = &candidate[..len];
+                    let decoded = rmpv::decode::read_value(&mut rest);
+                    proptest::prop_assert!(decoded.is_ok() && rest.is_empty(), "{:?}", candidate);
+                }
+            }
+        }
+    }
+
     #[test]
     fn an_encoded_reply_is_the_reply_of_its_value_and_scans_stop_at_its_end() {
         let values = [
