@@ -8,8 +8,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::mesh::{
-    self as scenarios, all_up, calls, child_will, drain, events, members, ms, state_of, whoami, will_watchers, wills,
-    wills_received, ChildNode, Transport,
+    self as scenarios, all_up, child_will, drain, ms, state_of, whoami, will_watchers, wills_received, ChildNode,
+    Transport,
 };
 use common::{python, until};
 use serde_json::{json, Value};
@@ -34,29 +34,20 @@ async fn node(name: &str, router: Router, seeds: &[&Mesh]) -> Mesh {
     builder.start().await.expect("start a node")
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn five_nodes_from_one_seed_reach_full_membership_a_late_one_is_known_to_all_and_leaving_is_left() {
-    members::nodes_reach_full_membership_a_late_one_is_known_to_all_and_leaving_is_left(Transport::Links).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_go_to_the_nodes_serving_the_path_in_turn_else_no_route() {
-    calls::calls_go_to_the_nodes_serving_the_path_else_no_route(Transport::Links).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node() {
-    calls::a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node(Transport::Links).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarded_calls_carry_the_callers_identity_and_only_nodes_can_pass_it_on() {
-    calls::forwarded_calls_carry_the_callers_identity_and_only_nodes_can_pass_it_on(Transport::Links).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_client_on_one_node_calls_a_route_only_another_serves() {
-    calls::the_python_client_on_one_node_calls_a_route_only_another_serves(Transport::Links).await;
+// The mesh's scenarios (tests/common/mesh/), over direct links.
+scenarios_over! { Transport::Links;
+    calls::calls_go_to_the_nodes_serving_the_path_else_no_route,
+    calls::a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node,
+    calls::the_python_client_on_one_node_calls_a_route_only_another_serves,
+    calls::forwarded_calls_carry_the_callers_identity_and_only_nodes_can_pass_it_on,
+    events::events_cross_the_mesh_in_order_once_and_only_where_subscribers_want_them,
+    members::nodes_reach_full_membership_a_late_one_is_known_to_all_and_leaving_is_left,
+    members::a_killed_node_is_suspect_then_down_its_routes_go_elsewhere_and_it_comes_back_as_a_new_node,
+    members::a_stopped_node_is_down_then_up_again_on_both_sides,
+    members::a_node_leaving_gracefully_answers_the_calls_under_way_first,
+    members::slow_calls_to_another_node_do_not_hold_up_the_others_and_watches_end,
+    wills::a_killed_nodes_will_reaches_a_subscriber_on_each_survivor_exactly_once_even_when_its_heir_dies_with_it,
+    wills::a_node_that_leaves_gracefully_has_no_will_published_and_set_will_replaces_it,
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -85,11 +76,6 @@ async fn a_python_server_is_a_member_as_a_legacy_peer() {
     assert!(b.nodes().iter().all(|n| !n.legacy));
     a.shutdown().await;
     b.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_cross_the_mesh_in_order_once_and_only_where_subscribers_want_them() {
-    events::events_cross_the_mesh_in_order_once_and_only_where_subscribers_want_them(Transport::Links).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -130,19 +116,6 @@ async fn nodes_dialling_each_other_at_once_deliver_each_call_and_event_once() {
 #[ignore = "a child process of the tests that kill nodes"]
 async fn child_node() {
     scenarios::child_node().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_node_is_suspect_then_down_its_routes_go_elsewhere_and_it_comes_back_as_a_new_node() {
-    members::a_killed_node_is_suspect_then_down_its_routes_go_elsewhere_and_it_comes_back_as_a_new_node(
-        Transport::Links,
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_node_is_down_then_up_again_on_both_sides() {
-    members::a_stopped_node_is_down_then_up_again_on_both_sides(Transport::Links).await;
 }
 
 // The wire, as PROTOCOL.md shows it.
@@ -301,11 +274,6 @@ async fn a_node_restarted_at_the_same_address_keeps_its_link_when_the_old_one_is
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_leaving_gracefully_answers_the_calls_under_way_first() {
-    members::a_node_leaving_gracefully_answers_the_calls_under_way_first(Transport::Links).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_of_unreachable_members_does_not_hold_the_links_of_a_node() {
     let a = node("a", Router::new(), &[]).await;
     // A client passing for a node (this mesh has no secret) claims 1100
@@ -356,11 +324,6 @@ async fn subscribers_are_told_when_another_node_refuses_their_interest() {
     assert_eq!((delivered, told), (2, 3));
     a.shutdown().await;
     b.shutdown().await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_calls_to_another_node_do_not_hold_up_the_others_and_watches_end() {
-    members::slow_calls_to_another_node_do_not_hold_up_the_others_and_watches_end(Transport::Links).await;
 }
 
 // What a second attack found, kept fixed.
@@ -468,19 +431,6 @@ fn child(seed: &Mesh, id: &str, will: Option<&str>, env: &[(&str, &str)]) -> Chi
         env.push(("MESH_CHILD_WILL", topic));
     }
     Transport::Links.child(1, seed, "", &env)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_nodes_will_reaches_a_subscriber_on_each_survivor_exactly_once_even_when_its_heir_dies_with_it() {
-    wills::a_killed_nodes_will_reaches_a_subscriber_on_each_survivor_exactly_once_even_when_its_heir_dies_with_it(
-        Transport::Links,
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_leaves_gracefully_has_no_will_published_and_set_will_replaces_it() {
-    wills::a_node_that_leaves_gracefully_has_no_will_published_and_set_will_replaces_it(Transport::Links).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

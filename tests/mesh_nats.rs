@@ -9,8 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::mesh::{
-    self as scenarios, all_up, calls, drain, events, members, ms, probe, records_stored, state_of, whoami,
-    will_watchers, wills, wills_received, ChildNode, Transport,
+    self as scenarios, all_up, drain, ms, probe, records_stored, state_of, whoami, will_watchers, wills_received,
+    ChildNode, Transport,
 };
 use common::nats::Nats;
 use common::until;
@@ -27,6 +27,22 @@ fn builder(name: &str, router: Router, nats: &Nats) -> MeshBuilder {
 
 async fn node(name: &str, router: Router, nats: &Nats) -> Mesh {
     builder(name, router, nats).start().await.expect("start a node")
+}
+
+// The mesh's scenarios (tests/common/mesh/), over NATS.
+scenarios_over! { Transport::nats();
+    calls::calls_go_to_the_nodes_serving_the_path_else_no_route,
+    calls::a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node,
+    calls::the_python_client_on_one_node_calls_a_route_only_another_serves,
+    calls::forwarded_calls_carry_the_callers_identity_and_only_nodes_can_pass_it_on,
+    events::events_cross_the_mesh_in_order_once_and_only_where_subscribers_want_them,
+    members::nodes_reach_full_membership_a_late_one_is_known_to_all_and_leaving_is_left,
+    members::a_killed_node_is_suspect_then_down_its_routes_go_elsewhere_and_it_comes_back_as_a_new_node,
+    members::a_stopped_node_is_down_then_up_again_on_both_sides,
+    members::a_node_leaving_gracefully_answers_the_calls_under_way_first,
+    members::slow_calls_to_another_node_do_not_hold_up_the_others_and_watches_end,
+    wills::a_killed_nodes_will_reaches_a_subscriber_on_each_survivor_exactly_once_even_when_its_heir_dies_with_it,
+    wills::a_node_that_leaves_gracefully_has_no_will_published_and_set_will_replaces_it,
 }
 
 /// What the shared scenario `events_cross_the_mesh_...` shows through any
@@ -667,74 +683,6 @@ async fn twenty_nodes_join_through_nats_and_each_lists_all_twenty() {
     for n in nodes.iter().chain([&late]) {
         n.shutdown().await;
     }
-}
-
-// The scenarios of the direct mesh (tests/mesh.rs), over NATS.
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn events_cross_the_mesh_in_order_once_and_only_where_subscribers_want_them() {
-    events::events_cross_the_mesh_in_order_once_and_only_where_subscribers_want_them(Transport::nats()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn nodes_reach_full_membership_a_late_one_is_known_to_all_and_leaving_is_left() {
-    members::nodes_reach_full_membership_a_late_one_is_known_to_all_and_leaving_is_left(Transport::nats()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn forwarded_calls_carry_the_callers_identity_and_only_nodes_can_pass_it_on() {
-    calls::forwarded_calls_carry_the_callers_identity_and_only_nodes_can_pass_it_on(Transport::nats()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_node_is_suspect_then_down_its_routes_go_elsewhere_and_it_comes_back_as_a_new_node() {
-    members::a_killed_node_is_suspect_then_down_its_routes_go_elsewhere_and_it_comes_back_as_a_new_node(
-        Transport::nats(),
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_stopped_node_is_down_then_up_again_on_both_sides() {
-    members::a_stopped_node_is_down_then_up_again_on_both_sides(Transport::nats()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_leaving_gracefully_answers_the_calls_under_way_first() {
-    members::a_node_leaving_gracefully_answers_the_calls_under_way_first(Transport::nats()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn slow_calls_to_another_node_do_not_hold_up_the_others_and_watches_end() {
-    members::slow_calls_to_another_node_do_not_hold_up_the_others_and_watches_end(Transport::nats()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_killed_nodes_will_reaches_a_subscriber_on_each_survivor_exactly_once_even_when_its_heir_dies_with_it() {
-    wills::a_killed_nodes_will_reaches_a_subscriber_on_each_survivor_exactly_once_even_when_its_heir_dies_with_it(
-        Transport::nats(),
-    )
-    .await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_node_that_leaves_gracefully_has_no_will_published_and_set_will_replaces_it() {
-    wills::a_node_that_leaves_gracefully_has_no_will_published_and_set_will_replaces_it(Transport::nats()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn calls_go_to_the_nodes_serving_the_path_else_no_route() {
-    calls::calls_go_to_the_nodes_serving_the_path_else_no_route(Transport::nats()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node() {
-    calls::a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node(Transport::nats()).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_python_client_on_one_node_calls_a_route_only_another_serves() {
-    calls::the_python_client_on_one_node_calls_a_route_only_another_serves(Transport::nats()).await;
 }
 
 /// A client's data crosses NATS as it sent it, and the answer comes back

@@ -17,6 +17,21 @@ use webmesh::{Client, Error, Mesh, MeshBuilder, NodeState, Router, Server, State
 use super::nats::Nats;
 use super::python;
 
+/// One test for each of the scenarios named (`module::scenario`), named
+/// after it and run over `transport`: what differs between the mesh's
+/// test files is only the transport.
+#[macro_export]
+macro_rules! scenarios_over {
+    ($transport:expr; $($module:ident::$scenario:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $scenario() {
+                $crate::common::mesh::$module::$scenario($transport).await;
+            }
+        )+
+    };
+}
+
 pub fn ms(n: u64) -> Duration {
     Duration::from_millis(n)
 }
