@@ -178,7 +178,8 @@ async fn first_write(nats: &Nats, store: &kv::Store, me: &str, record: bytes::By
             let left = rmp_serde::from_slice::<Node>(&earlier.value).is_ok_and(|n| n.state == NodeState::Left);
             if !left {
                 tracing::info!("taking over the earlier run of this node's id, and its clients' wills");
-                wills::inherit(nats, store, me, wills::millis_of(&earlier)).await;
+                // This run writes no copy before its record: the one there is the earlier run's.
+                wills::inherit(nats, store, me, wills::millis_of(&earlier), u64::MAX).await;
             }
             Ok(revision)
         }

@@ -88,9 +88,10 @@ pub(super) async fn keep(nats: Arc<Nats>, wills: Wills, stop: CancellationToken)
     let mut next_refresh = Instant::now();
     // Before then, no rewrite for a change: a large copy is rewritten less often.
     let mut quiet_until = Instant::now();
-    // Whether the bucket may hold a copy: one from an earlier run of this
-    // node's id may be there, which a later death must not publish.
-    let mut stored = true;
+    // Whether the bucket holds a copy this run wrote. One an earlier run of
+    // this node's id left is not deleted: this run took it in already
+    // (`first_write`), or a survivor that claimed that run is taking it in.
+    let mut stored = false;
     loop {
         tokio::select! {
             () = stop.cancelled() => return,
@@ -309,7 +310,7 @@ pub(super) async fn mourn(nats: Arc<Nats>, id: String, stop: CancellationToken) 
                     tracing::info!(dead = %id, topic = %will.topic, "publishing the will of a node that died");
                     publish(&nats, &will.topic, &will.data);
                 }
-                inherit(&nats, store, &id, claimed.last_seen_ms).await;
+                inherit(&nats, store, &id, claimed.last_seen_ms, claimed.before).await;
                 return;
             }
             Ok(None) => return,
@@ -335,6 +336,9 @@ struct Claimed {
     will: Option<NodeWill>,
     /// When the node last wrote its record, in ms since the epoch.
     last_seen_ms: u64,
+    /// A revision of the bucket after the claim: a copy written later is
+    /// not the dead node's (a new run of its id wrote it).
+    before: u64,
 }
 
 /// Deletes node `id`'s record at the revision read, if it is still there
@@ -355,8 +359,12 @@ async fn claim(store: &kv::Store, id: &str, silent_after: Duration) -> Result<Op
     if node.state == NodeState::Left {
         return Ok(None);
     }
-    match store.delete_expect_revision(key, Some(entry.revision)).await {
-        Ok(()) => Ok(Some(Claimed { will: node.will, last_seen_ms: written_ms })),
+    match store.delete_expect_revision(key.clone(), Some(entry.revision)).await {
+        Ok(()) => {
+            // The delete's own revision, or a later one's.
+            let before = store.entry(key).await.ok().flatten().map_or(u64::MAX, |entry| entry.revision);
+            Ok(Some(Claimed { will: node.will, last_seen_ms: written_ms, before }))
+        }
         // Another survivor was first, or the node wrote again.
         Err(e) if e.kind() == kv::DeleteErrorKind::WrongLastRevision => Ok(None),
         Err(e) => Err(e.to_string()),
@@ -374,7 +382,7 @@ pub(super) fn millis_of(entry: &kv::Entry) -> u64 {
 /// cancelled if their client comes back. A client that came back before
 /// (its return told after the node's last record, or its will in force
 /// here) has none. `id` may be this node's own: an earlier run's.
-pub(super) async fn inherit(nats: &Nats, store: &kv::Store, id: &str, last_seen_ms: u64) {
+pub(super) async fn inherit(nats: &Nats, store: &kv::Store, id: &str, last_seen_ms: u64, before: u64) {
     let Some(wills) = wills_of(nats) else { return };
     let key = key_of_wills(id);
     let mut entry = None;
@@ -391,6 +399,10 @@ pub(super) async fn inherit(nats: &Nats, store: &kv::Store, id: &str, last_seen_
         tokio::time::sleep(RETRY).await;
     }
     let Some(entry) = entry else { return };
+    if entry.revision > before {
+        tracing::debug!(dead = %id, "the copy of a dead node's clients' wills is a new run's: not taken in");
+        return;
+    }
     let held: Vec<HeldWill> = match rmp_serde::from_slice(&entry.value) {
         Ok(held) => held,
         Err(e) => {
