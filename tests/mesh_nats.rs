@@ -477,6 +477,33 @@ async fn a_client_sending_wills_in_a_loop_costs_nats_at_most_a_mebibyte_a_second
     a.shutdown().await;
 }
 
+/// A record write that timed out while NATS was away, and landed, does
+/// not make the node think it was taken for dead (and drop its clients'
+/// wills): found by an attack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_cut_off_from_nats_keeps_its_clients_wills() {
+    let mut nats = Nats::start();
+    let a = node("a", publishers(), &nats).await;
+    records_stored(&nats, 1).await;
+    let port = a.local_addr().unwrap().port();
+    let mut one = common::raw(port).await;
+    will_on(&mut one, Some("one"), "/services/cut-one/gone", 2000).await;
+    wills_copied(&nats, &a.id(), 1).await;
+    nats.kill();
+    let mut two = common::raw(port).await;
+    will_on(&mut two, Some("two"), "/services/cut-two/gone", 2000).await;
+    // Past the time a write to the bucket waits for NATS.
+    tokio::time::sleep(ms(6000)).await;
+    nats.restart();
+    wills_copied(&nats, &a.id(), 2).await;
+    let counts = count_publications(&nats).await;
+    drop((one, two));
+    tokio::time::sleep(ms(4000)).await;
+    assert_eq!(count_of(&counts, "webmesh.services.cut-one.gone"), 1);
+    assert_eq!(count_of(&counts, "webmesh.services.cut-two.gone"), 1);
+    a.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_giant_will_does_not_push_the_others_out_of_the_copy() {
     let nats = Nats::start();
@@ -643,6 +670,14 @@ async fn subscribers_are_told_of_a_gap_on_another_node_whatever_it_publishes_nex
     lagged(&mut news).await;
     until("b has a's report of its gap", 10, || gaps_of_a() == Some(1)).await;
     assert_eq!(state_of(&b, &a.id()), Some(NodeState::Up), "told by a's report, not by a death");
+    // Each loss counts, also those after one was told: two events too
+    // large for NATS, then one only where b has no subscriber.
+    probe(&a, "/news/probe", &mut news).await;
+    a.publish("/news/big1", &"x".repeat(2 << 20)).unwrap();
+    a.publish("/news/big2", &"x".repeat(2 << 20)).unwrap();
+    a.publish("/weather/x", &2).unwrap();
+    lagged(&mut news).await;
+    until("b has a's report of its new gaps", 10, || gaps_of_a() == Some(3)).await;
     // Then all is as before: no more notices.
     probe(&a, "/news/probe", &mut news).await;
     a.publish("/news/after", &"back").unwrap();

@@ -35,18 +35,17 @@ const FLUSH_AT_STOP: std::time::Duration = std::time::Duration::from_secs(1);
 pub(super) struct Gaps {
     /// Set by a gap, taken by the next event sent.
     open: AtomicBool,
-    /// Gaps opened since the node started.
+    /// Losses since the node started.
     count: AtomicU64,
 }
 
 impl Gaps {
-    /// Events may have been lost: counted once until the next event is sent.
+    /// Events may have been lost: each loss counts (the other nodes may
+    /// have heard of the last already); returns whether this one opened
+    /// the gap.
     pub(super) fn open(&self) -> bool {
-        let newly = !self.open.swap(true, Ordering::Relaxed);
-        if newly {
-            self.count.fetch_add(1, Ordering::Relaxed);
-        }
-        newly
+        self.count.fetch_add(1, Ordering::Relaxed);
+        !self.open.swap(true, Ordering::Relaxed)
     }
 
     /// Whether a gap is open, closing it: the event sent now says so.
@@ -54,7 +53,7 @@ impl Gaps {
         self.open.swap(false, Ordering::Relaxed)
     }
 
-    /// Gaps opened since the node started.
+    /// Losses since the node started.
     pub(super) fn count(&self) -> u64 {
         self.count.load(Ordering::Relaxed)
     }

@@ -202,17 +202,29 @@ async fn store(nats: &Nats, me: &str, record: bytes::Bytes) -> Option<tokio::tim
         revision => match store.update(key(me), record.clone(), revision).await {
             Ok(revision) => Ok(revision),
             Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-                // The survivors took this node for dead (it was paused, or
-                // cut off) and one claimed its record: its will and its
-                // clients' were published. Those are spent, lest they come
-                // twice; its record is written anew.
-                tracing::warn!("this node was taken for dead and its wills published: its clients' wills are dropped");
-                if let Some(mesh) = nats.mesh.upgrade() {
-                    if let Some(server) = mesh.server.get() {
-                        server.wills.spend_all();
+                match store.entry(key(me)).await {
+                    // A write that timed out (NATS was cut off) landed after
+                    // all: this node's record is there, at a later revision.
+                    Ok(Some(entry)) if entry.operation == kv::Operation::Put => {
+                        store.update(key(me), record, entry.revision).await.map_err(|e| e.to_string())
                     }
+                    // Deleted: the survivors took this node for dead (it
+                    // was paused, or cut off) and one claimed its record:
+                    // its will and its clients' were published. Those are
+                    // spent, lest they come twice; its record is written anew.
+                    Ok(_) => {
+                        tracing::warn!(
+                            "this node was taken for dead and its wills published: its clients' wills are dropped"
+                        );
+                        if let Some(mesh) = nats.mesh.upgrade() {
+                            if let Some(server) = mesh.server.get() {
+                                server.wills.spend_all();
+                            }
+                        }
+                        store.put(key(me), record).await.map_err(|e| e.to_string())
+                    }
+                    Err(e) => Err(e.to_string()),
                 }
-                store.put(key(me), record).await.map_err(|e| e.to_string())
             }
             Err(e) => Err(e.to_string()),
         },
