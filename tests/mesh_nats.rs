@@ -504,6 +504,23 @@ async fn a_node_cut_off_from_nats_keeps_its_clients_wills() {
     a.shutdown().await;
 }
 
+/// A second node started under the id of a live one does not take over
+/// its record, nor publish the wills of its live clients: found by an attack.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_started_under_a_live_nodes_id_does_not_publish_its_clients_wills() {
+    let nats = Nats::start();
+    let counts = count_publications(&nats).await;
+    let a = builder("a", publishers(), &nats).id("dup").start().await.unwrap();
+    records_stored(&nats, 1).await;
+    let mut live = common::raw(a.local_addr().unwrap().port()).await;
+    will_on(&mut live, Some("live"), "/services/live/gone", 0).await;
+    wills_copied(&nats, "dup", 1).await;
+    let _twin = ChildNode::on_nats(&nats, "/work", &[("MESH_CHILD_ID", "dup")]);
+    tokio::time::sleep(ms(2000)).await;
+    assert_eq!(count_of(&counts, "webmesh.services.live.gone"), 0, "its client is alive");
+    a.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_giant_will_does_not_push_the_others_out_of_the_copy() {
     let nats = Nats::start();

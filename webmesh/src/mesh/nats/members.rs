@@ -10,6 +10,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::subject::key;
 use super::{wills, Nats};
+use crate::mesh::node::now_ms;
 use crate::mesh::peer::Peer;
 use crate::mesh::{MeshInner, Node, NodeState};
 
@@ -170,9 +171,26 @@ async fn report_and_store(nats: &Nats, me: &str, record: bytes::Bytes) -> Option
 /// survivor's to mourn.
 async fn first_write(nats: &Nats, store: &kv::Store, me: &str, record: bytes::Bytes) -> Result<u64, String> {
     let earlier = store.entry(key(me)).await.map_err(|e| e.to_string())?;
-    let Some(earlier) = earlier.filter(|e| e.operation == kv::Operation::Put) else {
+    let Some(mut earlier) = earlier.filter(|e| e.operation == kv::Operation::Put) else {
         return store.put(key(me), record).await.map_err(|e| e.to_string());
     };
+    // Written lately: perhaps by a node alive under this id. Taken over
+    // only once it stays unchanged as long as a silent node takes to be
+    // suspected.
+    let silent_after = nats.mesh.upgrade().map_or(Duration::ZERO, |mesh| Nats::silent_after(&mesh));
+    let age = Duration::from_millis(now_ms().saturating_sub(wills::millis_of(&earlier)));
+    if age < silent_after {
+        tokio::time::sleep(silent_after - age + Duration::from_millis(100)).await;
+        match store.entry(key(me)).await.map_err(|e| e.to_string())? {
+            Some(again) if again.revision == earlier.revision => earlier = again,
+            Some(again) if again.operation == kv::Operation::Put => {
+                tracing::error!("another node runs under this node's id: give each node its own");
+                return store.put(key(me), record).await.map_err(|e| e.to_string());
+            }
+            // Claimed by a survivor meanwhile: its to mourn.
+            _ => return store.put(key(me), record).await.map_err(|e| e.to_string()),
+        }
+    }
     match store.update(key(me), record.clone(), earlier.revision).await {
         Ok(revision) => {
             let left = rmp_serde::from_slice::<Node>(&earlier.value).is_ok_and(|n| n.state == NodeState::Left);
