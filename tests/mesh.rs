@@ -35,20 +35,7 @@ async fn node(name: &str, router: Router, seeds: &[&Mesh]) -> Mesh {
 }
 
 // The mesh's scenarios (tests/common/mesh/), over direct links.
-scenarios_over! { Transport::Links;
-    calls::calls_go_to_the_nodes_serving_the_path_else_no_route,
-    calls::a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node,
-    calls::the_python_client_on_one_node_calls_a_route_only_another_serves,
-    calls::forwarded_calls_carry_the_callers_identity_and_only_nodes_can_pass_it_on,
-    events::events_cross_the_mesh_in_order_once_and_only_where_subscribers_want_them,
-    members::nodes_reach_full_membership_a_late_one_is_known_to_all_and_leaving_is_left,
-    members::a_killed_node_is_suspect_then_down_its_routes_go_elsewhere_and_it_comes_back_as_a_new_node,
-    members::a_stopped_node_is_down_then_up_again_on_both_sides,
-    members::a_node_leaving_gracefully_answers_the_calls_under_way_first,
-    members::slow_calls_to_another_node_do_not_hold_up_the_others_and_watches_end,
-    wills::a_killed_nodes_will_reaches_a_subscriber_on_each_survivor_exactly_once_even_when_its_heir_dies_with_it,
-    wills::a_node_that_leaves_gracefully_has_no_will_published_and_set_will_replaces_it,
-}
+every_scenario_over!(Transport::Links);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_python_server_is_a_member_as_a_legacy_peer() {
