@@ -163,6 +163,11 @@ async fn report_and_store(nats: &Nats, me: &str, record: bytes::Bytes) -> Option
     store(nats, me, record).await
 }
 
+/// Writes this node's record whatever revision the bucket holds.
+async fn put_record(store: &kv::Store, me: &str, record: bytes::Bytes) -> Result<u64, String> {
+    store.put(key(me), record).await.map_err(|e| e.to_string())
+}
+
 /// The first write of this run's record. An earlier run of this node's id
 /// that did not leave (it was killed and restarted before the others took
 /// it for dead) is taken over: its record replaced at the revision read,
@@ -172,7 +177,7 @@ async fn report_and_store(nats: &Nats, me: &str, record: bytes::Bytes) -> Option
 async fn first_write(nats: &Nats, store: &kv::Store, me: &str, record: bytes::Bytes) -> Result<u64, String> {
     let earlier = store.entry(key(me)).await.map_err(|e| e.to_string())?;
     let Some(mut earlier) = earlier.filter(|e| e.operation == kv::Operation::Put) else {
-        return store.put(key(me), record).await.map_err(|e| e.to_string());
+        return put_record(store, me, record).await;
     };
     // Written lately: perhaps by a node alive under this id. Taken over
     // only once it stays unchanged as long as a silent node takes to be
@@ -185,10 +190,10 @@ async fn first_write(nats: &Nats, store: &kv::Store, me: &str, record: bytes::By
             Some(again) if again.revision == earlier.revision => earlier = again,
             Some(again) if again.operation == kv::Operation::Put => {
                 tracing::error!("another node runs under this node's id: give each node its own");
-                return store.put(key(me), record).await.map_err(|e| e.to_string());
+                return put_record(store, me, record).await;
             }
             // Claimed by a survivor meanwhile: its to mourn.
-            _ => return store.put(key(me), record).await.map_err(|e| e.to_string()),
+            _ => return put_record(store, me, record).await,
         }
     }
     match store.update(key(me), record.clone(), earlier.revision).await {
@@ -201,9 +206,7 @@ async fn first_write(nats: &Nats, store: &kv::Store, me: &str, record: bytes::By
             }
             Ok(revision)
         }
-        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => {
-            store.put(key(me), record).await.map_err(|e| e.to_string())
-        }
+        Err(e) if e.kind() == kv::UpdateErrorKind::WrongLastRevision => put_record(store, me, record).await,
         Err(e) => Err(e.to_string()),
     }
 }
@@ -239,7 +242,7 @@ async fn store(nats: &Nats, me: &str, record: bytes::Bytes) -> Option<tokio::tim
                                 server.wills.spend_all();
                             }
                         }
-                        store.put(key(me), record).await.map_err(|e| e.to_string())
+                        put_record(store, me, record).await
                     }
                     Err(e) => Err(e.to_string()),
                 }
