@@ -1,7 +1,10 @@
 //! A call across nodes (a client → node A → NATS → node B → back) against
 //! the same with raw async-nats (a requester and a responder process), as
 //! the CPU per call of the processes around NATS. The NATS server's own CPU
-//! is left out: it routes the same messages for both.
+//! is left out: it routes the same messages for both. The same client load
+//! on a route node A serves itself measures the client's WebSocket hop
+//! alone, which raw NATS does not have: the rest is what crossing NATS
+//! costs webmesh.
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -26,40 +29,66 @@ struct Measured {
 
 /// Runs the benchmark `options.runs` times and prints the medians.
 pub(super) fn table(binary: &Path, runtime: &tokio::runtime::Runtime, options: &Options) {
-    let (mut mesh, mut raw) = (Vec::new(), Vec::new());
+    let (mut mesh, mut local, mut raw) = (Vec::new(), Vec::new(), Vec::new());
     for run in 1..=options.runs {
         let nats = nats_server::start(binary);
         let url = format!("nats://127.0.0.1:{}", nats.port);
-        let measured = runtime.block_on(webmesh_calls(&url, options));
+        let measured = runtime.block_on(webmesh_calls(&url, Served::ByNodeB, options));
         eprintln!("run {run}: webmesh over NATS {measured:?}");
         mesh.push(measured);
+        let measured = runtime.block_on(webmesh_calls(&url, Served::ByNodeA, options));
+        eprintln!("run {run}: webmesh, served by node A itself {measured:?}");
+        local.push(measured);
         let measured = raw_calls(&url, options);
         eprintln!("run {run}: raw async-nats {measured:?}");
         raw.push(measured);
     }
     let median = |runs: &[Measured], f: fn(&Measured) -> f64| report::median(runs.iter().map(f).collect());
-    let (mesh_cpu, raw_cpu) = (median(&mesh, |m| m.cpu_us_per_call), median(&raw, |m| m.cpu_us_per_call));
+    let cpu = |runs: &[Measured]| median(runs, |m| m.cpu_us_per_call);
+    let rate = |runs: &[Measured]| median(runs, |m| m.calls_per_second);
+    let (mesh_cpu, local_cpu, raw_cpu) = (cpu(&mesh), cpu(&local), cpu(&raw));
     println!("\nA call across two nodes over one nats-server, medians of {} runs", options.runs);
     println!("| | calls/s | CPU per call (us, without nats-server) |");
     println!("|---|---|---|");
-    println!(
-        "| webmesh over NATS (client → A → NATS → B) | {:.0} | {mesh_cpu:.1} |",
-        median(&mesh, |m| m.calls_per_second)
-    );
-    println!("| raw async-nats request/reply | {:.0} | {raw_cpu:.1} |", median(&raw, |m| m.calls_per_second));
+    println!("| webmesh over NATS (client → A → NATS → B) | {:.0} | {mesh_cpu:.1} |", rate(&mesh));
+    println!("| webmesh, the route served by A itself (client → A) | {:.0} | {local_cpu:.1} |", rate(&local));
+    println!("| raw async-nats request/reply | {:.0} | {raw_cpu:.1} |", rate(&raw));
     println!(
         "\nwebmesh over NATS costs {:.2}x raw NATS per cross-node call (target: at most 1.50x)",
         mesh_cpu / raw_cpu
     );
+    println!(
+        "the client's WebSocket hop alone (served by A) costs {:.2}x raw NATS; the rest (crossing NATS) {:.2}x",
+        local_cpu / raw_cpu,
+        (mesh_cpu - local_cpu) / raw_cpu
+    );
 }
 
-/// Node B serves `/echo`; a client of node A calls it, which A forwards
-/// over NATS. Counts the CPU of A and B.
-async fn webmesh_calls(url: &str, options: &Options) -> Measured {
-    let mut serving = Helper::start(&["mesh-node", "--nats", url, "--serve"]);
-    let mut entry = Helper::start(&["mesh-node", "--nats", url]);
+/// Which node serves the route the client of node A calls.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Served {
+    /// Node B: A forwards each call over NATS.
+    ByNodeB,
+    /// Node A itself: the call never leaves it, which measures the
+    /// client's WebSocket hop (and the handler) alone.
+    ByNodeA,
+}
+
+/// A client of node A calls `/echo`, served as `served` says. Counts the
+/// CPU of the nodes.
+async fn webmesh_calls(url: &str, served: Served, options: &Options) -> Measured {
     let port = |helper: &mut Helper| helper.line().strip_prefix("READY ").and_then(|p| p.parse::<u16>().ok());
-    let _ = port(&mut serving).expect("node B's port");
+    let mut serving = match served {
+        Served::ByNodeB => Some(Helper::start(&["mesh-node", "--nats", url, "--serve"])),
+        Served::ByNodeA => None,
+    };
+    if let Some(serving) = serving.as_mut() {
+        let _ = port(serving).expect("node B's port");
+    }
+    let mut entry = match served {
+        Served::ByNodeB => Helper::start(&["mesh-node", "--nats", url]),
+        Served::ByNodeA => Helper::start(&["mesh-node", "--nats", url, "--serve"]),
+    };
     let port = port(&mut entry).expect("node A's port");
     let url = format!("ws://127.0.0.1:{port}");
     let payload = wire::small_payload();
@@ -84,12 +113,14 @@ async fn webmesh_calls(url: &str, options: &Options) -> Measured {
         }
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let (calls, before, started) = (count.load(Ordering::Relaxed), (entry.cpu(), serving.cpu()), Instant::now());
+    let serving_cpu = |serving: &Option<Helper>| serving.as_ref().map_or(0.0, Helper::cpu);
+    let (calls, before, started) =
+        (count.load(Ordering::Relaxed), (entry.cpu(), serving_cpu(&serving)), Instant::now());
     tokio::time::sleep(options.measure()).await;
     let calls = count.load(Ordering::Relaxed) - calls;
-    let (a, b) = (entry.cpu() - before.0, serving.cpu() - before.1);
+    let (a, b) = (entry.cpu() - before.0, serving_cpu(&serving) - before.1);
     eprintln!(
-        "node A (entry) {:.1} us per call, node B (serving) {:.1}",
+        "{served:?}: node A (entry) {:.1} us per call, node B (serving) {:.1}",
         a * 1e6 / calls as f64,
         b * 1e6 / calls as f64
     );
