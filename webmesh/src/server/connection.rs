@@ -426,21 +426,21 @@ impl fmt::Debug for Connection {
 
 /// What the detached connections of one owner share (a mesh's callers, one
 /// per call it runs for another node): a queue no one reads, closed, and an
-/// unlimited memory budget. Each is made once, not per connection.
+/// account of unlimited memory. Each is made once, not per connection.
 pub(crate) struct Callers {
     outbound: mpsc::Sender<Outbound>,
-    budget: Arc<crate::memory::MemoryBudget>,
+    account: Arc<crate::memory::Account>,
 }
 
 impl Callers {
     pub(crate) fn new() -> Self {
         let (outbound, _) = mpsc::channel(1);
-        Self { outbound, budget: crate::memory::MemoryBudget::new(usize::MAX) }
+        let account = crate::memory::MemoryBudget::new(usize::MAX).open(0, usize::MAX);
+        Self { outbound, account }
     }
 
     /// A connection to no one, whose events wait in its queue.
     pub(crate) fn caller(&self, id: u64, event_queue: usize) -> Connection {
-        let account = self.budget.open(id, usize::MAX);
         Connection::new(
             id,
             None,
@@ -448,7 +448,7 @@ impl Callers {
             WireFormat::MsgPack,
             Compression::default(),
             event_queue,
-            account,
+            self.account.clone(),
         )
     }
 }

@@ -54,18 +54,28 @@ async fn run(nats: Arc<Nats>, subscriptions: Vec<async_nats::Subscriber>, stop: 
     let mut calls = futures_util::stream::select_all(subscriptions);
     let slots = Arc::new(Semaphore::new(MAX_IN_FLIGHT));
     let room = Arc::new(Semaphore::new(MAX_BYTES_IN_FLIGHT >> 10));
+    // Waited for once, not once per call.
+    let stopped = stop.cancelled();
+    tokio::pin!(stopped);
     loop {
         let message = tokio::select! {
             message = calls.next() => message,
-            () = stop.cancelled() => return,
+            () = &mut stopped => return,
         };
         let Some(message) = message else { return };
         // NATS holds the payload to at most its largest message.
         let kib =
             u32::try_from(message.payload.len() >> 10).unwrap_or(u32::MAX).clamp(1, (MAX_BYTES_IN_FLIGHT >> 10) as u32);
-        let held = tokio::select! {
-            held = async { (slots.clone().acquire_owned().await, room.clone().acquire_many_owned(kib).await) } => held,
-            () = stop.cancelled() => return,
+        let held = match (slots.clone().try_acquire_owned(), room.clone().try_acquire_many_owned(kib)) {
+            (Ok(slot), Ok(bytes)) => (Ok(slot), Ok(bytes)),
+            // At a limit: what was taken goes back, and the call waits its turn.
+            taken => {
+                drop(taken);
+                tokio::select! {
+                    held = async { (slots.clone().acquire_owned().await, room.clone().acquire_many_owned(kib).await) } => held,
+                    () = &mut stopped => return,
+                }
+            }
         };
         let (Ok(slot), Ok(bytes)) = held else { return };
         let Some(mesh) = nats.mesh.upgrade() else { return };

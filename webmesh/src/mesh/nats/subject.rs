@@ -30,7 +30,10 @@ impl Subjects {
 
     /// The subject of `topic` (a path starting with `/`).
     pub(crate) fn of_topic(&self, topic: &str) -> String {
-        let mut subject = self.prefix.clone();
+        // Its length, unless segments need escaping: one allocation per
+        // call or event.
+        let mut subject = String::with_capacity(self.prefix.len() + topic.len() + 1);
+        subject.push_str(&self.prefix);
         for segment in topic.strip_prefix('/').unwrap_or(topic).split('/') {
             subject.push('.');
             escape(segment, &mut subject);
@@ -117,15 +120,22 @@ fn escape(segment: &str, out: &mut String) {
         out.push('%');
         return;
     }
-    for &byte in segment.as_bytes() {
+    // Runs of plain bytes (ASCII, so whole characters) go in at once.
+    let bytes = segment.as_bytes();
+    let mut run = 0;
+    for (at, &byte) in bytes.iter().enumerate() {
         if is_plain(byte) {
-            out.push(char::from(byte));
-        } else {
-            out.push('%');
-            out.push(char::from(HEX[usize::from(byte >> 4)]));
-            out.push(char::from(HEX[usize::from(byte & 0xf)]));
+            continue;
         }
+        if run < at {
+            out.push_str(&segment[run..at]);
+        }
+        out.push('%');
+        out.push(char::from(HEX[usize::from(byte >> 4)]));
+        out.push(char::from(HEX[usize::from(byte & 0xf)]));
+        run = at + 1;
     }
+    out.push_str(&segment[run..]);
 }
 
 const HEX: &[u8; 16] = b"0123456789ABCDEF";
