@@ -765,6 +765,53 @@ async fn forwarded_data_and_answers_cross_nats_as_they_were_sent() {
 
 // What an attack found, kept fixed.
 
+/// A call or an answer larger than NATS's largest message (1 MiB here) is
+/// refused as `too_large`, before it is sent or instead of the answer: the
+/// caller learns at once, and the node keeps its NATS connection (sent,
+/// NATS would close it, dropping everyone's calls and events with it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn calls_and_answers_over_natss_largest_message_are_refused_and_cost_no_connection() {
+    let nats = Nats::start();
+    let served = Router::new().on("/echo", |data: Value| data).on("/big", |n: usize| "x".repeat(n));
+    let c = node("c", served, &nats).await;
+    let a = node("a", Router::new(), &nats).await;
+    until("a and c up", 20, || all_up(&a, 2) && all_up(&c, 2)).await;
+    let limit = nats.monitoring("varz")["max_payload"].as_u64().unwrap() as usize;
+    let client = Client::connect(&a.url()).await.unwrap();
+    let too_large = |result: Result<Value, Error>| match result {
+        Err(Error::Handler(e)) if e.code() == "too_large" => {}
+        other => panic!("expected too_large, got {other:?}"),
+    };
+    // A client's call through a; a's own call, emit and call to c alone.
+    too_large(client.call("/echo", &"x".repeat(limit)).await);
+    match a.call::<Value>("/echo", &"x".repeat(limit)).await {
+        Err(Error::TooLarge { limit: refused_over, .. }) => assert_eq!(refused_over, limit),
+        other => panic!("expected TooLarge, got {other:?}"),
+    }
+    assert!(matches!(a.emit("/echo", &"x".repeat(limit)).await, Err(Error::TooLarge { .. })));
+    assert!(matches!(a.node(&c.id()).call::<Value>("/echo", &"x".repeat(limit)).await, Err(Error::TooLarge { .. })));
+    // An answer too large for NATS comes back as an error, not a timeout.
+    too_large(client.call("/big", &limit).await);
+    assert!(matches!(a.call::<String>("/big", &limit).await, Err(Error::Handler(e)) if e.code() == "too_large"));
+    // Just under the limit crosses.
+    let fits = "x".repeat(limit - 64);
+    assert_eq!(client.call::<String>("/echo", &fits).await.unwrap(), fits);
+    let closed = nats.monitoring("connz?state=closed");
+    let closed: Vec<&Value> = closed["connections"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|c| c["name"].as_str().is_some_and(|name| name.starts_with("webmesh")))
+        .collect();
+    assert!(closed.is_empty(), "NATS closed no node's connection: {closed:?}");
+    for n in [&a, &c] {
+        let me = n.nodes().into_iter().find(|m| m.id == n.id()).unwrap();
+        assert_eq!(me.status.unwrap().event_gaps, 0, "no gap on {}", n.id());
+    }
+    a.shutdown().await;
+    c.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forged_reports_and_events_on_nats_do_not_cut_a_node_off() {
     let cluster = Nats::cluster(3);

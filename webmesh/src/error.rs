@@ -68,8 +68,9 @@ pub enum Error {
         missed: Option<u64>,
     },
     /// The message is larger than the server accepts
-    /// ([`ClientBuilder::max_message_size`](crate::ClientBuilder::max_message_size)):
-    /// it was not sent, and the connection is unharmed.
+    /// ([`ClientBuilder::max_message_size`](crate::ClientBuilder::max_message_size)),
+    /// or, in a mesh over NATS, than NATS's largest message (`max_payload`,
+    /// 1 MiB by default): it was not sent, and the connection is unharmed.
     #[error("the message is {size} bytes, over the limit of {limit}; it was not sent")]
     TooLarge {
         /// Its size, before compression.

@@ -5,11 +5,13 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
+use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use webmesh::{Client, Error, Mesh, Node, NodeState, Router, Server, State};
+use tokio_tungstenite::tungstenite::Message;
+use webmesh::{CallError, Client, Error, Mesh, Node, NodeState, Router, Server, State};
 
 use super::{all_up, state_of, whoami, Transport};
-use crate::common::{python, until};
+use crate::common::{python, raw, until, within, Raw};
 
 /// Calls go to the nodes serving their path (taking turns over links,
 /// spread by NATS's queue groups), a node's own calls included; else
@@ -161,6 +163,55 @@ pub async fn the_python_client_on_one_node_calls_a_route_only_another_serves(tra
     }
     for n in [a, b, c] {
         n.shutdown().await;
+    }
+}
+
+/// A forwarded call's error reaches its client as the serving node gave
+/// it, code, message and data, the codes webmesh uses itself included:
+/// the answers through another node are the direct ones, frame for frame.
+pub async fn a_forwarded_calls_error_reaches_its_client_as_the_serving_node_gave_it(transport: Transport) {
+    let failing = Router::new()
+        .on("/typed", |n: u32| n)
+        .on("/fail/app", || async {
+            Err::<Value, _>(CallError::new("app_code", "it failed").with_data(json!({"why": 1})))
+        })
+        .on("/fail/bad_payload", || async {
+            Err::<Value, _>(
+                CallError::new(CallError::BAD_PAYLOAD, "custom").with_data(json!({"field": "a.b", "x": [1]})),
+            )
+        })
+        .on("/fail/not_found", || async {
+            Err::<Value, _>(CallError::new(CallError::NOT_FOUND, "my own not found").with_data(json!({"k": 1})))
+        });
+    let c = transport.node(0, "c", failing, None).await;
+    let a = transport.node(1, "a", Router::new(), Some(&c)).await;
+    until("a and c up", 20, || all_up(&a, 2) && all_up(&c, 2)).await;
+    let (mut direct, mut forwarded) =
+        (raw(c.local_addr().unwrap().port()).await, raw(a.local_addr().unwrap().port()).await);
+    let frames = [
+        r#"[1,1,"/typed","not a number"]"#,
+        r#"[1,2,"/fail/app",null]"#,
+        r#"[1,3,"/fail/bad_payload",null]"#,
+        r#"[1,4,"/fail/not_found",null]"#,
+    ];
+    for frame in frames {
+        let expected = answer(&mut direct, frame).await;
+        assert!(expected.starts_with("[4,") && expected.ends_with("}]"), "an error with data: {expected}");
+        assert_eq!(answer(&mut forwarded, frame).await, expected, "{frame}");
+    }
+    a.shutdown().await;
+    c.shutdown().await;
+}
+
+/// The text frame the server answers `frame` with.
+async fn answer(raw: &mut Raw, frame: &str) -> String {
+    raw.send(Message::text(frame)).await.unwrap();
+    loop {
+        match within(20, raw.next()).await.unwrap().unwrap() {
+            Message::Text(text) => return text.to_string(),
+            Message::Ping(_) | Message::Pong(_) => {}
+            other => panic!("{other:?}"),
+        }
     }
 }
 

@@ -42,6 +42,7 @@ macro_rules! every_scenario_over {
             calls::a_plain_client_of_any_node_reaches_every_route_and_cannot_pass_for_a_node,
             calls::the_python_client_on_one_node_calls_a_route_only_another_serves,
             calls::forwarded_calls_carry_the_callers_identity_and_only_nodes_can_pass_it_on,
+            calls::a_forwarded_calls_error_reaches_its_client_as_the_serving_node_gave_it,
             events::events_cross_the_mesh_in_order_once_and_only_where_subscribers_want_them,
             members::nodes_reach_full_membership_a_late_one_is_known_to_all_and_leaving_is_left,
             members::a_killed_node_is_suspect_then_down_its_routes_go_elsewhere_and_it_comes_back_as_a_new_node,

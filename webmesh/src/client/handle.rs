@@ -14,7 +14,7 @@ use super::subscription::Subscription;
 use super::will::{self, Will};
 use crate::deadline;
 use crate::protocol::{Envelope, WireFormat};
-use crate::{Error, Payload, SubscribeOptions};
+use crate::{CallError, Error, Payload, SubscribeOptions};
 
 /// What 0.1.2 servers answer for a path without a handler.
 const LEGACY_NOT_FOUND: &str = "Path not found";
@@ -146,6 +146,19 @@ impl Client {
         self.request(id, reply, path, &Envelope::Call { id, path, data }, timeout).await
     }
 
+    /// A native call whose answer comes as the server gave it: its data
+    /// left encoded, or its error with code, message and data (a mesh
+    /// passes both on to the client whose call it forwarded).
+    pub(crate) async fn call_answered(
+        &self,
+        path: &str,
+        data: &(impl Serialize + ?Sized),
+    ) -> Result<Result<Payload, CallError>, Error> {
+        let (id, reply) = self.shared.register();
+        let envelope = Envelope::Call { id, path, data };
+        self.request_answered(id, reply, &envelope, self.shared.timeout).await
+    }
+
     /// Sends a message registered as `id` and waits for its answer.
     pub(crate) async fn request<T: Serialize + ?Sized>(
         &self,
@@ -155,13 +168,23 @@ impl Client {
         envelope: &Envelope<'_, T>,
         timeout: Duration,
     ) -> Result<Payload, Error> {
+        self.request_answered(id, reply, envelope, timeout).await?.map_err(|error| Error::from_reply(path, error))
+    }
+
+    async fn request_answered<T: Serialize + ?Sized>(
+        &self,
+        id: u64,
+        reply: oneshot::Receiver<Answer>,
+        envelope: &Envelope<'_, T>,
+        timeout: Duration,
+    ) -> Result<Result<Payload, CallError>, Error> {
         // Forget the call however this future ends: reply, timeout or drop.
         let _forget = Forget { shared: &self.shared, id };
         let deadline = deadline::after(timeout);
         deadline::until(deadline, self.send_with_id(Some(id), envelope))
             .await
             .map_err(|_| Error::Timeout(timeout))??;
-        answer(path, timeout, deadline::until(deadline, reply).await).map_err(|e| self.or_closed(e))
+        answered(timeout, deadline::until(deadline, reply).await).map_err(|e| self.or_closed(e))
     }
 
     /// Subscribes to the topics `pattern` matches; see [`Subscription`].
@@ -440,11 +463,20 @@ fn answer(
     timeout: Duration,
     got: Result<Result<Answer, oneshot::error::RecvError>, deadline::Elapsed>,
 ) -> Result<Payload, Error> {
+    answered(timeout, got)?.map_err(|error| Error::from_reply(path, error))
+}
+
+/// What a waiting call got: the server's answer (its data or its error), or
+/// why none came.
+fn answered(
+    timeout: Duration,
+    got: Result<Result<Answer, oneshot::error::RecvError>, deadline::Elapsed>,
+) -> Result<Result<Payload, CallError>, Error> {
     match got {
         Err(_) => Err(Error::Timeout(timeout)),
         Ok(Err(_)) => Err(Error::Closed(None)),
-        Ok(Ok(Ok(payload))) => Ok(payload),
-        Ok(Ok(Err(Failure::Reply(error)))) => Err(Error::from_reply(path, error)),
+        Ok(Ok(Ok(payload))) => Ok(Ok(payload)),
+        Ok(Ok(Err(Failure::Reply(error)))) => Ok(Err(error)),
         Ok(Ok(Err(Failure::Lost(reason)))) => Err(Error::Closed(Some(reason))),
     }
 }

@@ -7,7 +7,7 @@ use serde::Serialize;
 
 use super::members::Target;
 use super::messages::{
-    Forward, Goodbye, Hello, FORWARD, GOODBYE, HELLO, NODES, NODE_HEADER, RESERVED, SECRET_HEADER, WILL_CLAIM,
+    Answered, Forward, Goodbye, Hello, FORWARD, GOODBYE, HELLO, NODES, NODE_HEADER, RESERVED, SECRET_HEADER, WILL_CLAIM,
 };
 use super::wills::Claim;
 use super::{Dial, MeshInner, NodeState};
@@ -224,8 +224,8 @@ async fn forward(mesh: &MeshInner, conn: &Connection, path: &str, data: Data) ->
         if let Some(value) = super::nats::answered_value(&answer) {
             return Reply::encoded(value);
         }
-        return match super::nats::read_answer::<rmpv::Value>(path, &answer) {
-            Ok(value) => Reply::value(value),
+        return match super::nats::read_answered::<rmpv::Value>(&answer) {
+            Ok(answered) => answered_reply(answered),
             Err(e) => sent_error(e, path),
         };
     }
@@ -246,8 +246,17 @@ async fn forward(mesh: &MeshInner, conn: &Connection, path: &str, data: Data) ->
     #[cfg(not(feature = "nats"))]
     let sent = over_links(mesh, &call).await;
     match sent {
-        Ok(value) => Reply::value(value),
+        Ok(answered) => answered_reply(answered),
         Err(e) => sent_error(e, path),
+    }
+}
+
+/// The reply to a forwarded call's client: what the node that ran it
+/// answered, its errors as they came.
+fn answered_reply(answered: Answered) -> Reply {
+    match answered {
+        Ok(value) => Reply::value(value),
+        Err(error) => Reply::error(error),
     }
 }
 
@@ -255,6 +264,11 @@ async fn forward(mesh: &MeshInner, conn: &Connection, path: &str, data: Data) ->
 fn sent_error(e: Error, path: &str) -> Reply {
     match e {
         Error::NoRoute { .. } => Reply::error(CallError::not_found(path)),
+        // Over NATS's largest message, or the link's.
+        Error::TooLarge { size, limit } => Reply::error(CallError::new(
+            CallError::TOO_LARGE,
+            format!("the call is {size} bytes, more than the mesh carries to the node serving `{path}` ({limit}); it was not sent"),
+        )),
         e if e.was_not_sent() => {
             Reply::error(CallError::new("unavailable", format!("no node serving `{path}` could be reached: {e}")))
         }
@@ -263,7 +277,7 @@ fn sent_error(e: Error, path: &str) -> Reply {
 }
 
 /// Forwards `call` to one of the other nodes that serve its path, taking turns.
-async fn over_links(mesh: &MeshInner, call: &Forward) -> Result<rmpv::Value, Error> {
+async fn over_links(mesh: &MeshInner, call: &Forward) -> Result<Answered, Error> {
     let targets = mesh.members.serving(&call.path, true);
     mesh.in_turns(targets, &call.path, |target| async move {
         match target {

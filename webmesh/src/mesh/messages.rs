@@ -48,6 +48,10 @@ pub(crate) struct Goodbye {
     pub(crate) id: String,
 }
 
+/// What a forwarded call got from the node that ran it: its value, or its
+/// error as that node gave it (code, message and data), for the client.
+pub(crate) type Answered = Result<rmpv::Value, crate::CallError>;
+
 /// The data of a FORWARD.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub(crate) struct Forward {

@@ -5,7 +5,7 @@
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::messages::{Forward, FORWARD};
+use super::messages::{Answered, Forward, FORWARD};
 use crate::{Client, Error};
 
 /// The way to one other node.
@@ -43,10 +43,14 @@ impl Peer {
 
     /// Runs a call a client of this node made on the node, with the
     /// caller's identity; a legacy (0.1.2) node gets the plain call.
-    pub(crate) async fn forward(&self, call: &Forward, legacy: bool) -> Result<rmpv::Value, Error> {
+    pub(crate) async fn forward(&self, call: &Forward, legacy: bool) -> Result<Answered, Error> {
         match self {
-            Peer::Link(client) if legacy => client.call(&call.path, &call.data).await,
-            Peer::Link(client) => client.call(FORWARD, call).await,
+            // 0.1.2 answers errors without a code or data.
+            Peer::Link(client) if legacy => client.call(&call.path, &call.data).await.map(Ok),
+            Peer::Link(client) => match client.call_answered(FORWARD, call).await? {
+                Ok(payload) => Ok(Ok(payload.deserialize()?)),
+                Err(error) => Ok(Err(error)),
+            },
             #[cfg(feature = "nats")]
             Peer::Nats(inbox) => inbox.forward(call).await,
         }

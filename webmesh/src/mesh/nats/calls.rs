@@ -9,7 +9,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use super::{wire, Nats};
-use crate::mesh::messages::{Forward, RESERVED};
+use crate::mesh::messages::{Answered, Forward, RESERVED};
 use crate::{CallError, Error, Reply};
 
 /// The queue group of every route's subscription: NATS gives each call to
@@ -88,7 +88,12 @@ async fn run(nats: Arc<Nats>, subscriptions: Vec<async_nats::Subscriber>, stop: 
             };
             drop((slot, bytes));
             if let Some(to) = message.reply {
-                if let Err(e) = nats.client.publish(to, wire::answer(&reply)).await {
+                let mut answer = wire::answer(&reply);
+                if let Err(Error::TooLarge { size, limit }) = nats.fits(answer.len()) {
+                    let message = format!("the answer is {size} bytes, more than NATS's largest message ({limit})");
+                    answer = wire::answer(&Reply::error(CallError::new(CallError::TOO_LARGE, message)));
+                }
+                if let Err(e) = nats.client.publish(to, answer).await {
                     tracing::debug!("an answer over NATS was not sent: {e}");
                 }
             }
@@ -137,10 +142,10 @@ impl Inbox {
         self.nats.send(self.subject.clone(), call).await
     }
 
-    pub(crate) async fn forward(&self, call: &Forward) -> Result<rmpv::Value, Error> {
+    pub(crate) async fn forward(&self, call: &Forward) -> Result<Answered, Error> {
         let out = wire::CallOut { path: &call.path, data: &call.data, identity: call.identity.as_ref() };
         let answer = self.request(wire::call(&out)?, &call.path).await?;
-        wire::read_answer(&call.path, &answer)
+        wire::read_answered(&answer)
     }
 
     async fn request(&self, call: bytes::Bytes, path: &str) -> Result<bytes::Bytes, Error> {

@@ -36,4 +36,4 @@ pub use self::transport::DEFAULT_NATS_PREFIX;
 #[cfg(feature = "nats")]
 pub(crate) use self::transport::{Nats, Settings};
 #[cfg(feature = "nats")]
-pub(crate) use self::wire::{answered_value, read_answer};
+pub(crate) use self::wire::{answered_value, read_answered};

@@ -12,7 +12,7 @@ use tokio::sync::{watch, OnceCell};
 
 use super::subject::Subjects;
 use super::{calls, events, members, wills, wire};
-use crate::mesh::messages::Forward;
+use crate::mesh::messages::{Answered, Forward};
 use crate::mesh::{MeshInner, Node};
 use crate::Error;
 
@@ -64,6 +64,9 @@ pub(crate) struct Nats {
     /// Told once the record that says this node left is stored.
     pub(super) left: tokio::sync::Notify,
     pub(super) call_timeout: Duration,
+    /// The largest message the NATS server takes, as last seen: NATS closes
+    /// the connection of a client that sends a larger one.
+    max_payload: std::sync::atomic::AtomicUsize,
 }
 
 impl Nats {
@@ -116,6 +119,7 @@ impl Nats {
             .connect(urls.as_slice())
             .await
             .map_err(|e| Error::Offline(format!("cannot reach NATS at {}: {e}", settings.urls.join(", "))))?;
+        let max_payload = std::sync::atomic::AtomicUsize::new(client.server_info().max_payload);
         let prefix = settings.prefix.clone();
         let reserved = |what: &str| Subjects::new(format!("{prefix}._mesh.{what}"));
         Ok(Self {
@@ -135,6 +139,7 @@ impl Nats {
             revision: std::sync::atomic::AtomicU64::new(0),
             left: tokio::sync::Notify::new(),
             call_timeout,
+            max_payload,
         })
     }
 
@@ -201,11 +206,11 @@ impl Nats {
     }
 
     /// Forwards a client's call to one of the other nodes that serve its path.
-    pub(crate) async fn forward(&self, call: &Forward) -> Result<rmpv::Value, Error> {
+    pub(crate) async fn forward(&self, call: &Forward) -> Result<Answered, Error> {
         self.routed(&call.path)?;
         let out = wire::CallOut { path: &call.path, data: &call.data, identity: call.identity.as_ref() };
         let answer = self.request(self.calls.of_topic(&call.path), wire::call(&out)?, &call.path).await?;
-        wire::read_answer(&call.path, &answer)
+        wire::read_answered(&answer)
     }
 
     /// Forwards a client's call, its data one MessagePack value already
@@ -227,9 +232,25 @@ impl Nats {
         Inbox::new(self.clone(), id)
     }
 
+    /// Fails with [`Error::TooLarge`] if a message of `size` bytes is larger
+    /// than NATS takes (sent, it would cost this node its connection).
+    pub(super) fn fits(&self, size: usize) -> Result<(), Error> {
+        if size <= self.max_payload.load(Ordering::Relaxed) {
+            return Ok(());
+        }
+        // The server may have changed since (a reconnection elsewhere).
+        let limit = self.client.server_info().max_payload;
+        self.max_payload.store(limit, Ordering::Relaxed);
+        match size <= limit {
+            true => Ok(()),
+            false => Err(Error::TooLarge { size, limit }),
+        }
+    }
+
     pub(super) async fn request(&self, subject: String, payload: Bytes, path: &str) -> Result<Bytes, Error> {
         use async_nats::client::RequestErrorKind;
         self.online()?;
+        self.fits(payload.len())?;
         let request = async_nats::Request::new().payload(payload).timeout(Some(self.call_timeout));
         let request = self.client.send_request(subject, request);
         let mut online = self.online.clone();
@@ -259,6 +280,7 @@ impl Nats {
 
     pub(super) async fn send(&self, subject: String, payload: Bytes) -> Result<(), Error> {
         self.online()?;
+        self.fits(payload.len())?;
         self.client.publish(subject, payload).await.map_err(|e| Error::Offline(e.to_string()))
     }
 

@@ -143,19 +143,24 @@ fn error_fields(error: &CallError) -> (u8, &str, &str, Option<&serde_json::Value
 
 /// The answer to a call, as received: its value, or the error to return.
 pub(crate) fn read_answer<R: DeserializeOwned>(path: &str, bytes: &[u8]) -> Result<R, Error> {
+    read_answered(bytes)?.map_err(|error| Error::from_reply(path, error))
+}
+
+/// The answer to a call, as received: its value, or its error as the node
+/// that ran it gave it.
+pub(crate) fn read_answered<R: DeserializeOwned>(bytes: &[u8]) -> Result<Result<R, CallError>, Error> {
     let answer: Answer<R> = rmp_serde::from_slice(bytes)
         .map_err(|e| Error::Decode { field: ".".into(), message: format!("the answer of a node over NATS: {e}") })?;
-    match answer {
+    Ok(match answer {
         Answer::Value(value) => Ok(value),
         Answer::Error { code, message, data } => {
             let error = CallError::new(code, message);
-            let error = match data {
+            Err(match data {
                 Some(data) => error.with_data(data),
                 None => error,
-            };
-            Err(Error::from_reply(path, error))
+            })
         }
-    }
+    })
 }
 
 enum Answer<R> {
