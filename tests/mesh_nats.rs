@@ -765,14 +765,19 @@ async fn forwarded_data_and_answers_cross_nats_as_they_were_sent() {
 
 // What an attack found, kept fixed.
 
-/// A call or an answer larger than NATS's largest message (1 MiB here) is
-/// refused as `too_large`, before it is sent or instead of the answer: the
-/// caller learns at once, and the node keeps its NATS connection (sent,
-/// NATS would close it, dropping everyone's calls and events with it).
+/// A call or an answer larger than NATS's largest message (1 MiB here), a
+/// path whose subject is longer than NATS's first line takes, a will too
+/// large for the node's record: each is refused as `too_large`, before it
+/// is sent or instead of the answer. The caller learns at once, and the
+/// node keeps its NATS connection (sent, NATS would close it, dropping
+/// everyone's calls and events with it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn calls_and_answers_over_natss_largest_message_are_refused_and_cost_no_connection() {
     let nats = Nats::start();
-    let served = Router::new().on("/echo", |data: Value| data).on("/big", |n: usize| "x".repeat(n));
+    let served = Router::new()
+        .on("/echo", |data: Value| data)
+        .on("/big", |n: usize| "x".repeat(n))
+        .on("/files/{*rest}", || "a file");
     let c = node("c", served, &nats).await;
     let a = node("a", Router::new(), &nats).await;
     until("a and c up", 20, || all_up(&a, 2) && all_up(&c, 2)).await;
@@ -796,6 +801,14 @@ async fn calls_and_answers_over_natss_largest_message_are_refused_and_cost_no_co
     // Just under the limit crosses.
     let fits = "x".repeat(limit - 64);
     assert_eq!(client.call::<String>("/echo", &fits).await.unwrap(), fits);
+    // A path of 1,400 dots is a subject of 4,200 bytes (each escaped).
+    let long = format!("/files/{}", ".".repeat(1400));
+    too_large(client.call(&long, &()).await);
+    assert!(matches!(a.emit(&long, &()).await, Err(Error::TooLarge { .. })));
+    assert_eq!(client.call::<String>(&format!("/files/{}", "a".repeat(3000)), &()).await.unwrap(), "a file");
+    // A will is in the node's record, which must fit in a NATS message.
+    assert!(matches!(a.set_will("/gone/a", &"w".repeat(limit)), Err(Error::TooLarge { .. })));
+    a.set_will("/gone/a", &"w".repeat(limit / 2)).unwrap();
     let closed = nats.monitoring("connz?state=closed");
     let closed: Vec<&Value> = closed["connections"]
         .as_array()

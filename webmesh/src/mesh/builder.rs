@@ -466,6 +466,8 @@ impl MeshBuilder {
         let _ = mesh.server.set(shared);
         #[cfg(feature = "nats")]
         if let Some(nats) = nats {
+            // Its will and metadata must fit in one NATS message.
+            nats.record_fits(&mesh.members.own())?;
             let _ = mesh.nats.set(nats.start(&mesh));
         }
         Ok(Mesh::run(mesh, bound, peers, self.legacy_peers))

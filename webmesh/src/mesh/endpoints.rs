@@ -264,10 +264,13 @@ fn answered_reply(answered: Answered) -> Reply {
 fn sent_error(e: Error, path: &str) -> Reply {
     match e {
         Error::NoRoute { .. } => Reply::error(CallError::not_found(path)),
-        // Over NATS's largest message, or the link's.
+        // Over NATS's largest message or subject, or the link's message.
         Error::TooLarge { size, limit } => Reply::error(CallError::new(
             CallError::TOO_LARGE,
-            format!("the call is {size} bytes, more than the mesh carries to the node serving `{path}` ({limit}); it was not sent"),
+            format!(
+                "the call does not fit what the mesh carries to the node serving `{path}` \
+                 ({size} bytes, at most {limit}); it was not sent"
+            ),
         )),
         e if e.was_not_sent() => {
             Reply::error(CallError::new("unavailable", format!("no node serving `{path}` could be reached: {e}")))

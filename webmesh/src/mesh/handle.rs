@@ -144,9 +144,19 @@ impl Mesh {
     /// Replaces this node's last will (see [`MeshBuilder::will`]): from now
     /// on, if this node dies, one surviving node publishes `data` on
     /// `topic`. The other nodes learn it at once, from a status report.
+    ///
+    /// Over NATS, the node's record carries the will in one NATS message:
+    /// a will that would not fit (NATS's `max_payload`, 1 MiB by default,
+    /// less 1 KiB) is refused with [`Error::TooLarge`], and the one in
+    /// force stays.
     pub fn set_will(&self, topic: &str, data: &(impl Serialize + ?Sized)) -> Result<(), Error> {
         let will = NodeWill::new(topic.to_owned(), data)?;
         let mesh = self.get()?;
+        // Over NATS, the record carrying it must fit in one NATS message.
+        #[cfg(feature = "nats")]
+        if let Some(nats) = mesh.nats.get() {
+            nats.record_fits(&Node { will: Some(will.clone()), ..mesh.members.own() })?;
+        }
         mesh.members.set_own_will(Some(will));
         mesh.report();
         Ok(())

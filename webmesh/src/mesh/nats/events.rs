@@ -12,6 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::subject::Subjects;
+use super::transport::{MaxPayload, MAX_SUBJECT_BYTES};
 use super::{wire, Nats};
 use crate::mesh::messages::RESERVED;
 use crate::pubsub::{Interest, TopicPattern, Uplink};
@@ -61,17 +62,13 @@ impl Gaps {
 
 /// The hub's uplink, which sends this node's events to their subjects
 /// (of `subjects`), in order, from a task of its own until `stop`.
-pub(super) fn uplink(
-    subjects: Subjects,
-    client: async_nats::Client,
-    gaps: Arc<Gaps>,
-    tasks: &TaskTracker,
-    stop: CancellationToken,
-) -> Arc<dyn Uplink> {
+pub(super) fn uplink(nats: &Nats, tasks: &TaskTracker, stop: CancellationToken) -> Arc<dyn Uplink> {
+    let (client, gaps) = (nats.client.clone(), nats.gaps.clone());
     let (queue, mut queued) = mpsc::unbounded_channel::<(String, Bytes)>();
     let uplink = Arc::new(Sender {
-        max_payload: client.server_info().max_payload,
-        subjects,
+        client: client.clone(),
+        max_payload: nats.max_payload.clone(),
+        subjects: nats.topics.clone(),
         // This run of this node, among the publishers of events.
         origin: fastrand::u64(..),
         seq: AtomicU64::new(0),
@@ -104,8 +101,8 @@ pub(super) fn uplink(
 }
 
 struct Sender {
-    /// The largest message the NATS server takes.
-    max_payload: usize,
+    client: async_nats::Client,
+    max_payload: Arc<MaxPayload>,
     subjects: Subjects,
     origin: u64,
     seq: AtomicU64,
@@ -121,7 +118,7 @@ impl Uplink for Sender {
         if topic.starts_with(RESERVED) {
             return;
         }
-        if data.len() + wire::EVENT_HEADER > self.max_payload {
+        if self.max_payload.check(&self.client, data.len() + wire::EVENT_HEADER).is_err() {
             tracing::warn!(%topic, "an event over NATS's largest message is not sent to other nodes");
             self.gaps.open();
             return;
@@ -132,11 +129,17 @@ impl Uplink for Sender {
             }
             return;
         }
+        let subject = self.subjects.of_topic(topic);
+        if subject.len() > MAX_SUBJECT_BYTES {
+            tracing::warn!(%topic, "an event whose subject is too long for NATS is not sent to other nodes");
+            self.gaps.open();
+            return;
+        }
         let flags = if self.gaps.take() { wire::GAP } else { 0 };
         let seq = self.seq.fetch_add(1, Ordering::Relaxed);
         let event = wire::event(flags, self.origin, seq, &data);
         self.pending.fetch_add(event.len(), Ordering::Relaxed);
-        let _ = self.queue.send((self.subjects.of_topic(topic), event));
+        let _ = self.queue.send((subject, event));
     }
 }
 

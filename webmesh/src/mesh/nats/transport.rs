@@ -1,6 +1,6 @@
 //! A node's connection to the mesh's NATS, and what goes through it.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
 
@@ -24,6 +24,16 @@ pub const DEFAULT_NATS_PREFIX: &str = "webmesh";
 /// How long a request to JetStream may take (a new cluster answers its
 /// first ones only once it elected a leader).
 const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The longest subject a node sends on: NATS closes the connection of a
+/// client whose message's first line (`PUB`, subject, reply subject, size)
+/// is longer than its `max_control_line`, 4096 bytes by default. A call to
+/// a path whose subject is longer is refused (an escaped byte takes three).
+pub(super) const MAX_SUBJECT_BYTES: usize = 3584;
+
+/// What a node's record leaves free of NATS's largest message, for its
+/// status's figures to grow.
+const RECORD_ROOM: usize = 1024;
 
 /// What a node needs to join a mesh through NATS.
 #[derive(Debug, Clone)]
@@ -64,9 +74,34 @@ pub(crate) struct Nats {
     /// Told once the record that says this node left is stored.
     pub(super) left: tokio::sync::Notify,
     pub(super) call_timeout: Duration,
-    /// The largest message the NATS server takes, as last seen: NATS closes
-    /// the connection of a client that sends a larger one.
-    max_payload: std::sync::atomic::AtomicUsize,
+    pub(super) max_payload: Arc<MaxPayload>,
+}
+
+/// The largest message the NATS server takes: NATS closes the connection
+/// of a client that sends a larger one. Read again after a reconnection
+/// (the server may be another) and before refusing a message.
+pub(super) struct MaxPayload {
+    bytes: AtomicUsize,
+    stale: AtomicBool,
+}
+
+impl MaxPayload {
+    fn new() -> Self {
+        Self { bytes: AtomicUsize::new(0), stale: AtomicBool::new(true) }
+    }
+
+    /// Fails with [`Error::TooLarge`] if a message of `size` bytes is larger
+    /// than the server `client` is connected to takes.
+    pub(super) fn check(&self, client: &async_nats::Client, size: usize) -> Result<(), Error> {
+        if self.stale.swap(false, Ordering::AcqRel) || size > self.bytes.load(Ordering::Acquire) {
+            self.bytes.store(client.server_info().max_payload, Ordering::Release);
+        }
+        let limit = self.bytes.load(Ordering::Acquire);
+        match size <= limit {
+            true => Ok(()),
+            false => Err(Error::TooLarge { size, limit }),
+        }
+    }
 }
 
 impl Nats {
@@ -84,6 +119,8 @@ impl Nats {
         let dropped_tx = Arc::new(dropped_tx);
         let gaps = Arc::new(events::Gaps::default());
         let gaps_seen = gaps.clone();
+        let max_payload = Arc::new(MaxPayload::new());
+        let max_payload_seen = max_payload.clone();
         let options = async_nats::ConnectOptions::new()
             // What nats-server's monitoring (`/connz`) shows of it.
             .name(format!("webmesh {name} {id}"))
@@ -96,9 +133,13 @@ impl Nats {
             .max_reconnects(None)
             .event_callback(move |event| {
                 let (online, dropped, gaps) = (online_tx.clone(), dropped_tx.clone(), gaps_seen.clone());
+                let max_payload = max_payload_seen.clone();
                 async move {
                     match event {
-                        async_nats::Event::Connected => drop(online.send_replace(true)),
+                        async_nats::Event::Connected => {
+                            max_payload.stale.store(true, Ordering::Release);
+                            online.send_replace(true);
+                        }
                         async_nats::Event::Disconnected => {
                             // Events on their way to NATS may have gone with the connection.
                             gaps.open();
@@ -119,7 +160,6 @@ impl Nats {
             .connect(urls.as_slice())
             .await
             .map_err(|e| Error::Offline(format!("cannot reach NATS at {}: {e}", settings.urls.join(", "))))?;
-        let max_payload = std::sync::atomic::AtomicUsize::new(client.server_info().max_payload);
         let prefix = settings.prefix.clone();
         let reserved = |what: &str| Subjects::new(format!("{prefix}._mesh.{what}"));
         Ok(Self {
@@ -154,8 +194,7 @@ impl Nats {
         self.mesh = Arc::downgrade(mesh);
         let nats = Arc::new(self);
         let stop = mesh.stop.clone();
-        let uplink =
-            events::uplink(nats.topics.clone(), nats.client.clone(), nats.gaps.clone(), &mesh.tasks, stop.clone());
+        let uplink = events::uplink(&nats, &mesh.tasks, stop.clone());
         mesh.hub.set_uplink(uplink);
         mesh.tasks.spawn(calls::serve(nats.clone(), stop.clone()));
         mesh.tasks.spawn(events::relay(nats.clone(), mesh.interest.clone(), stop.clone()));
@@ -235,21 +274,30 @@ impl Nats {
     /// Fails with [`Error::TooLarge`] if a message of `size` bytes is larger
     /// than NATS takes (sent, it would cost this node its connection).
     pub(super) fn fits(&self, size: usize) -> Result<(), Error> {
-        if size <= self.max_payload.load(Ordering::Relaxed) {
-            return Ok(());
-        }
-        // The server may have changed since (a reconnection elsewhere).
-        let limit = self.client.server_info().max_payload;
-        self.max_payload.store(limit, Ordering::Relaxed);
-        match size <= limit {
+        self.max_payload.check(&self.client, size)
+    }
+
+    /// Fails with [`Error::TooLarge`] if `subject` is longer than a node
+    /// sends ([`MAX_SUBJECT_BYTES`]).
+    fn subject_fits(subject: &str) -> Result<(), Error> {
+        match subject.len() <= MAX_SUBJECT_BYTES {
             true => Ok(()),
-            false => Err(Error::TooLarge { size, limit }),
+            false => Err(Error::TooLarge { size: subject.len(), limit: MAX_SUBJECT_BYTES }),
         }
+    }
+
+    /// Fails with [`Error::TooLarge`] unless `node`'s record, reported and
+    /// stored, fits in NATS's largest message with room for its status to
+    /// grow.
+    pub(crate) fn record_fits(&self, node: &Node) -> Result<(), Error> {
+        let size = rmp_serde::to_vec_named(node).map_err(|e| Error::Protocol(e.to_string()))?.len();
+        self.fits(size + RECORD_ROOM)
     }
 
     pub(super) async fn request(&self, subject: String, payload: Bytes, path: &str) -> Result<Bytes, Error> {
         use async_nats::client::RequestErrorKind;
         self.online()?;
+        Self::subject_fits(&subject)?;
         self.fits(payload.len())?;
         let request = async_nats::Request::new().payload(payload).timeout(Some(self.call_timeout));
         let request = self.client.send_request(subject, request);
@@ -280,6 +328,7 @@ impl Nats {
 
     pub(super) async fn send(&self, subject: String, payload: Bytes) -> Result<(), Error> {
         self.online()?;
+        Self::subject_fits(&subject)?;
         self.fits(payload.len())?;
         self.client.publish(subject, payload).await.map_err(|e| Error::Offline(e.to_string()))
     }
