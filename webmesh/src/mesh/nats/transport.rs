@@ -93,7 +93,9 @@ impl MaxPayload {
     /// Fails with [`Error::TooLarge`] if a message of `size` bytes is larger
     /// than the server `client` is connected to takes.
     pub(super) fn check(&self, client: &async_nats::Client, size: usize) -> Result<(), Error> {
-        if self.stale.swap(false, Ordering::AcqRel) || size > self.bytes.load(Ordering::Acquire) {
+        // Loaded before swapped: every call and event passes here.
+        let stale = self.stale.load(Ordering::Acquire) && self.stale.swap(false, Ordering::AcqRel);
+        if stale || size > self.bytes.load(Ordering::Acquire) {
             self.bytes.store(client.server_info().max_payload, Ordering::Release);
         }
         let limit = self.bytes.load(Ordering::Acquire);
