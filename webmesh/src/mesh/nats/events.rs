@@ -12,7 +12,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use super::subject::Subjects;
-use super::transport::{MaxPayload, MAX_SUBJECT_BYTES};
+use super::transport::MaxPayload;
 use super::{wire, Nats};
 use crate::mesh::messages::RESERVED;
 use crate::pubsub::{Interest, TopicPattern, Uplink};
@@ -130,7 +130,7 @@ impl Uplink for Sender {
             return;
         }
         let subject = self.subjects.of_topic(topic);
-        if subject.len() > MAX_SUBJECT_BYTES {
+        if Nats::subject_fits(&subject).is_err() {
             tracing::warn!(%topic, "an event whose subject is too long for NATS is not sent to other nodes");
             self.gaps.open();
             return;

@@ -29,7 +29,7 @@ const JETSTREAM_TIMEOUT: Duration = Duration::from_secs(5);
 /// client whose message's first line (`PUB`, subject, reply subject, size)
 /// is longer than its `max_control_line`, 4096 bytes by default. A call to
 /// a path whose subject is longer is refused (an escaped byte takes three).
-pub(super) const MAX_SUBJECT_BYTES: usize = 3584;
+const MAX_SUBJECT_BYTES: usize = 3584;
 
 /// What a node's record leaves free of NATS's largest message, for its
 /// status's figures to grow.
@@ -281,7 +281,7 @@ impl Nats {
 
     /// Fails with [`Error::TooLarge`] if `subject` is longer than a node
     /// sends ([`MAX_SUBJECT_BYTES`]).
-    fn subject_fits(subject: &str) -> Result<(), Error> {
+    pub(super) fn subject_fits(subject: &str) -> Result<(), Error> {
         match subject.len() <= MAX_SUBJECT_BYTES {
             true => Ok(()),
             false => Err(Error::TooLarge { size: subject.len(), limit: MAX_SUBJECT_BYTES }),
