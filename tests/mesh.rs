@@ -11,7 +11,7 @@ use common::mesh::{
     self as scenarios, all_up, child_will, drain, ms, state_of, whoami, will_watchers, wills_received, ChildNode,
     Transport,
 };
-use common::{python, until};
+use common::{python, until, Raw};
 use serde_json::{json, Value};
 use webmesh::{Client, Error, Mesh, MeshBuilder, Node, NodeState, Router, Server, State};
 
@@ -106,8 +106,6 @@ async fn child_node() {
 }
 
 // The wire, as PROTOCOL.md shows it.
-
-type Raw = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 async fn raw_with(url: &str, headers: &[(&'static str, &str)]) -> Result<Raw, tokio_tungstenite::tungstenite::Error> {
     use tokio_tungstenite::tungstenite::client::IntoClientRequest;
